@@ -1,0 +1,5 @@
+"""Entry point for ``python -m mlsteps``."""
+
+from mlsteps.cli import main
+
+raise SystemExit(main())

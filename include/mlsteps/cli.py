@@ -1,0 +1,94 @@
+"""The thin CLI every task runs: ``python -m mlsteps <step> --option value ...``.
+
+Step modules are imported only once their step is chosen, and each imports its heavy libraries
+inside its functions, so ``--help`` stays fast and a step pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Protocol, cast
+
+from mlsteps.errors import EXIT_CRASH, EXIT_USER_ERROR, StepError
+
+RESULT_ENV_VAR = "ML_STEP_RESULT"
+
+#: step name -> (module, one-line help). The order is the pipeline's order.
+STEPS: dict[str, tuple[str, str]] = {
+    "generate-data": ("mlsteps.generate", "Generate synthetic raw card-transaction events into the lake."),
+    "validate": ("mlsteps.validate", "Validate raw events of a data interval against the config."),
+}
+
+
+class StepModule(Protocol):
+    """What a step module provides."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> dict[str, Any]: ...
+
+
+def build_parser(step: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only the chosen step's module is imported to add its options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mlsteps",
+        description="Steps of the scheduled ML workflow. Each writes a small JSON result to $ML_STEP_RESULT.",
+    )
+    subparsers = parser.add_subparsers(dest="step", metavar="<step>", required=True)
+    for name, (module_name, help_text) in STEPS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        _add_common_arguments(sub)
+        if name == step:
+            _load(module_name).add_arguments(sub)
+    return parser
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("common options")
+    group.add_argument("--config", help="Pipeline config YAML (default: $ML_PIPELINE_CONFIG or the bundled one).")
+    group.add_argument("--lake", help="Lake root: a directory or s3://bucket/prefix (default: $ML_LAKE_URI).")
+    group.add_argument("--dag-id", default="", help="Airflow DAG id, recorded for lineage.")
+    group.add_argument("--run-id", default="", help="Airflow DAG run id, recorded for lineage.")
+
+
+def _load(module_name: str) -> StepModule:
+    return cast(StepModule, importlib.import_module(module_name))
+
+
+def write_result(result: dict[str, Any]) -> None:
+    """Write the step's small JSON result where ``$ML_STEP_RESULT`` points (XCom's source)."""
+    target = os.environ.get(RESULT_ENV_VAR)
+    if not target:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    temporary = f"{target}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(result, handle, default=str)
+    os.replace(temporary, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one step and return the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    step = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(step if step in STEPS else None).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = _load(STEPS[args.step][0]).run(args)
+    except StepError as err:
+        print(f"ERROR: {err}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except Exception as err:  # a crash: keep the traceback for debugging, end with one line for people
+        traceback.print_exc()
+        reason = str(err).splitlines()[0] if str(err) else ""
+        print(f"ERROR: step {args.step} crashed: {type(err).__name__}: {reason}", file=sys.stderr, flush=True)
+        return EXIT_CRASH
+    write_result(result)
+    print(f"{args.step}: {result.get('summary', 'done')}", flush=True)
+    return 0
