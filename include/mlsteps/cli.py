@@ -23,6 +23,13 @@ RESULT_ENV_VAR = "ML_STEP_RESULT"
 STEPS: dict[str, tuple[str, str]] = {
     "generate-data": ("mlsteps.generate", "Generate synthetic raw card-transaction events into the lake."),
     "validate": ("mlsteps.validate", "Validate raw events of a data interval against the config."),
+    "build-features": ("mlsteps.features", "Compute the feature table for a data interval (Feast's offline source)."),
+    "materialize": ("mlsteps.materialize", "Materialize exactly a data interval into the Feast online store."),
+    "build-training-set": ("mlsteps.training_set", "Point-in-time join and time split into a training snapshot."),
+    "train": ("mlsteps.train", "Train XGBoost on a snapshot, log to MLflow and register a challenger version."),
+    "evaluate": ("mlsteps.evaluate", "Gate a challenger: thresholds, and champion vs challenger on one holdout."),
+    "promote": ("mlsteps.promote", "Move the champion alias to an approved version (check-and-set, ledgered)."),
+    "rollback": ("mlsteps.rollback", "Move the champion alias back to a previously promoted version."),
 }
 
 
