@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.support.services import MlflowServer, S3Server, mlflow_server, s3_server
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration on import: give the test session its own home before that.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-home-")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.pop("ML_EXECUTION_MODE", None)
+
+import pytest  # noqa: E402
+
+from tests.support.services import MlflowServer, S3Server, mlflow_server, s3_server  # noqa: E402
+
 DEFAULT_CONFIG = REPO_ROOT / "include" / "config" / "pipeline.yaml"
 
 

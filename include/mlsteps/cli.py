@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 
 from mlsteps.errors import EXIT_CRASH, EXIT_USER_ERROR, StepError
 
@@ -41,13 +41,21 @@ class StepModule(Protocol):
     def run(self, args: argparse.Namespace) -> dict[str, Any]: ...
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error ends with the same one-line ``ERROR:`` reason as any failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER_ERROR, f"ERROR: {self.prog}: {message}\n")
+
+
 def build_parser(step: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only the chosen step's module is imported to add its options."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m mlsteps",
         description="Steps of the scheduled ML workflow. Each writes a small JSON result to $ML_STEP_RESULT.",
     )
-    subparsers = parser.add_subparsers(dest="step", metavar="<step>", required=True)
+    subparsers = parser.add_subparsers(dest="step", metavar="<step>", required=True, parser_class=_Parser)
     for name, (module_name, help_text) in STEPS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         _add_common_arguments(sub)

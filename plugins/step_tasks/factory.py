@@ -1,0 +1,88 @@
+"""``step_task``: the one place that turns a step, its options and a profile into an Airflow task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from step_tasks.settings import PROFILES, ExecutionSettings, Profile, SettingsError, load_settings
+
+OptionValue = str | int | float | bool | None
+
+#: Every step records the DAG and run that produced its outputs.
+LINEAGE_OPTIONS: dict[str, str] = {"--dag-id": "{{ dag.dag_id }}", "--run-id": "{{ run_id }}"}
+
+
+@cache
+def _settings() -> ExecutionSettings:
+    return load_settings()
+
+
+def step_task(
+    step: str,
+    *,
+    task_id: str | None = None,
+    options: Mapping[str, OptionValue] | None = None,
+    profile: Profile = "cpu",
+    settings: ExecutionSettings | None = None,
+    **operator_kwargs: Any,
+) -> BaseOperator:
+    """Build the task that runs ``python -m mlsteps <step> <options>``.
+
+    Args:
+        step: A step name from ``python -m mlsteps --help``.
+        task_id: Defaults to the step name with ``-`` replaced by ``_``.
+        options: ``{"--flag": value}``. Values may be Jinja templates; each renders into exactly
+            one argv element, so no value can inject another option or a shell command. ``None``
+            values are left out; ``True`` adds the bare flag.
+        profile: ``cpu`` or ``gpu`` (GPU limit, node selector and tolerations in kubernetes mode).
+        settings: Deployment settings; read once from the environment by default.
+        **operator_kwargs: Passed to the operator (e.g. ``doc_md``, ``trigger_rule``).
+
+    Returns:
+        A ``KubernetesPodOperator`` in kubernetes mode, else a ``LocalStepOperator``.
+    """
+    settings = settings or _settings()
+    if profile not in PROFILES:
+        raise SettingsError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+    arguments = to_argv({**(options or {}), **LINEAGE_OPTIONS})
+    common: dict[str, Any] = {
+        "task_id": task_id or step.replace("-", "_"),
+        "retries": settings.retries,
+        "retry_delay": settings.retry_delay,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": settings.max_retry_delay,
+        "execution_timeout": settings.resources[profile].execution_timeout,
+        **operator_kwargs,
+    }
+    if settings.mode == "kubernetes":
+        from step_tasks.pod import build_pod_task
+
+        return build_pod_task(step=step, arguments=arguments, profile=profile, settings=settings, **common)
+    from step_tasks.local import LocalStepOperator
+
+    return LocalStepOperator(
+        step=step,
+        arguments=arguments,
+        python=settings.python,
+        workdir=settings.workdir,
+        env=settings.step_env,
+        **common,
+    )
+
+
+def to_argv(options: Mapping[str, OptionValue]) -> list[str]:
+    """``{"--a": 1, "--flag": True, "--skip": None}`` -> ``["--a", "1", "--flag"]``."""
+    argv: list[str] = []
+    for flag, value in options.items():
+        if not flag.startswith("--") or " " in flag:
+            raise ValueError(f"option {flag!r} must look like --name")
+        if value is None or value is False:
+            continue
+        argv.append(flag)
+        if value is not True:
+            argv.append(str(value))
+    return argv

@@ -1,0 +1,108 @@
+"""Local mode: run a step's argv as a child process of the worker (no shell, no container)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+#: Exit code of a step that failed for a reason retrying cannot fix (bad input, refused action).
+EXIT_USER_ERROR = 2
+
+
+class LocalStepOperator(BaseOperator):
+    """Runs ``python -m mlsteps <step> ...`` as a subprocess and returns its JSON result as XCom.
+
+    The child's output streams into the task log. A non-zero exit fails the task with the step's
+    one-line reason; exit code 2 (bad input or a refused action) fails without retrying.
+    """
+
+    template_fields = ("arguments",)
+    ui_color = "#e8f4fd"
+
+    def __init__(
+        self,
+        *,
+        step: str,
+        arguments: Sequence[str],
+        python: str,
+        workdir: str,
+        env: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.arguments = list(arguments)
+        self.python = python
+        self.workdir = workdir
+        self.env = dict(env or {})
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "mlsteps", self.step, *(str(arg) for arg in self.arguments)]
+
+    def execute(self, context: Any) -> Any:
+        with tempfile.TemporaryDirectory(prefix="mlsteps-") as scratch:
+            result_path = Path(scratch) / "result.json"
+            env = {**os.environ, **self.env, "ML_STEP_RESULT": str(result_path), "PYTHONUNBUFFERED": "1"}
+            env.setdefault("ML_GIT_SHA", _git_sha(self.workdir))
+            self.log.info("Running step: %s", " ".join(self.argv))
+            returncode, last_lines = self._run(env)
+            if returncode != 0:
+                reason = _reason(last_lines) or f"step {self.step} exited with code {returncode}"
+                error = AirflowFailException if returncode == EXIT_USER_ERROR else AirflowException
+                raise error(reason)
+            if not result_path.exists():
+                raise AirflowException(f"step {self.step} exited 0 but wrote no result to $ML_STEP_RESULT")
+            result = json.loads(result_path.read_text())
+        if isinstance(result, dict) and result.get("summary"):
+            self.log.info("Result: %s", result["summary"])
+        return result
+
+    def _run(self, env: dict[str, str]) -> tuple[int, deque[str]]:
+        last_lines: deque[str] = deque(maxlen=20)
+        self._process = subprocess.Popen(
+            self.argv,
+            cwd=self.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            line = line.rstrip("\n")
+            last_lines.append(line)
+            self.log.info("%s", line)
+        return self._process.wait(), last_lines
+
+    def on_kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+
+
+def _reason(lines: deque[str]) -> str:
+    """The step's one-line reason: its last ``ERROR:`` line."""
+    errors = [line for line in lines if line.startswith("ERROR: ")]
+    return errors[-1].removeprefix("ERROR: ") if errors else ""
+
+
+def _git_sha(workdir: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

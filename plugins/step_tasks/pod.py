@@ -1,0 +1,102 @@
+"""Kubernetes mode: a hardened KubernetesPodOperator running the step's exec-form argv."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from step_tasks.settings import ExecutionSettings, Profile
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+RESULT_PATH = "/airflow/xcom/return.json"
+SCRATCH_PATH = "/tmp"
+RUN_AS = 10001
+
+
+def build_pod_task(
+    *,
+    task_id: str,
+    step: str,
+    arguments: list[str],
+    profile: Profile,
+    settings: ExecutionSettings,
+    **operator_kwargs: Any,
+) -> KubernetesPodOperator:
+    """A deferrable, durable pod task with restricted-PSS security and Secret-ref credentials."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.secret import Secret
+    from kubernetes.client import models as k8s
+
+    resources = settings.resources[profile]
+    # The pod's deadline matches the task's timeout, so a timed-out task never leaves a pod running.
+    timeout = operator_kwargs.get("execution_timeout") or resources.execution_timeout
+    env = {
+        **settings.step_env,
+        "ML_STEP_RESULT": RESULT_PATH,
+        "ML_STEP_IMAGE": settings.image,
+        "HOME": SCRATCH_PATH,
+        "MPLCONFIGDIR": f"{SCRATCH_PATH}/matplotlib",
+    }
+    if profile == "gpu":
+        env["ML_REQUIRE_GPU"] = "1"
+    return KubernetesPodOperator(
+        task_id=task_id,
+        name=f"mlsteps-{step}",
+        random_name_suffix=True,
+        namespace=settings.namespace,
+        image=settings.image,
+        image_pull_policy=settings.image_pull_policy,
+        service_account_name=settings.service_account,
+        cmds=["python", "-m", "mlsteps"],
+        arguments=[step, *arguments],
+        env_vars=[k8s.V1EnvVar(name=name, value=value) for name, value in sorted(env.items())],
+        secrets=[Secret("env", None, name) for name in settings.secret_names],
+        labels={"app.kubernetes.io/name": "mlsteps", "app.kubernetes.io/component": step},
+        container_resources=k8s.V1ResourceRequirements(
+            requests=dict(resources.requests), limits=dict(resources.limits)
+        ),
+        node_selector=dict(settings.gpu_node_selector) if profile == "gpu" else None,
+        tolerations=[k8s.V1Toleration(**_snake(t)) for t in settings.gpu_tolerations] if profile == "gpu" else None,
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=RUN_AS,
+            run_as_group=RUN_AS,
+            fs_group=RUN_AS,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        container_security_context=_container_security_context(),
+        xcom_sidecar_container_security_context=_container_security_context(),
+        volumes=[k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="10Gi"))],
+        volume_mounts=[k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_PATH)],
+        automount_service_account_token=False,
+        deferrable=True,
+        durable=True,
+        do_xcom_push=True,
+        get_logs=True,
+        on_finish_action="delete_succeeded_pod" if settings.keep_failed_pods else "delete_pod",
+        on_kill_action="delete_pod",
+        startup_timeout_seconds=settings.startup_timeout_seconds,
+        active_deadline_seconds=int(timeout.total_seconds()),
+        log_events_on_failure=True,
+        **operator_kwargs,
+    )
+
+
+def _container_security_context() -> Any:
+    from kubernetes.client import models as k8s
+
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        run_as_non_root=True,
+        run_as_user=RUN_AS,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _snake(toleration: Any) -> dict[str, Any]:
+    """Kubernetes' camelCase toleration keys (as users write them) to the client's snake_case."""
+    renames = {"tolerationSeconds": "toleration_seconds"}
+    return {renames.get(key, key): value for key, value in dict(toleration).items()}

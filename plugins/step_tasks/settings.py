@@ -1,0 +1,152 @@
+"""Deployment settings, read once from the environment into one validated object.
+
+Nothing in ``dags/`` reads these: the factory does, so the same DAG files run in both modes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["local", "kubernetes"]
+Profile = Literal["cpu", "gpu"]
+PROFILES: tuple[Profile, ...] = ("cpu", "gpu")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Non-secret variables the worker passes to every step (its own values, read once).
+FORWARDED_ENV = (
+    "ML_LAKE_URI",
+    "ML_PIPELINE_CONFIG",
+    "ML_STATE_DIR",
+    "ML_FEAST_STORE_YAML",
+    "MLFLOW_TRACKING_URI",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "FEAST_REDIS_CONNECTION_STRING",
+)
+
+
+class SettingsError(ValueError):
+    """A deployment setting is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests and limits of one resource profile."""
+
+    requests: Mapping[str, str]
+    limits: Mapping[str, str]
+    execution_timeout: timedelta
+
+
+DEFAULT_RESOURCES: dict[Profile, Resources] = {
+    "cpu": Resources({"cpu": "1", "memory": "2Gi"}, {"cpu": "2", "memory": "4Gi"}, timedelta(hours=1)),
+    "gpu": Resources(
+        {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+        {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
+        timedelta(hours=4),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How step tasks run: as local subprocesses or as Kubernetes pods."""
+
+    mode: Mode = "local"
+    # kubernetes mode
+    image: str = "mlsteps:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    namespace: str = "ml-steps"
+    service_account: str = "ml-steps"
+    secret_names: tuple[str, ...] = ("ml-s3-credentials", "ml-mlflow-credentials")
+    gpu_node_selector: Mapping[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    gpu_tolerations: tuple[Mapping[str, str], ...] = (
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    )
+    keep_failed_pods: bool = False
+    startup_timeout_seconds: int = 600
+    resources: Mapping[Profile, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
+    # both modes
+    retries: int = 2
+    retry_delay: timedelta = timedelta(minutes=1)
+    max_retry_delay: timedelta = timedelta(minutes=30)
+    step_env: Mapping[str, str] = field(default_factory=dict)
+    # local mode
+    python: str = sys.executable
+    workdir: str = str(REPO_ROOT)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("local", "kubernetes"):
+            raise SettingsError(f"ML_EXECUTION_MODE={self.mode!r} is not one of: local, kubernetes")
+        if self.retries < 0 or self.retries > 10:
+            raise SettingsError(f"ML_STEP_RETRIES={self.retries} must be between 0 and 10")
+        if self.mode == "kubernetes" and not self.image:
+            raise SettingsError("ML_STEP_IMAGE must name the step image in kubernetes mode")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings:
+    """Read the settings from environment variables (documented in the README).
+
+    Raises:
+        SettingsError: A variable has an invalid value; the message names it.
+    """
+    env = os.environ if environ is None else environ
+    defaults = ExecutionSettings()
+    return ExecutionSettings(
+        mode=env.get("ML_EXECUTION_MODE", defaults.mode),  # type: ignore[arg-type]
+        image=env.get("ML_STEP_IMAGE", defaults.image),
+        image_pull_policy=env.get("ML_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+        namespace=env.get("ML_NAMESPACE", defaults.namespace),
+        service_account=env.get("ML_SERVICE_ACCOUNT", defaults.service_account),
+        secret_names=_names(env, "ML_STEP_SECRETS", defaults.secret_names),
+        gpu_node_selector=_json(env, "ML_GPU_NODE_SELECTOR", defaults.gpu_node_selector, dict),
+        gpu_tolerations=tuple(_json(env, "ML_GPU_TOLERATIONS", list(defaults.gpu_tolerations), list)),
+        keep_failed_pods=_flag(env, "ML_KEEP_FAILED_PODS", defaults.keep_failed_pods),
+        startup_timeout_seconds=_int(env, "ML_POD_STARTUP_TIMEOUT", defaults.startup_timeout_seconds),
+        retries=_int(env, "ML_STEP_RETRIES", defaults.retries),
+        step_env={name: env[name] for name in FORWARDED_ENV if env.get(name)},
+        python=env.get("ML_STEP_PYTHON", defaults.python),
+        workdir=env.get("ML_STEP_WORKDIR", defaults.workdir),
+    )
+
+
+def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    if name not in env:
+        return default
+    return tuple(part.strip() for part in env[name].split(",") if part.strip())
+
+
+def _json(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
+    if name not in env:
+        return default
+    try:
+        value = json.loads(env[name])
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"{name} is not valid JSON ({err.msg}); expected a JSON {kind.__name__}") from None
+    if not isinstance(value, kind):
+        raise SettingsError(f"{name} must be a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError:
+        raise SettingsError(f"{name}={env[name]!r} is not an integer") from None
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    if value is None:
+        return default
+    if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name}={value!r} must be true or false")
+    return value.lower() in ("1", "true", "yes")

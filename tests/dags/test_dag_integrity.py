@@ -1,0 +1,88 @@
+"""DagBag integrity: every DAG parses in both modes, cheaply, with the conventions we promise."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.airflow import load_dagbag, parse_in_fresh_process
+
+MODES = ["local", "kubernetes"]
+EXPECTED_DAGS = {"ml_training"}
+
+
+@pytest.fixture(scope="module", params=MODES)
+def parsed(request: pytest.FixtureRequest) -> dict:
+    return parse_in_fresh_process(request.param)
+
+
+def test_dags_parse_without_errors_or_ml_imports(parsed: dict) -> None:
+    assert parsed["errors"] == {}
+    assert EXPECTED_DAGS <= set(parsed["dag_ids"])
+    assert parsed["heavy"] == [], f"ML libraries imported while parsing DAGs: {parsed['heavy']}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dag_conventions(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    bag = load_dagbag(monkeypatch, mode)
+    assert bag.import_errors == {}
+    for dag_id, dag in bag.dags.items():
+        assert dag.fileloc.endswith(f"/{dag_id}.py"), f"{dag_id} must live in {dag_id}.py"
+        assert dag.doc_md and dag.doc_md.strip().startswith(f"# {dag_id}"), f"{dag_id} needs doc_md"
+        assert dag.tags and "ml" in dag.tags
+        assert dag.catchup is False
+        assert dag.timetable is not None
+        assert dag.default_args.get("owner") == "ml-platform"
+        for task in dag.tasks:
+            assert task.retries >= 2, f"{dag_id}.{task.task_id} retries {task.retries}"
+            assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id} has no retry backoff"
+
+
+def test_training_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    dag = load_dagbag(monkeypatch, "local").dags["ml_training"]
+    edges = {(task.task_id, down) for task in dag.tasks for down in task.downstream_task_ids}
+    assert edges == {
+        ("validate", "build_features"),
+        ("build_features", "materialize"),
+        ("materialize", "build_training_set"),
+        ("build_training_set", "choose_device"),
+        ("choose_device", "train_on_cpu"),
+        ("choose_device", "train_on_gpu"),
+        ("train_on_cpu", "evaluate"),
+        ("train_on_gpu", "evaluate"),
+        ("evaluate", "gate"),
+        ("gate", "promote"),
+    }
+    assert dag.max_active_runs == 1
+    assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
+
+
+@pytest.mark.parametrize(
+    ("name", "good", "bad"),
+    [
+        ("use_gpu", True, "yes"),
+        ("n_trials", 20, 1000),
+        ("n_trials", 0, -1),
+        ("min_roc_auc", 0.9, 1.5),
+        ("training_window_days", 30, 2),
+        ("reason", "drift on amount (2026-11-01)", "$(rm -rf /)"),
+        ("reason", "weekly", "x" * 201),
+        ("reason", "manual retrain", "line\nbreak"),
+        ("reason", "manual", "{{ var.value.secret }}"),
+    ],
+)
+def test_training_params_are_validated(monkeypatch: pytest.MonkeyPatch, name: str, good: object, bad: object) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = load_dagbag(monkeypatch, "local").dags["ml_training"]
+    param = dag.params.get_param(name)
+    assert param.resolve(good) == good
+    assert param.description, f"param {name} needs a description for the trigger form"
+    assert param.schema.get("title"), f"param {name} needs a title for the trigger form"
+    with pytest.raises(ParamValidationError):
+        param.resolve(bad)
+
+
+def test_bad_execution_mode_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = load_dagbag(monkeypatch, "docker")
+    message = " ".join(str(e) for e in bag.import_errors.values())
+    assert "ML_EXECUTION_MODE='docker' is not one of: local, kubernetes" in message
