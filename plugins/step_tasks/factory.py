@@ -28,8 +28,9 @@ def step_task(
     options: Mapping[str, OptionValue] | None = None,
     profile: Profile = "cpu",
     settings: ExecutionSettings | None = None,
+    map_over: Any = None,
     **operator_kwargs: Any,
-) -> BaseOperator:
+) -> BaseOperator | Any:
     """Build the task that runs ``python -m mlsteps <step> <options>``.
 
     Args:
@@ -40,10 +41,13 @@ def step_task(
             values are left out; ``True`` adds the bare flag.
         profile: ``cpu`` or ``gpu`` (GPU limit, node selector and tolerations in kubernetes mode).
         settings: Deployment settings; read once from the environment by default.
+        map_over: An upstream XCom holding a list of argv lists. The task is then mapped: one
+            task instance (one pod) per list, each running ``options`` followed by its list.
         **operator_kwargs: Passed to the operator (e.g. ``doc_md``, ``trigger_rule``).
 
     Returns:
-        A ``KubernetesPodOperator`` in kubernetes mode, else a ``LocalStepOperator``.
+        A ``KubernetesPodOperator`` in kubernetes mode, else a ``LocalStepOperator``; mapped when
+        ``map_over`` is given.
     """
     settings = settings or _settings()
     if profile not in PROFILES:
@@ -61,17 +65,15 @@ def step_task(
     if settings.mode == "kubernetes":
         from step_tasks.pod import build_pod_task
 
-        return build_pod_task(step=step, arguments=arguments, profile=profile, settings=settings, **common)
+        return build_pod_task(
+            step=step, arguments=arguments, profile=profile, settings=settings, map_over=map_over, **common
+        )
     from step_tasks.local import LocalStepOperator
 
-    return LocalStepOperator(
-        step=step,
-        arguments=arguments,
-        python=settings.python,
-        workdir=settings.workdir,
-        env=settings.step_env,
-        **common,
-    )
+    local = {"step": step, "arguments": arguments, "python": settings.python, "workdir": settings.workdir}
+    if map_over is not None:
+        return LocalStepOperator.partial(**local, env=settings.step_env, **common).expand(extra_arguments=map_over)
+    return LocalStepOperator(**local, env=settings.step_env, **common)
 
 
 def to_argv(options: Mapping[str, OptionValue]) -> list[str]:

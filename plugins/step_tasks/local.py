@@ -26,7 +26,7 @@ class LocalStepOperator(BaseOperator):
     one-line reason; exit code 2 (bad input or a refused action) fails without retrying.
     """
 
-    template_fields = ("arguments",)
+    template_fields = ("arguments", "extra_arguments")
     ui_color = "#e8f4fd"
 
     def __init__(
@@ -37,11 +37,13 @@ class LocalStepOperator(BaseOperator):
         python: str,
         workdir: str,
         env: Mapping[str, str] | None = None,
+        extra_arguments: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.step = step
         self.arguments = list(arguments)
+        self.extra_arguments = list(extra_arguments)
         self.python = python
         self.workdir = workdir
         self.env = dict(env or {})
@@ -49,7 +51,8 @@ class LocalStepOperator(BaseOperator):
 
     @property
     def argv(self) -> list[str]:
-        return [self.python, "-m", "mlsteps", self.step, *(str(arg) for arg in self.arguments)]
+        arguments = [*self.arguments, *self.extra_arguments]
+        return [self.python, "-m", "mlsteps", self.step, *(str(arg) for arg in arguments)]
 
     def execute(self, context: Any) -> Any:
         with tempfile.TemporaryDirectory(prefix="mlsteps-") as scratch:

@@ -21,9 +21,14 @@ def build_pod_task(
     arguments: list[str],
     profile: Profile,
     settings: ExecutionSettings,
+    map_over: Any = None,
     **operator_kwargs: Any,
-) -> KubernetesPodOperator:
-    """A deferrable, durable pod task with restricted-PSS security and Secret-ref credentials."""
+) -> KubernetesPodOperator | Any:
+    """A deferrable, durable pod task with restricted-PSS security and Secret-ref credentials.
+
+    With ``map_over`` (an XCom of argv lists), one pod per element runs the step with the shared
+    ``arguments`` followed by that element (dynamic task mapping).
+    """
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
@@ -40,7 +45,7 @@ def build_pod_task(
     }
     if profile == "gpu":
         env["ML_REQUIRE_GPU"] = "1"
-    return KubernetesPodOperator(
+    kwargs: dict[str, Any] = dict(
         task_id=task_id,
         name=f"mlsteps-{step}",
         random_name_suffix=True,
@@ -49,7 +54,6 @@ def build_pod_task(
         image_pull_policy=settings.image_pull_policy,
         service_account_name=settings.service_account,
         cmds=["python", "-m", "mlsteps"],
-        arguments=[step, *arguments],
         env_vars=[k8s.V1EnvVar(name=name, value=value) for name, value in sorted(env.items())],
         secrets=[Secret("env", None, name) for name in settings.secret_names],
         labels={"app.kubernetes.io/name": "mlsteps", "app.kubernetes.io/component": step},
@@ -81,6 +85,10 @@ def build_pod_task(
         log_events_on_failure=True,
         **operator_kwargs,
     )
+    if map_over is not None:
+        kwargs["cmds"] = [*kwargs["cmds"], step, *arguments]
+        return KubernetesPodOperator.partial(**kwargs).expand(arguments=map_over)
+    return KubernetesPodOperator(arguments=[step, *arguments], **kwargs)
 
 
 def _container_security_context() -> Any:

@@ -7,7 +7,7 @@ import pytest
 from tests.support.airflow import load_dagbag, parse_in_fresh_process
 
 MODES = ["local", "kubernetes"]
-EXPECTED_DAGS = {"ml_training"}
+EXPECTED_DAGS = {"ml_training", "ml_rollback"}
 
 
 @pytest.fixture(scope="module", params=MODES)

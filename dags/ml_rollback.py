@@ -1,0 +1,67 @@
+"""
+# ml_rollback
+
+Moves the MLflow alias `champion` back to a version that was champion before, and records the
+rollback in the promotion ledger. Trigger it by hand when a new champion misbehaves.
+
+- `version`: a model version number, or `previous` for the version the current champion replaced.
+- A version that was never promoted by this pipeline is refused: rollback only returns to a
+  model that once passed the evaluation gate.
+
+Nightly scoring picks up the new champion on its next run; nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag
+from mlsteps.config import load_config
+
+from step_tasks import step_task
+
+CONFIG = load_config()
+
+
+@dag(
+    dag_id="ml_rollback",
+    doc_md=__doc__,
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    tags=["ml", "registry", CONFIG.name],
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+    },
+    params={
+        "version": Param(
+            "previous",
+            type="string",
+            pattern=r"^([1-9][0-9]{0,8}|previous)$",
+            maxLength=9,
+            title="Version to restore",
+            description="A model version number that was champion before, or 'previous'.",
+        ),
+        "reason": Param(
+            "manual rollback",
+            type="string",
+            minLength=1,
+            maxLength=200,
+            pattern=r"^[A-Za-z0-9 _.,:;()/+=-]*$",
+            title="Reason",
+            description="Why you roll back; recorded in the promotion ledger.",
+        ),
+    },
+)
+def ml_rollback() -> None:
+    step_task(
+        "rollback",
+        options={"--version": "{{ params.version }}", "--reason": "{{ params.reason }}"},
+        doc_md=f"Move `champion` of `{CONFIG.model.registered_name}` back and ledger it.",
+    )
+
+
+ml_rollback()
