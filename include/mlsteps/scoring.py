@@ -1,0 +1,197 @@
+"""What the scoring steps share: the model pinned for a day, its input, and staging of shard output.
+
+Scoring is split so it can fan out: ``plan-scoring`` resolves the alias to one concrete version
+and checks the input once; each ``score`` shard writes parts and a receipt to a staging area
+keyed by the DAG run; ``commit-predictions`` publishes the partition only when every shard's
+receipt is there. Run alone, ``score`` does all three.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlsteps.context import StepContext
+from mlsteps.datasets import training_run_name
+from mlsteps.errors import StepError
+from mlsteps.lake import Lake, Staging, partition
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import xgboost as xgb
+
+    from mlsteps.config import PipelineConfig
+
+
+def features_prefix(config: PipelineConfig) -> str:
+    return f"features/{config.dataset.name}"
+
+
+def predictions_prefix(config: PipelineConfig, day: dt.date) -> str:
+    return partition(f"predictions/{config.model.registered_name}", day)
+
+
+@dataclass(frozen=True)
+class ScoringInput:
+    """The committed feature partition of one day."""
+
+    prefix: str
+    files: list[str]
+    rows: int
+    fingerprint: str
+
+
+def scoring_input(lake: Lake, config: PipelineConfig, day: dt.date) -> ScoringInput:
+    """The day's committed feature rows, or a clear refusal when there are none."""
+    prefix = partition(features_prefix(config), day)
+    manifest = lake.manifest(prefix)
+    if manifest is None:
+        raise StepError(
+            f"no committed features for ds={day} at {lake.url(prefix)}; run validate and build-features "
+            "for that day first"
+        )
+    if manifest["rows"] == 0:
+        raise StepError(f"the scoring input for ds={day} at {lake.url(prefix)} is empty; nothing to score")
+    checksums = "".join(sorted(entry["sha256"] for entry in manifest["files"]))
+    fingerprint = hashlib.sha256(checksums.encode()).hexdigest()
+    return ScoringInput(prefix, [f"{prefix}/{e['path']}" for e in manifest["files"]], manifest["rows"], fingerprint)
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """A concrete registered version, resolved once from an alias."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def staging_for(lake: Lake, config: PipelineConfig, day: dt.date, run_id: str) -> Staging:
+    """The staging area shared by every shard of one DAG run (deterministic, so retries reuse it)."""
+    attempt = training_run_name(run_id or f"manual-{day}")
+    return Staging(lake, predictions_prefix(config, day), attempt)
+
+
+def load_booster(model: PinnedModel) -> xgb.Booster:
+    """Download the version's model once and return its native booster."""
+    import mlflow.xgboost
+
+    loaded = mlflow.xgboost.load_model(model.uri)
+    return loaded.get_booster() if hasattr(loaded, "get_booster") else loaded
+
+
+def check_signature(booster: xgb.Booster, columns: list[str], where: str) -> list[str]:
+    """The model's feature names, after checking the input provides every one of them."""
+    expected = list(booster.feature_names or [])
+    if not expected:
+        raise StepError(f"model has no feature names recorded; retrain it with this pipeline ({where})")
+    missing = [name for name in expected if name not in columns]
+    if missing:
+        raise StepError(
+            f"input {where} does not match the model's signature: missing feature column(s) {missing}; "
+            "rebuild the features with the config the model was trained on"
+        )
+    return expected
+
+
+def shard_units(lake: Lake, files: list[str], shard_index: int, shard_count: int) -> Iterator[tuple[str, int]]:
+    """(file, row group) units of this shard: unit k belongs to shard k mod shard_count."""
+    import pyarrow.parquet as pq
+
+    unit = 0
+    for relative in files:
+        with lake.fs.open_input_file(lake.path(relative)) as handle:
+            groups = pq.ParquetFile(handle).metadata.num_row_groups
+        for group in range(groups):
+            if unit % shard_count == shard_index:
+                yield relative, group
+            unit += 1
+
+
+def score_unit(
+    lake: Lake,
+    config: PipelineConfig,
+    booster: xgb.Booster,
+    features: list[str],
+    unit: tuple[str, int],
+    batch_rows: int,
+) -> Iterator[pa.Table]:
+    """Score one row group batch by batch; yields small output tables (keys, score, decision)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlsteps.datasets import model_input
+
+    dataset = config.dataset
+    keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
+    relative, group = unit
+    with lake.fs.open_input_file(lake.path(relative)) as handle:
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=[*keys, *features]):
+            frame = batch.to_pandas()
+            scores = booster.inplace_predict(model_input(frame, features, config), validate_features=False)
+            yield pa.table(
+                {
+                    **{key: batch.column(key) for key in keys},
+                    "score": pa.array(scores, pa.float32()),
+                    "decision": pa.array(scores >= config.scoring.decision_threshold),
+                }
+            )
+
+
+def write_receipt(staging: Staging, shard_index: int, shard_count: int, details: dict[str, Any]) -> None:
+    """A shard's receipt, written after its parts: the commit trusts receipts, not listings."""
+    receipt = {
+        "shard_index": shard_index,
+        "shard_count": shard_count,
+        "files": [entry.__dict__ for entry in staging.files],
+        **details,
+    }
+    staging.lake.write_bytes(f"{staging.root}/receipt-{shard_index:05d}.json", json.dumps(receipt).encode())
+
+
+def read_receipts(staging: Staging, shard_count: int) -> list[dict[str, Any]]:
+    """Every shard's receipt, or a refusal naming the shards that did not finish."""
+    receipts, missing = [], []
+    for index in range(shard_count):
+        path = f"{staging.root}/receipt-{index:05d}.json"
+        if staging.lake.exists(path):
+            receipts.append(staging.lake.read_json(path))
+        else:
+            missing.append(index)
+    if missing:
+        raise StepError(
+            f"shard(s) {missing} of {shard_count} have not finished for {staging.prefix}; "
+            "the partition stays unpublished until every shard succeeds"
+        )
+    return receipts
+
+
+def resolve_model(config: PipelineConfig, alias: str, version: str | None = None) -> PinnedModel:
+    """Pin ``models:/<name>@<alias>`` (or an explicit version) to one concrete version.
+
+    Raises:
+        StepError: The alias is not set (no champion yet) or the version does not exist.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name = config.model.registered_name
+    client = MlflowClient()
+    try:
+        found = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        what = f"version {version}" if version else f"alias '{alias}'"
+        raise StepError(
+            f"registered model '{name}' has no {what}; train and promote a model first (run ml_training)"
+        ) from None
+    return PinnedModel(name, str(found.version), str(found.run_id), alias)
