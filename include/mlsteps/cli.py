@@ -23,12 +23,30 @@ RESULT_ENV_VAR = "ML_STEP_RESULT"
 STEPS: dict[str, tuple[str, str]] = {
     "generate-data": ("mlsteps.generate", "Generate synthetic raw card-transaction events into the lake."),
     "validate": ("mlsteps.validate", "Validate raw events of a data interval against the config."),
-    "build-features": ("mlsteps.features", "Compute the feature table for a data interval (Feast's offline source)."),
-    "materialize": ("mlsteps.materialize", "Materialize exactly a data interval into the Feast online store."),
-    "build-training-set": ("mlsteps.training_set", "Point-in-time join and time split into a training snapshot."),
-    "train": ("mlsteps.train", "Train XGBoost on a snapshot, log to MLflow and register a challenger version."),
-    "evaluate": ("mlsteps.evaluate", "Gate a challenger: thresholds, and champion vs challenger on one holdout."),
-    "promote": ("mlsteps.promote", "Move the champion alias to an approved version (check-and-set, ledgered)."),
+    "build-features": (
+        "mlsteps.features",
+        "Compute the feature table for a data interval (Feast's offline source).",
+    ),
+    "materialize": (
+        "mlsteps.materialize",
+        "Materialize exactly a data interval into the Feast online store.",
+    ),
+    "build-training-set": (
+        "mlsteps.training_set",
+        "Point-in-time join and time split into a training snapshot.",
+    ),
+    "train": (
+        "mlsteps.train",
+        "Train XGBoost on a snapshot, log to MLflow and register a challenger version.",
+    ),
+    "evaluate": (
+        "mlsteps.evaluate",
+        "Gate a challenger: thresholds, and champion vs challenger on one holdout.",
+    ),
+    "promote": (
+        "mlsteps.promote",
+        "Move the champion alias to an approved version (check-and-set, ledgered).",
+    ),
     "rollback": ("mlsteps.rollback", "Move the champion alias back to a previously promoted version."),
 }
 
@@ -66,7 +84,9 @@ def build_parser(step: str | None = None) -> argparse.ArgumentParser:
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("common options")
-    group.add_argument("--config", help="Pipeline config YAML (default: $ML_PIPELINE_CONFIG or the bundled one).")
+    group.add_argument(
+        "--config", help="Pipeline config YAML (default: $ML_PIPELINE_CONFIG or the bundled one)."
+    )
     group.add_argument("--lake", help="Lake root: a directory or s3://bucket/prefix (default: $ML_LAKE_URI).")
     group.add_argument("--dag-id", default="", help="Airflow DAG id, recorded for lineage.")
     group.add_argument("--run-id", default="", help="Airflow DAG run id, recorded for lineage.")
@@ -92,18 +112,27 @@ def main(argv: list[str] | None = None) -> int:
     """Run one step and return the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     step = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = build_parser(step if step in STEPS else None).parse_args(argv)
+    step = step if step in STEPS else None
+    try:  # building the parser imports the step's module, which can fail like the step itself
+        args = build_parser(step).parse_args(argv)
+    except Exception as err:
+        return _crashed(step, err)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = _load(STEPS[args.step][0]).run(args)
     except StepError as err:
         print(f"ERROR: {err}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-    except Exception as err:  # a crash: keep the traceback for debugging, end with one line for people
-        traceback.print_exc()
-        reason = str(err).splitlines()[0] if str(err) else ""
-        print(f"ERROR: step {args.step} crashed: {type(err).__name__}: {reason}", file=sys.stderr, flush=True)
-        return EXIT_CRASH
+    except Exception as err:
+        return _crashed(args.step, err)
     write_result(result)
     print(f"{args.step}: {result.get('summary', 'done')}", flush=True)
     return 0
+
+
+def _crashed(step: str | None, err: Exception) -> int:
+    """A crash: keep the traceback for debugging, and end with one line for people."""
+    traceback.print_exc()
+    reason = str(err).splitlines()[0] if str(err) else ""
+    print(f"ERROR: step {step} crashed: {type(err).__name__}: {reason}", file=sys.stderr, flush=True)
+    return EXIT_CRASH

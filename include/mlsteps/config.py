@@ -18,7 +18,9 @@ from mlsteps.errors import StepError
 CONFIG_ENV_VAR = "ML_PIPELINE_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "config" / "pipeline.yaml"
 
-Window = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,3}[dh]$", description="A duration such as 1d, 7d or 12h.")]
+Window = Annotated[
+    str, Field(pattern=r"^[1-9][0-9]{0,3}[dh]$", description="A duration such as 1d, 7d or 12h.")
+]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 ColumnType = Literal["numeric", "integer", "categorical", "boolean", "string", "timestamp"]
 AggregateFunction = Literal["count", "sum", "mean", "max", "min", "std"]
@@ -47,7 +49,9 @@ class ColumnSpec(_Frozen):
         if self.type != "categorical" and self.categories is not None:
             raise ValueError(f"'categories' is only allowed on categorical columns, not on {self.type}")
         if (self.min is not None or self.max is not None) and self.type not in ("numeric", "integer"):
-            raise ValueError(f"'min'/'max' are only allowed on numeric or integer columns, not on {self.type}")
+            raise ValueError(
+                f"'min'/'max' are only allowed on numeric or integer columns, not on {self.type}"
+            )
         return self
 
 
@@ -244,10 +248,17 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         raise StepError(
             f"pipeline config {file} does not exist; set {CONFIG_ENV_VAR} to a valid YAML file"
         ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise StepError(
+            f"pipeline config {file} cannot be read ({type(err).__name__}: {err}); "
+            f"set {CONFIG_ENV_VAR} to a readable YAML file"
+        ) from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
-        raise StepError(f"pipeline config {file} is not valid YAML{line}; fix the syntax and re-run") from None
+        raise StepError(
+            f"pipeline config {file} is not valid YAML{line}; fix the syntax and re-run"
+        ) from None
     if not isinstance(raw, dict):
         raise StepError(f"pipeline config {file} must be a YAML mapping at the top level")
     try:
@@ -260,12 +271,15 @@ def describe_validation_error(err: ValidationError) -> str:
     """Turn pydantic's errors into one line that names each bad field."""
     parts = []
     for error in err.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        field = ".".join(str(p) for p in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
         if error["type"] == "missing":
             parts.append(f"field '{field}' is required")
         elif error["type"] == "extra_forbidden":
             parts.append(f"field '{field}' is not a known setting (check its spelling)")
         else:
-            parts.append(f"field '{field}': {message} (got {error.get('input')!r:.60})")
+            # A whole section as the offending value is noise; the message names the field inside it.
+            got = "" if isinstance(value, dict | list) else f" (got {value!r:.60})"
+            parts.append(f"field '{field}': {message}{got}" if field else f"{message}{got}")
     return "; ".join(parts)

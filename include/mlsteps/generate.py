@@ -73,11 +73,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for day, frame in events.groupby(events["event_time"].dt.date, sort=True):
         written.append(_write_day(context, day, frame, args))
     total = sum(entry["rows"] for entry in written)
+    uri = context.lake.url(config.dataset.source)
     return {
-        "summary": f"{total} raw events over {len(written)} days written to {context.lake.url(config.dataset.source)}",
+        "summary": f"{total} raw events over {len(written)} days written to {uri}",
         "rows": total,
         "days": [entry["ds"] for entry in written],
-        "uri": context.lake.url(config.dataset.source),
+        "uri": uri,
         "fraud_rate": round(float(events["is_fraud"].mean()), 5),
         "drift_from": args.drift_from.isoformat() if args.drift_from else None,
     }
@@ -177,7 +178,9 @@ def _draw_day(day: dt.date, rows: int, profiles: dict[str, np.ndarray], seed: in
     hours = np.where(in_burst, rng.integers(0, 6, n), rng.choice(24, size=n, p=_HOUR_WEIGHTS))
     seconds = hours * 3600 + rng.integers(0, 3600, n)
     midnight = pd.Timestamp(day, tz="UTC")
-    event_time = midnight + pd.to_timedelta(seconds, unit="s") + pd.to_timedelta(rng.integers(0, 10**6, n), "us")
+    event_time = (
+        midnight + pd.to_timedelta(seconds, unit="s") + pd.to_timedelta(rng.integers(0, 10**6, n), "us")
+    )
     amount = np.exp(rng.normal(profiles["amount_mu"][who] + np.where(in_burst, 1.6, 0.0), 0.7))
     cumulative = profiles["category_weights"][who].cumsum(axis=1)
     category = (cumulative < rng.random(n)[:, None]).sum(axis=1).clip(0, len(CATEGORIES) - 1)
@@ -225,7 +228,9 @@ def _apply_drift(frame: pd.DataFrame, columns: tuple[str, ...], rng: np.random.G
         frame["card_present"] = frame["card_present"] & (rng.random(n) < 0.5)
     if "merchant_category" in columns:
         moved = rng.random(n) < 0.45
-        frame.loc[moved, "merchant_category"] = np.where(rng.random(moved.sum()) < 0.6, "online_retail", "electronics")
+        frame.loc[moved, "merchant_category"] = np.where(
+            rng.random(moved.sum()) < 0.6, "online_retail", "electronics"
+        )
     return frame
 
 

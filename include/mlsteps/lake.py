@@ -175,7 +175,9 @@ class Lake:
         self.fs.create_dir(self.path(staging.prefix), recursive=True)
         for entry in staging.files:
             final_name = f"part-{staging.attempt}-{entry.path}"
-            self.fs.move(self.path(f"{staging.root}/{entry.path}"), self.path(f"{staging.prefix}/{final_name}"))
+            self.fs.move(
+                self.path(f"{staging.root}/{entry.path}"), self.path(f"{staging.prefix}/{final_name}")
+            )
             moved.append(FileEntry(final_name, entry.rows, entry.bytes, entry.sha256))
         manifest = {
             **metadata,
@@ -252,7 +254,13 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if parsed.scheme not in ("", "file"):
         raise StepError(f"lake URI {uri!r} has unsupported scheme {parsed.scheme!r}; use a path or s3://")
     root = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StepError(
+            f"lake root {root} is not a usable directory ({err.strerror or err}); "
+            "point --lake or ML_LAKE_URI at a writable directory"
+        ) from None
     return pafs.LocalFileSystem(), str(root)
 
 

@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from mlsteps.lake import Lake
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2933}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1f2933}
 h1{font-size:1.6rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d9e2ec}
-table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #d9e2ec;padding:.3rem .6rem;text-align:left}
+table{border-collapse:collapse;margin:.5rem 0}
+td,th{border:1px solid #d9e2ec;padding:.3rem .6rem;text-align:left}
 th{background:#f0f4f8} .ok{color:#0b7a3e;font-weight:600} .bad{color:#b42318;font-weight:600}
 .meta{color:#52606d;font-size:.9rem} img{max-width:100%}
 """
@@ -45,7 +47,9 @@ class Report:
             for row in rows
         )
         paragraph = f"<p>{html.escape(note)}</p>" if note else ""
-        self.sections.append(f"<h2>{html.escape(heading)}</h2>{paragraph}<table><tr>{head}</tr>{body}</table>")
+        self.sections.append(
+            f"<h2>{html.escape(heading)}</h2>{paragraph}<table><tr>{head}</tr>{body}</table>"
+        )
 
     def add_figure(self, heading: str, figure: Figure) -> None:
         """Add a matplotlib figure as an inline PNG, then close it."""
@@ -57,9 +61,8 @@ class Report:
         figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
         plt.close(figure)
         encoded = base64.b64encode(buffer.getvalue()).decode()
-        self.sections.append(
-            f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(heading)}" src="data:image/png;base64,{encoded}">'
-        )
+        alt = html.escape(heading)
+        self.sections.append(f'<h2>{alt}</h2><img alt="{alt}" src="data:image/png;base64,{encoded}">')
 
     def add_html(self, heading: str, fragment: str) -> None:
         """Add a trusted HTML fragment produced by a library (e.g. an Evidently report)."""
@@ -69,9 +72,10 @@ class Report:
         css_class = "ok" if self.passed else "bad"
         meta = "".join(f"<li>{html.escape(k)}: {html.escape(_format(v))}</li>" for k, v in self.meta.items())
         generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        title = html.escape(self.title)
         return (
-            f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"
+            f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
             f"<p class='{css_class}'>{html.escape(self.verdict)}</p><ul class='meta'>{meta}"
             f"<li>generated: {generated}</li></ul>{''.join(self.sections)}</body></html>"
         )
@@ -81,7 +85,10 @@ def save_report(lake: Lake, prefix: str, report: Report, document: dict[str, Any
     """Write ``report.html`` and ``report.json`` under a lake prefix; return their URIs."""
     lake.write_json(f"{prefix}/report.json", document)
     lake.write_bytes(f"{prefix}/report.html", report.render().encode())
-    return {"report_html": lake.url(f"{prefix}/report.html"), "report_json": lake.url(f"{prefix}/report.json")}
+    return {
+        "report_html": lake.url(f"{prefix}/report.html"),
+        "report_json": lake.url(f"{prefix}/report.json"),
+    }
 
 
 def _format(value: Any) -> str:

@@ -114,7 +114,11 @@ def check_events(frame: pd.DataFrame, dataset: DatasetConfig, interval: DataInte
     import pandera.errors
 
     problems = _check_columns_and_dtypes(frame, dataset)
-    usable = {name for name, spec in dataset.columns.items() if _has_dtype(frame, name, spec)}
+    usable = {
+        name
+        for name, spec in dataset.columns.items()
+        if _has_dtype(frame, name, spec) and not frame[name].isna().all()
+    }
     schema = _schema(dataset, usable, interval)
     try:
         schema.validate(frame, lazy=True)
@@ -130,6 +134,8 @@ def _has_dtype(frame: pd.DataFrame, name: str, spec: ColumnSpec) -> bool:
     if name not in frame.columns:
         return False
     series, types = frame[name], pd.api.types
+    if series.dtype == object and series.hasnans:  # Arrow bools (and others) with nulls arrive as object
+        series = series.dropna().infer_objects()
     kinds = {
         "numeric": lambda: types.is_numeric_dtype(series) and not types.is_bool_dtype(series),
         "integer": lambda: types.is_integer_dtype(series),
@@ -146,9 +152,23 @@ def _check_columns_and_dtypes(frame: pd.DataFrame, dataset: DatasetConfig) -> li
     for name, spec in dataset.columns.items():
         if name not in frame.columns:
             problems.append(Problem("column_present", name, f"column '{name}' ({spec.type}) is missing"))
+        elif frame[name].isna().all():  # it has no values whose type or range could be checked
+            if not (spec.nullable and spec.max_null_ratio >= 1.0):
+                problems.append(
+                    Problem(
+                        "all_null",
+                        name,
+                        f"column '{name}' is entirely null ({len(frame)} of {len(frame)} values)",
+                        len(frame),
+                    )
+                )
         elif not _has_dtype(frame, name, spec):
             problems.append(
-                Problem("dtype", name, f"column '{name}' has dtype {frame[name].dtype}, but the config says {spec.type}")
+                Problem(
+                    "dtype",
+                    name,
+                    f"column '{name}' has dtype {frame[name].dtype}, but the config says {spec.type}",
+                )
             )
     return problems
 
@@ -162,32 +182,58 @@ def _schema(dataset: DatasetConfig, usable: set[str], interval: DataInterval) ->
         if name not in usable:
             continue
         checks = []
+        # ``error`` names the check in pandera's failure cases; built-in checks otherwise use their repr.
         if spec.min is not None:
-            checks.append(pa.Check.ge(spec.min, name="min"))
+            checks.append(pa.Check.ge(spec.min, name="min", error="min"))
         if spec.max is not None:
-            checks.append(pa.Check.le(spec.max, name="max"))
+            checks.append(pa.Check.le(spec.max, name="max", error="max"))
         if spec.categories:
-            checks.append(pa.Check.isin(list(spec.categories), name="categories"))
+            checks.append(pa.Check.isin(list(spec.categories), name="categories", error="categories"))
         if spec.nullable:
             limit = spec.max_null_ratio
-            checks.append(pa.Check(lambda s, limit=limit: bool(s.isna().mean() <= limit), name="null_ratio"))
+            checks.append(
+                pa.Check(
+                    lambda s, limit=limit: bool(s.isna().mean() <= limit),
+                    name="null_ratio",
+                    ignore_na=False,  # the default would drop the very nulls this check counts
+                )
+            )
         columns[name] = pa.Column(nullable=spec.nullable, checks=checks, required=True)
     frame_checks = []
     if dataset.event_time in usable:
-        frame_checks.append(pa.Check(lambda df: _stale_hours(df, dataset, interval) <= dataset.max_staleness_hours, name="freshness"))  # noqa: E501
-        frame_checks.append(pa.Check(lambda df: not _short_days(df, dataset), name="volume"))
+        frame_checks.append(
+            pa.Check(
+                lambda df: _stale_hours(df, dataset, interval) <= dataset.max_staleness_hours,
+                name="freshness",
+            )
+        )
+        frame_checks.append(pa.Check(lambda df: not _short_days(df, dataset, interval), name="volume"))
     unique = [dataset.row_id] if dataset.row_id in usable else None
     return pa.DataFrameSchema(columns, checks=frame_checks, unique=unique, strict=False)
 
 
+def _utc(times: pd.Series) -> pd.Series:
+    """Event times in UTC; naive times from a landing system are taken to be UTC already."""
+    return times.dt.tz_localize("UTC") if times.dt.tz is None else times.dt.tz_convert("UTC")
+
+
 def _stale_hours(frame: pd.DataFrame, dataset: DatasetConfig, interval: DataInterval) -> float:
-    newest = frame[dataset.event_time].max()
-    return float((interval.end - newest.to_pydatetime()).total_seconds() / 3600) if newest == newest else float("inf")
+    newest = _utc(frame[dataset.event_time]).max()
+    return (
+        float((interval.end - newest.to_pydatetime()).total_seconds() / 3600)
+        if newest == newest
+        else float("inf")
+    )
 
 
-def _short_days(frame: pd.DataFrame, dataset: DatasetConfig) -> dict[str, int]:
-    counts = frame[dataset.event_time].dt.date.value_counts()
-    return {day.isoformat(): int(n) for day, n in sorted(counts.items()) if n < dataset.min_rows_per_day}
+def _short_days(frame: pd.DataFrame, dataset: DatasetConfig, interval: DataInterval) -> dict[str, int]:
+    """Days of the interval with fewer rows than expected; a day with no rows at all counts too."""
+    counts = _utc(frame[dataset.event_time]).dt.date.value_counts()
+    return {
+        day.isoformat(): int(counts.get(day, 0))
+        for day in interval.days()
+        if counts.get(day, 0) < dataset.min_rows_per_day
+    }
 
 
 def _describe_failures(
@@ -198,14 +244,21 @@ def _describe_failures(
     for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
         examples = ", ".join(repr(v) for v in group["failure_case"].drop_duplicates().head(MAX_EXAMPLES))
         count = len(group)
-        problems.append(Problem(str(check), str(column), _sentence(str(column), str(check), count, examples, dataset, frame, interval), count))  # noqa: E501
+        where = column if isinstance(column, str) else dataset.source  # frame-wide checks have no column
+        sentence = _sentence(str(column), str(check), count, examples, dataset, frame, interval)
+        problems.append(Problem(str(check), where, sentence, count))
     return problems
 
 
 def _sentence(
-    column: str, check: str, count: int, examples: str, dataset: DatasetConfig, frame: pd.DataFrame,
+    column: str,
+    check: str,
+    count: int,
+    examples: str,
+    dataset: DatasetConfig,
+    frame: pd.DataFrame,
     interval: DataInterval,
-) -> str:  # fmt: skip
+) -> str:
     spec = dataset.columns.get(column)
     if check == "not_nullable":
         return f"column '{column}' has {count} null value(s) of {len(frame)} but allows none"
@@ -219,15 +272,18 @@ def _sentence(
     if check in ("multiple_fields_uniqueness", "field_uniqueness"):
         return f"row id '{dataset.row_id}' has {count} duplicated value(s) (e.g. {examples})"
     if check == "freshness":
-        newest = frame[dataset.event_time].max()
+        newest = _utc(frame[dataset.event_time]).max()
         return (
             f"data is stale: the newest {dataset.event_time} is {newest.isoformat()}, "
             f"{_stale_hours(frame, dataset, interval):.1f} h before the interval end "
             f"(allowed: {dataset.max_staleness_hours:g} h)"
         )
     if check == "volume":
-        short = _short_days(frame, dataset)
-        return f"too few rows on {len(short)} day(s) ({short}); at least {dataset.min_rows_per_day} expected per day"
+        short = _short_days(frame, dataset, interval)
+        return (
+            f"too few rows on {len(short)} day(s) ({short}); "
+            f"at least {dataset.min_rows_per_day} expected per day"
+        )
     return f"check {check} failed on {column} for {count} row(s) (e.g. {examples})"
 
 
@@ -239,16 +295,24 @@ def _report(dataset: DatasetConfig, interval: DataInterval, rows: int, problems:
         passed=not problems,
         meta={"interval": str(interval), "rows": rows, "source": dataset.source},
     )
-    report.add_table("Problems", [{"check": p.check, "where": p.where, "rows": p.count, "what": p.message} for p in problems])  # noqa: E501
+    report.add_table(
+        "Problems",
+        [{"check": p.check, "where": p.where, "rows": p.count, "what": p.message} for p in problems],
+    )
     report.add_table(
         "Checks applied",
         [
-            {"column": name, "type": spec.type, "nullable": spec.nullable, "min": spec.min, "max": spec.max,
-             "categories": spec.categories or ""}
+            {
+                "column": name,
+                "type": spec.type,
+                "nullable": spec.nullable,
+                "min": spec.min,
+                "max": spec.max,
+                "categories": spec.categories or "",
+            }
             for name, spec in dataset.columns.items()
-        ],  # fmt: skip
+        ],
         note=f"Plus: unique {dataset.row_id}, at least {dataset.min_rows_per_day} rows per day, newest event "
         f"at most {dataset.max_staleness_hours:g} h before the interval end.",
     )
     return report
-

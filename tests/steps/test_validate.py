@@ -1,0 +1,335 @@
+"""validate, run as the real CLI on real Parquet: good data passes, each kind of bad data fails clearly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mlsteps.config import DEFAULT_CONFIG_PATH
+from mlsteps.generate import generate_events
+from mlsteps.lake import Lake, partition
+
+DAYS = [dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)]
+ONE_DAY = ["--start", "2026-01-01", "--end", "2026-01-02"]
+SOURCE = "raw/transactions"
+PYCACHE = Path(__file__).resolve().parents[2] / ".pytest_cache" / "pycache"
+
+
+@pytest.fixture(scope="module")
+def days() -> dict[dt.date, pd.DataFrame]:
+    """Three small generated days (~600 rows each; the bundled config wants at least 500 per day)."""
+    events = generate_events(DAYS, rows_per_day=600, customers=300, seed=21)
+    return {day: frame.reset_index(drop=True) for day, frame in events.groupby(events["event_time"].dt.date)}
+
+
+def land(lake: Path, day: dt.date, frame: pd.DataFrame | None = None, raw: bytes | None = None) -> None:
+    """Write a landing partition the way another system would: plain Parquet, no manifest."""
+    directory = lake / partition(SOURCE, day)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "part-0.parquet"
+    if raw is not None:
+        target.write_bytes(raw)
+    else:
+        assert frame is not None
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), target)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """A step subprocess's environment, with a bytecode cache so no child recompiles pandas."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "PYTHONPYCACHEPREFIX": str(PYCACHE), **extra}
+
+
+def run_validate(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlsteps", "validate", *argv],
+        capture_output=True,
+        text=True,
+        env=child_env(**(env or {})),
+        timeout=180,
+    )
+
+
+def report_of(lake: Path, day: str = "2026-01-01") -> dict[str, Any]:
+    return json.loads((lake / f"reports/validation/ds={day}/report.json").read_text())
+
+
+# --- good data ---------------------------------------------------------------------------------
+
+
+def test_good_data_passes(tmp_path: Path, days: dict[dt.date, pd.DataFrame]) -> None:
+    lake_dir = tmp_path / "lake"
+    lake = Lake(str(lake_dir))
+    for day in DAYS[:2]:  # committed partitions, as generate-data or an upstream step writes them
+        staging = lake.stage(partition(SOURCE, day))
+        staging.write_parquet("00000.parquet", pa.Table.from_pandas(days[day], preserve_index=False))
+        lake.commit(staging, {"ds": day.isoformat()})
+    result_path = tmp_path / "result.json"
+
+    process = run_validate(
+        "--start", "2026-01-01", "--end", "2026-01-03", "--lake", str(lake_dir), "--run-id", "r1",
+        env={"ML_STEP_RESULT": str(result_path)},
+    )  # fmt: skip
+
+    assert process.returncode == 0, process.stderr
+    assert "Traceback" not in process.stderr
+    rows = len(days[DAYS[0]]) + len(days[DAYS[1]])
+    result = json.loads(result_path.read_text())
+    assert result["valid"] is True
+    assert result["rows"] == rows
+    assert result["days"] == ["2026-01-01", "2026-01-02"]
+    report_dir = lake_dir / "reports/validation/ds=2026-01-01"
+    assert result["report_json"] == f"{lake_dir}/reports/validation/ds=2026-01-01/report.json"
+    assert result["report_html"] == f"{lake_dir}/reports/validation/ds=2026-01-01/report.html"
+    report = report_of(lake_dir)
+    assert report["valid"] is True
+    assert report["problems"] == []
+    assert report["rows"] == rows
+    assert report["dag_run_id"] == "r1"
+    html = (report_dir / "report.html").read_text()
+    assert html.startswith("<!doctype html>")
+    assert "All checks passed." in html
+    assert "distance_from_home_km" in html
+
+
+def test_naive_timestamps_are_taken_as_utc(tmp_path: Path, days: dict[dt.date, pd.DataFrame]) -> None:
+    frame = days[DAYS[0]]
+    land(tmp_path, DAYS[0], frame.assign(event_time=frame["event_time"].dt.tz_localize(None)))
+
+    process = run_validate(*ONE_DAY, "--lake", str(tmp_path))
+
+    assert process.returncode == 0, process.stderr
+    assert report_of(tmp_path)["valid"] is True
+
+
+def test_validate_on_the_s3_lake(s3_lake: str, days: dict[dt.date, pd.DataFrame], tmp_path: Path) -> None:
+    lake = Lake(s3_lake)
+    staging = lake.stage(partition(SOURCE, DAYS[0]))
+    staging.write_parquet("00000.parquet", pa.Table.from_pandas(days[DAYS[0]], preserve_index=False))
+    lake.commit(staging, {})
+    result_path = tmp_path / "result.json"
+
+    process = run_validate(*ONE_DAY, env={"ML_STEP_RESULT": str(result_path)})  # ML_LAKE_URI names the bucket
+
+    assert process.returncode == 0, process.stderr
+    result = json.loads(result_path.read_text())
+    assert result["rows"] == len(days[DAYS[0]])
+    assert result["report_json"] == f"{s3_lake}/reports/validation/ds=2026-01-01/report.json"
+    report = lake.read_json("reports/validation/ds=2026-01-01/report.json")
+    assert report["valid"] is True
+    assert b"All checks passed." in lake.read_bytes("reports/validation/ds=2026-01-01/report.html")
+
+    # A corrupt landing file on S3 is reported, not crashed on.
+    lake.write_bytes(f"{partition(SOURCE, DAYS[1])}/part-0.parquet", b"PAR1 but not really")
+    bad = run_validate("--start", "2026-01-02", "--end", "2026-01-03")
+    assert bad.returncode == 2, bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert "not readable Parquet" in bad.stderr.strip().splitlines()[-1]
+
+
+# --- bad data: every case is a real CLI run; the runs go in parallel to keep the suite quick -------
+
+
+@dataclass
+class Case:
+    """One kind of bad input: how to build it, and what the failure must say."""
+
+    build: Callable[[Path, dict[dt.date, pd.DataFrame]], list[str]]
+    words: list[str]
+    checks: set[str] = field(default_factory=set)  # check names the report must list
+
+
+def _one_day(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[..., list[str]]:
+    def build(lake: Path, days: dict[dt.date, pd.DataFrame]) -> list[str]:
+        land(lake, DAYS[0], change(days[DAYS[0]].copy()))
+        return ONE_DAY
+
+    return build
+
+
+def _every(n: int) -> Callable[[pd.DataFrame], pd.Series]:
+    return lambda frame: pd.Series(np.arange(len(frame)) % n == 0, index=frame.index)
+
+
+def _duplicate_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[1:4, "transaction_id"] = frame.loc[0, "transaction_id"]
+    return frame
+
+
+def _empty(lake: Path, days: dict[dt.date, pd.DataFrame]) -> list[str]:
+    land(lake, DAYS[1], days[DAYS[1]])  # data exists, but not for the interval asked for
+    return ONE_DAY
+
+
+def _stale(lake: Path, days: dict[dt.date, pd.DataFrame]) -> list[str]:
+    land(lake, DAYS[0], days[DAYS[0]])
+    return ["--start", "2026-01-01", "--end", "2026-01-04"]  # newest event ~48 h before the end
+
+
+def _corrupt(lake: Path, days: dict[dt.date, pd.DataFrame]) -> list[str]:
+    land(lake, DAYS[0], raw=b"\x00garbage, not Parquet\xff" * 40)
+    return ONE_DAY
+
+
+def _missing_middle_day(lake: Path, days: dict[dt.date, pd.DataFrame]) -> list[str]:
+    land(lake, DAYS[0], days[DAYS[0]])
+    land(lake, DAYS[2], days[DAYS[2]])
+    return ["--start", "2026-01-01", "--end", "2026-01-04"]
+
+
+def _bad_config(lake: Path, days: dict[dt.date, pd.DataFrame]) -> list[str]:
+    land(lake, DAYS[0], days[DAYS[0]])
+    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    document["dataset"]["max_staleness_hour"] = 12  # a typo
+    config = lake.parent / "bad-config.yaml"
+    config.write_text(yaml.safe_dump(document))
+    return [*ONE_DAY, "--config", str(config)]
+
+
+def _several(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.drop(columns=["customer_id"]).head(300)
+    frame.loc[frame.index[:3], "amount"] = -1.0
+    frame.loc[frame.index[:7], "merchant_category"] = "casino"
+    return frame
+
+
+CASES: dict[str, Case] = {
+    "missing column": Case(
+        _one_day(lambda f: f.drop(columns=["amount"])), ["column 'amount'", "missing"], {"column_present"}
+    ),
+    "wrong dtype": Case(
+        _one_day(lambda f: f.assign(amount=f["amount"].astype(str))),
+        ["column 'amount'", "dtype", "numeric"],
+        {"dtype"},
+    ),
+    "all-null column": Case(
+        _one_day(lambda f: f.assign(customer_id=None)),
+        ["column 'customer_id'", "entirely null"],
+        {"all_null"},
+    ),
+    "empty interval": Case(_empty, ["no data landed", SOURCE], {"not_empty"}),
+    "out-of-range values": Case(
+        _one_day(lambda f: f.assign(amount=f["amount"].mask(_every(40)(f), -5.0))),
+        ["column 'amount'", "outside [0.0, 100000.0]", "-5.0"],
+        {"min"},
+    ),
+    "unknown category": Case(
+        _one_day(lambda f: f.assign(merchant_category=f["merchant_category"].mask(_every(40)(f), "casino"))),
+        ["column 'merchant_category'", "outside its categories", "casino"],
+        {"categories"},
+    ),
+    "duplicate keys": Case(
+        _one_day(_duplicate_ids), ["row id 'transaction_id'", "duplicated"], {"multiple_fields_uniqueness"}
+    ),
+    "stale data": Case(_stale, ["stale", "before the interval end", "36 h"], {"freshness"}),
+    "corrupt parquet": Case(
+        _corrupt, ["raw/transactions/ds=2026-01-01/part-0.parquet", "not readable Parquet"], {"readable"}
+    ),
+    "too few rows": Case(
+        _one_day(lambda f: f.head(200)), ["too few rows", "'2026-01-01': 200", "at least 500"], {"volume"}
+    ),
+    "missing day inside the interval": Case(
+        _missing_middle_day, ["too few rows", "'2026-01-02': 0"], {"volume"}
+    ),
+    "bad config": Case(_bad_config, ["pipeline config", "bad-config.yaml", "dataset.max_staleness_hour"]),
+    "null ratio above the limit": Case(
+        _one_day(lambda f: f.assign(distance_from_home_km=f["distance_from_home_km"].mask(_every(5)(f)))),
+        ["column 'distance_from_home_km'", "null", "above the allowed 5.0%"],
+        {"null_ratio"},
+    ),
+    "nulls in a non-nullable boolean": Case(
+        _one_day(lambda f: f.assign(card_present=f["card_present"].astype(object).mask(_every(50)(f)))),
+        ["column 'card_present'", "null value(s)", "allows none"],
+        {"not_nullable"},
+    ),
+    "several problems at once": Case(
+        _one_day(_several),
+        ["column 'customer_id'", "missing", "and 3 more problem(s)"],
+        {"column_present", "min", "categories", "volume"},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    lake: Path
+    process: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    tmp_path_factory: pytest.TempPathFactory, days: dict[dt.date, pd.DataFrame]
+) -> dict[str, Outcome]:
+    """Build every bad lake, then run the real CLI on all of them, a few at a time."""
+    prepared = {}
+    for index, (name, case) in enumerate(CASES.items()):
+        lake = tmp_path_factory.mktemp(f"case{index}") / "lake"
+        lake.mkdir()
+        prepared[name] = (lake, case.build(lake, days))
+    # Module fixtures start before the per-test environment isolation, so pin what the children read.
+    env = {key: value for key, value in child_env().items() if key not in ("ML_LAKE_URI", "ML_STEP_RESULT")}
+    env["ML_PIPELINE_CONFIG"] = str(DEFAULT_CONFIG_PATH)
+
+    def run(name: str) -> Outcome:
+        lake, argv = prepared[name]
+        process = subprocess.run(
+            [sys.executable, "-m", "mlsteps", "validate", *argv, "--lake", str(lake)],
+            capture_output=True,
+            text=True,
+            env={**env, "ML_STEP_RESULT": str(lake.parent / "result.json")},
+            timeout=180,
+        )
+        return Outcome(lake, process)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(prepared, pool.map(run, prepared), strict=True))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_fails_with_one_clear_line(name: str, outcomes: dict[str, Outcome]) -> None:
+    case, outcome = CASES[name], outcomes[name]
+    stderr = outcome.process.stderr
+
+    assert outcome.process.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR: ")
+    for word in case.words:
+        assert word in last, f"{word!r} not in {last!r}"
+    assert not (outcome.lake.parent / "result.json").exists(), "a failed step writes no result"
+
+    if case.checks:  # data problems are written up in the report too
+        assert "report.html" in last
+        report = report_of(outcome.lake)
+        assert report["valid"] is False
+        assert case.checks <= {problem["check"] for problem in report["problems"]}
+        html = (outcome.lake / "reports/validation/ds=2026-01-01/report.html").read_text()
+        assert "check(s) failed." in html
+
+
+def test_report_lists_every_problem(outcomes: dict[str, Outcome]) -> None:
+    report = report_of(outcomes["several problems at once"].lake)
+    problems = {problem["check"]: problem for problem in report["problems"]}
+
+    assert set(problems) == {"column_present", "min", "categories", "volume"}
+    assert problems["column_present"]["where"] == "customer_id"
+    assert problems["min"]["where"] == "amount"
+    assert problems["min"]["count"] == 3
+    assert problems["categories"]["count"] == 7
+    assert "'2026-01-01': 300" in problems["volume"]["message"]
+    assert report["rows"] == 300
