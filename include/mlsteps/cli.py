@@ -48,6 +48,12 @@ STEPS: dict[str, tuple[str, str]] = {
         "Move the champion alias to an approved version (check-and-set, ledgered).",
     ),
     "rollback": ("mlsteps.rollback", "Move the champion alias back to a previously promoted version."),
+    "plan-scoring": ("mlsteps.score_plan", "Pin the model version and split a day's scoring into shards."),
+    "score": ("mlsteps.score", "Score a day's features with the pinned model, streaming, into predictions/."),
+    "commit-predictions": (
+        "mlsteps.score_commit",
+        "Publish a predictions partition once every shard finished.",
+    ),
 }
 
 

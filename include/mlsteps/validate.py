@@ -36,17 +36,26 @@ class Problem:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_interval_arguments(parser)
+    parser.add_argument(
+        "--without-label",
+        action="store_true",
+        help="Scoring input: the label is not known yet, so its column is neither required nor checked.",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     context = StepContext.from_args(args)
     dataset = context.config.dataset
+    if args.without_label:  # model_copy skips validation on purpose: the label role stays named
+        columns = {name: spec for name, spec in dataset.columns.items() if name != dataset.label}
+        dataset = dataset.model_copy(update={"columns": columns})
     interval = DataInterval(args.start, args.end)
     frame, problems = read_interval(context.lake, dataset, interval)
     if frame is not None:
         problems += check_events(frame, dataset, interval)
     rows = 0 if frame is None else len(frame)
-    report_prefix = f"reports/validation/ds={interval.start.date().isoformat()}"
+    purpose = "scoring" if args.without_label else "training"
+    report_prefix = f"reports/validation/ds={interval.start.date().isoformat()}/{purpose}"
     document = {
         "dataset": dataset.name,
         "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},

@@ -66,7 +66,7 @@ def run_validate(*argv: str, env: dict[str, str] | None = None) -> subprocess.Co
 
 
 def report_of(lake: Path, day: str = "2026-01-01") -> dict[str, Any]:
-    return json.loads((lake / f"reports/validation/ds={day}/report.json").read_text())
+    return json.loads((lake / f"reports/validation/ds={day}/training/report.json").read_text())
 
 
 # --- good data ---------------------------------------------------------------------------------
@@ -93,9 +93,9 @@ def test_good_data_passes(tmp_path: Path, days: dict[dt.date, pd.DataFrame]) -> 
     assert result["valid"] is True
     assert result["rows"] == rows
     assert result["days"] == ["2026-01-01", "2026-01-02"]
-    report_dir = lake_dir / "reports/validation/ds=2026-01-01"
-    assert result["report_json"] == f"{lake_dir}/reports/validation/ds=2026-01-01/report.json"
-    assert result["report_html"] == f"{lake_dir}/reports/validation/ds=2026-01-01/report.html"
+    report_dir = lake_dir / "reports/validation/ds=2026-01-01/training"
+    assert result["report_json"] == f"{lake_dir}/reports/validation/ds=2026-01-01/training/report.json"
+    assert result["report_html"] == f"{lake_dir}/reports/validation/ds=2026-01-01/training/report.html"
     report = report_of(lake_dir)
     assert report["valid"] is True
     assert report["problems"] == []
@@ -129,10 +129,10 @@ def test_validate_on_the_s3_lake(s3_lake: str, days: dict[dt.date, pd.DataFrame]
     assert process.returncode == 0, process.stderr
     result = json.loads(result_path.read_text())
     assert result["rows"] == len(days[DAYS[0]])
-    assert result["report_json"] == f"{s3_lake}/reports/validation/ds=2026-01-01/report.json"
-    report = lake.read_json("reports/validation/ds=2026-01-01/report.json")
+    assert result["report_json"] == f"{s3_lake}/reports/validation/ds=2026-01-01/training/report.json"
+    report = lake.read_json("reports/validation/ds=2026-01-01/training/report.json")
     assert report["valid"] is True
-    assert b"All checks passed." in lake.read_bytes("reports/validation/ds=2026-01-01/report.html")
+    assert b"All checks passed." in lake.read_bytes("reports/validation/ds=2026-01-01/training/report.html")
 
     # A corrupt landing file on S3 is reported, not crashed on.
     lake.write_bytes(f"{partition(SOURCE, DAYS[1])}/part-0.parquet", b"PAR1 but not really")
@@ -318,7 +318,7 @@ def test_bad_input_fails_with_one_clear_line(name: str, outcomes: dict[str, Outc
         report = report_of(outcome.lake)
         assert report["valid"] is False
         assert case.checks <= {problem["check"] for problem in report["problems"]}
-        html = (outcome.lake / "reports/validation/ds=2026-01-01/report.html").read_text()
+        html = (outcome.lake / "reports/validation/ds=2026-01-01/training/report.html").read_text()
         assert "check(s) failed." in html
 
 
@@ -333,3 +333,19 @@ def test_report_lists_every_problem(outcomes: dict[str, Outcome]) -> None:
     assert problems["categories"]["count"] == 7
     assert "'2026-01-01': 300" in problems["volume"]["message"]
     assert report["rows"] == 300
+
+
+def test_scoring_input_without_label_passes_only_with_without_label(
+    tmp_path: Path, days: dict[dt.date, pd.DataFrame]
+) -> None:
+    lake_dir = tmp_path / "lake"
+    land(lake_dir, DAYS[0], days[DAYS[0]].drop(columns=["is_fraud"]))
+
+    strict = run_validate(*ONE_DAY, "--lake", str(lake_dir))
+    assert strict.returncode == 2
+    assert "column 'is_fraud' (boolean) is missing" in strict.stderr.strip().splitlines()[-1]
+
+    scoring = run_validate(*ONE_DAY, "--lake", str(lake_dir), "--without-label")
+    assert scoring.returncode == 0, scoring.stderr
+    report = json.loads((lake_dir / "reports/validation/ds=2026-01-01/scoring/report.json").read_text())
+    assert report["valid"] is True
