@@ -31,8 +31,8 @@ DRIFTABLE = ("amount", "distance_from_home_km", "is_international", "card_presen
 HISTORY_DAYS = 30
 #: The known generative rule: log-odds of fraud.
 RULE = (
-    "logit = -6.2 + 1.7*max(0, ln(amount / trailing_30d_mean_amount)) + 0.9*[events_last_24h >= 4]"
-    " + 1.2*is_international + 1.0*(1 - card_present) + 0.7*[distance_km > 150] + 0.6*[hour < 5]"
+    "logit = -8.0 + 2.8*max(0, ln(amount / trailing_30d_mean_amount)) + 1.4*[events_last_24h >= 4]"
+    " + 2.2*is_international + 1.5*(1 - card_present) + 1.4*[distance_km > 150] + 1.1*[hour < 5]"
     " + N(0, 0.4)"
 )
 
@@ -248,13 +248,13 @@ def _label(events: pd.DataFrame, profiles: dict[str, np.ndarray]) -> pd.DataFram
 
     distance = ordered["distance_from_home_km"].fillna(0.0).to_numpy()
     logit = (
-        -6.2
-        + 1.7 * np.maximum(0.0, np.log(ordered["amount"].to_numpy() / past_mean))
-        + 0.9 * (past_count_24h >= 4)
-        + 1.2 * ordered["is_international"].to_numpy()
-        + 1.0 * (~ordered["card_present"].to_numpy())
-        + 0.7 * (distance > 150)
-        + 0.6 * (ordered["event_time"].dt.hour.to_numpy() < 5)
+        -8.0
+        + 2.8 * np.maximum(0.0, np.log(ordered["amount"].to_numpy() / past_mean))
+        + 1.4 * (past_count_24h >= 4)
+        + 2.2 * ordered["is_international"].to_numpy()
+        + 1.5 * (~ordered["card_present"].to_numpy())
+        + 1.4 * (distance > 150)
+        + 1.1 * (ordered["event_time"].dt.hour.to_numpy() < 5)
         + ordered["label_noise"].to_numpy()
     )
     probability = 1.0 / (1.0 + np.exp(-logit))
