@@ -72,7 +72,7 @@ class Staging:
         import pyarrow.parquet as pq
 
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table, sink, compression="zstd", row_group_size=row_group_rows())
         data = sink.getvalue().to_pybytes()
         self.lake.write_bytes(f"{self.root}/{name}", data)
         entry = FileEntry(name, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
@@ -158,7 +158,7 @@ class Lake:
 
     def stage(self, prefix: str) -> Staging:
         """Start writing a new version of the partition at ``prefix``."""
-        attempt = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        attempt = _unique_token()
         return Staging(self, prefix.strip("/"), attempt)
 
     def commit(self, staging: Staging, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -172,9 +172,12 @@ class Lake:
             The manifest that was written.
         """
         moved = []
+        # Unique per commit, even when a rerun reuses its staging attempt: files that the current
+        # manifest lists are never overwritten, only removed after the new manifest is written.
+        commit_token = _unique_token()
         self.fs.create_dir(self.path(staging.prefix), recursive=True)
         for entry in staging.files:
-            final_name = f"part-{staging.attempt}-{entry.path}"
+            final_name = f"part-{commit_token}-{entry.path}"
             self.fs.move(
                 self.path(f"{staging.root}/{entry.path}"), self.path(f"{staging.prefix}/{final_name}")
             )
@@ -240,6 +243,15 @@ class Lake:
             with self.fs.open_input_file(self.path(relative)) as handle:
                 tables.append(pq.read_table(handle, columns=columns))
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def _unique_token() -> str:
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def row_group_rows() -> int:
+    """Rows per Parquet row group (``ML_PARQUET_ROW_GROUP_ROWS``, default 65536): the unit of sharding."""
+    return int(os.environ.get("ML_PARQUET_ROW_GROUP_ROWS", "65536"))
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
