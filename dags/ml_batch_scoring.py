@@ -26,8 +26,8 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, chain, dag, task
-from mlsteps.config import load_config
 
+from mlsteps.config import load_config
 from step_tasks import DS, step_task, xcom
 
 CONFIG = load_config()
@@ -75,7 +75,9 @@ def ml_batch_scoring() -> None:
     validate = step_task(
         "validate", options={**day, "--without-label": True}, doc_md="Validate the day's raw events."
     )
-    build_features = step_task("build-features", options=day, doc_md="The training feature code, for one day.")
+    build_features = step_task(
+        "build-features", options=day, doc_md="The training feature code, for one day."
+    )
     plan = step_task(
         "plan-scoring",
         options={"--ds": DS, "--alias": "{{ params.alias }}", "--shard-count": "{{ params.shard_count }}"},

@@ -16,8 +16,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag
-from mlsteps.config import load_config
 
+from mlsteps.config import load_config
 from step_tasks import step_task
 
 CONFIG = load_config()

@@ -30,8 +30,8 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param, chain, dag, task
-from mlsteps.config import load_config
 
+from mlsteps.config import load_config
 from step_tasks import step_task, xcom
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,18 @@ REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$"
 )
 def ml_training() -> None:
     interval = {"--start": START, "--end": END}
-    validate = step_task("validate", options=interval, doc_md="Validate the raw events of the training window.")
+    validate = step_task(
+        "validate", options=interval, doc_md="Validate the raw events of the training window."
+    )
     build_features = step_task("build-features", options=interval, doc_md="Compute features for the window.")
     materialize = step_task("materialize", options=interval, doc_md="Load the window into the online store.")
     build_training_set = step_task(
         "build-training-set",
-        options={"--end": END, "--window-days": "{{ params.training_window_days }}", "--training-run": "{{ run_id }}"},
+        options={
+            "--end": END,
+            "--window-days": "{{ params.training_window_days }}",
+            "--training-run": "{{ run_id }}",
+        },
         doc_md="Point-in-time join and time split into `training/<run>/`.",
     )
     train_options = {"--training-run": "{{ run_id }}", "--n-trials": "{{ params.n_trials }}"}
@@ -147,7 +153,14 @@ def ml_training() -> None:
             log.info("gate: %s", reason)
         return bool(evaluation.get("approved"))
 
-    chain(validate, build_features, materialize, build_training_set, choose_device(), [train_on_cpu, train_on_gpu])
+    chain(
+        validate,
+        build_features,
+        materialize,
+        build_training_set,
+        choose_device(),
+        [train_on_cpu, train_on_gpu],
+    )
     chain([train_on_cpu, train_on_gpu], evaluate, gate(evaluate.output), promote)
 
 

@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-version", default=None, help="Pinned version (set by plan-scoring).")
     parser.add_argument("--shard-index", type=int, default=0, help="This shard (0-based).")
     parser.add_argument("--shard-count", type=int, default=1, help="Shards in all; 1 scores and commits.")
-    parser.add_argument("--batch-rows", type=int, default=None, help="Rows per batch (default: scoring.batch_rows).")
+    parser.add_argument(
+        "--batch-rows", type=int, default=None, help="Rows per batch (default: scoring.batch_rows)."
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,7 +40,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     context = StepContext.from_args(args)
     config = context.config
     if not 0 <= args.shard_index < args.shard_count <= 1024:
-        raise StepError(f"--shard-index {args.shard_index} must be in [0, --shard-count {args.shard_count}) ≤ 1024")
+        raise StepError(
+            f"--shard-index {args.shard_index} must be in [0, --shard-count {args.shard_count}) ≤ 1024"
+        )
     alias = args.alias or config.scoring.alias
     batch_rows = args.batch_rows or config.scoring.batch_rows
     source = scoring_input(context.lake, config, args.ds)
@@ -49,8 +53,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     features = check_signature(booster, schema_columns, context.lake.url(source.prefix))
     staging = staging_for(context.lake, config, args.ds, context.run_id)
     rows = positives = 0
-    for unit_number, unit in enumerate(shard_units(context.lake, source.files, args.shard_index, args.shard_count)):
-        for batch_number, table in enumerate(score_unit(context.lake, config, booster, features, unit, batch_rows)):
+    for unit_number, unit in enumerate(
+        shard_units(context.lake, source.files, args.shard_index, args.shard_count)
+    ):
+        for batch_number, table in enumerate(
+            score_unit(context.lake, config, booster, features, unit, batch_rows)
+        ):
             name = f"shard-{args.shard_index:05d}-{unit_number:05d}-{batch_number:05d}.parquet"
             staging.write_parquet(name, table)
             rows += table.num_rows

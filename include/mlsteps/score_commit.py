@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return commit_predictions(context, args.ds, model, args.shard_count)
 
 
-def commit_predictions(context: StepContext, day: dt.date, model: PinnedModel, shard_count: int) -> dict[str, Any]:
+def commit_predictions(
+    context: StepContext, day: dt.date, model: PinnedModel, shard_count: int
+) -> dict[str, Any]:
     """Check every shard's receipt and row counts, then commit the partition with its lineage."""
     config, lake = context.config, context.lake
     source = scoring_input(lake, config, day)
@@ -33,7 +35,9 @@ def commit_predictions(context: StepContext, day: dt.date, model: PinnedModel, s
     receipts = read_receipts(staging, shard_count)
     versions = {receipt["model_version"] for receipt in receipts}
     if versions != {model.version}:
-        raise StepError(f"shards scored with model versions {sorted(versions)}, expected only {model.version}")
+        raise StepError(
+            f"shards scored with model versions {sorted(versions)}, expected only {model.version}"
+        )
     staging.files = [FileEntry(**entry) for receipt in receipts for entry in receipt["files"]]
     rows_out = sum(receipt["rows"] for receipt in receipts)
     if rows_out != source.rows:

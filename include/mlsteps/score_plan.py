@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": source.rows,
         "shard_count": args.shard_count,
         "shards": shards,
-        "summary": f"{source.rows} rows of ds={args.ds} to score with {model.name}@{alias} = v{model.version} "
+        "summary": f"{source.rows} rows of ds={args.ds} to score with {model.name}@{alias} "
+        f"= v{model.version} "
         f"in {args.shard_count} shard(s)",
     }

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlsteps.context import StepContext
 from mlsteps.datasets import training_run_name
 from mlsteps.errors import StepError
+from mlsteps.features import features_prefix
 from mlsteps.lake import Lake, Staging, partition
 
 if TYPE_CHECKING:
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
     import xgboost as xgb
 
     from mlsteps.config import PipelineConfig
-
-
-def features_prefix(config: PipelineConfig) -> str:
-    return f"features/{config.dataset.name}"
 
 
 def predictions_prefix(config: PipelineConfig, day: dt.date) -> str:
@@ -58,7 +54,9 @@ def scoring_input(lake: Lake, config: PipelineConfig, day: dt.date) -> ScoringIn
         raise StepError(f"the scoring input for ds={day} at {lake.url(prefix)} is empty; nothing to score")
     checksums = "".join(sorted(entry["sha256"] for entry in manifest["files"]))
     fingerprint = hashlib.sha256(checksums.encode()).hexdigest()
-    return ScoringInput(prefix, [f"{prefix}/{e['path']}" for e in manifest["files"]], manifest["rows"], fingerprint)
+    return ScoringInput(
+        prefix, [f"{prefix}/{e['path']}" for e in manifest["files"]], manifest["rows"], fingerprint
+    )
 
 
 @dataclass(frozen=True)
@@ -82,11 +80,10 @@ def staging_for(lake: Lake, config: PipelineConfig, day: dt.date, run_id: str) -
 
 
 def load_booster(model: PinnedModel) -> xgb.Booster:
-    """Download the version's model once and return its native booster."""
-    import mlflow.xgboost
+    """Download the pinned version's model once and return its native booster."""
+    from mlsteps import registry
 
-    loaded = mlflow.xgboost.load_model(model.uri)
-    return loaded.get_booster() if hasattr(loaded, "get_booster") else loaded
+    return registry.load_booster(model.name, model.version)
 
 
 def check_signature(booster: xgb.Booster, columns: list[str], where: str) -> list[str]:
@@ -103,7 +100,9 @@ def check_signature(booster: xgb.Booster, columns: list[str], where: str) -> lis
     return expected
 
 
-def shard_units(lake: Lake, files: list[str], shard_index: int, shard_count: int) -> Iterator[tuple[str, int]]:
+def shard_units(
+    lake: Lake, files: list[str], shard_index: int, shard_count: int
+) -> Iterator[tuple[str, int]]:
     """(file, row group) units of this shard: unit k belongs to shard k mod shard_count."""
     import pyarrow.parquet as pq
 
@@ -136,7 +135,9 @@ def score_unit(
     relative, group = unit
     with lake.fs.open_input_file(lake.path(relative)) as handle:
         parquet = pq.ParquetFile(handle, pre_buffer=False)
-        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=[*keys, *features]):
+        for batch in parquet.iter_batches(
+            batch_size=batch_rows, row_groups=[group], columns=[*keys, *features]
+        ):
             frame = batch.to_pandas()
             scores = booster.inplace_predict(model_input(frame, features, config), validate_features=False)
             yield pa.table(
@@ -179,19 +180,23 @@ def read_receipts(staging: Staging, shard_count: int) -> list[dict[str, Any]]:
 def resolve_model(config: PipelineConfig, alias: str, version: str | None = None) -> PinnedModel:
     """Pin ``models:/<name>@<alias>`` (or an explicit version) to one concrete version.
 
+    Only versions this pipeline produced (its lineage tag) are accepted.
+
     Raises:
-        StepError: The alias is not set (no champion yet) or the version does not exist.
+        StepError: The alias is not set (no champion yet), the version does not exist, or it lacks
+            this pipeline's lineage.
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from mlsteps import registry
 
     name = config.model.registered_name
-    client = MlflowClient()
-    try:
-        found = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        what = f"version {version}" if version else f"alias '{alias}'"
-        raise StepError(
-            f"registered model '{name}' has no {what}; train and promote a model first (run ml_training)"
-        ) from None
+    client = registry.mlflow_client()
+    if version is None:
+        version = registry.aliases(client, name).get(alias)
+        if version is None:
+            raise StepError(
+                f"registered model '{name}' has no alias '{alias}'; "
+                "train and promote a model first (run ml_training)"
+            )
+    found = registry.get_version(client, name, registry.parse_version(version))
+    registry.require_lineage(found, config)
     return PinnedModel(name, str(found.version), str(found.run_id), alias)

@@ -70,9 +70,16 @@ def step_task(
         )
     from step_tasks.local import LocalStepOperator
 
-    local = {"step": step, "arguments": arguments, "python": settings.python, "workdir": settings.workdir}
+    local: dict[str, Any] = {
+        "step": step,
+        "arguments": arguments,
+        "python": settings.python,
+        "workdir": settings.workdir,
+    }
     if map_over is not None:
-        return LocalStepOperator.partial(**local, env=settings.step_env, **common).expand(extra_arguments=map_over)
+        return LocalStepOperator.partial(**local, env=settings.step_env, **common).expand(
+            extra_arguments=map_over
+        )
     return LocalStepOperator(**local, env=settings.step_env, **common)
 
 

@@ -61,7 +61,9 @@ def build_pod_task(
             requests=dict(resources.requests), limits=dict(resources.limits)
         ),
         node_selector=dict(settings.gpu_node_selector) if profile == "gpu" else None,
-        tolerations=[k8s.V1Toleration(**_snake(t)) for t in settings.gpu_tolerations] if profile == "gpu" else None,
+        tolerations=[k8s.V1Toleration(**_snake(t)) for t in settings.gpu_tolerations]
+        if profile == "gpu"
+        else None,
         security_context=k8s.V1PodSecurityContext(
             run_as_non_root=True,
             run_as_user=RUN_AS,
@@ -107,4 +109,4 @@ def _container_security_context() -> Any:
 def _snake(toleration: Any) -> dict[str, Any]:
     """Kubernetes' camelCase toleration keys (as users write them) to the client's snake_case."""
     renames = {"tolerationSeconds": "toleration_seconds"}
-    return {renames.get(key, key): value for key, value in dict(toleration).items()}
+    return {renames.get(str(key), str(key)): value for key, value in dict(toleration).items()}

@@ -130,7 +130,9 @@ def _json(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
     try:
         value = json.loads(env[name])
     except json.JSONDecodeError as err:
-        raise SettingsError(f"{name} is not valid JSON ({err.msg}); expected a JSON {kind.__name__}") from None
+        raise SettingsError(
+            f"{name} is not valid JSON ({err.msg}); expected a JSON {kind.__name__}"
+        ) from None
     if not isinstance(value, kind):
         raise SettingsError(f"{name} must be a JSON {kind.__name__}, got {type(value).__name__}")
     return value

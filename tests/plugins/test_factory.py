@@ -16,7 +16,9 @@ from step_tasks.settings import ExecutionSettings, SettingsError, load_settings
 from tests.support.airflow import load_dagbag
 
 K8S_VERSION = "1.32.0"
-KUBE = ExecutionSettings(mode="kubernetes", image="registry.example.com/mlsteps:1.2.3", step_env={"ML_LAKE_URI": "s3://lake/ml"})
+KUBE = ExecutionSettings(
+    mode="kubernetes", image="registry.example.com/mlsteps:1.2.3", step_env={"ML_LAKE_URI": "s3://lake/ml"}
+)
 
 
 def _pod(task: Any) -> dict[str, Any]:
@@ -49,7 +51,8 @@ def test_cpu_pod_spec_is_exec_form_hardened_and_valid() -> None:
     container = _main_container(pod)
     assert container["command"] == ["python", "-m", "mlsteps"]
     assert container["args"][:5] == ["validate", "--start", "2026-11-01", "--end", "2026-11-02"]
-    assert "--run-id" in container["args"] and "--dag-id" in container["args"]
+    assert "--run-id" in container["args"]
+    assert "--dag-id" in container["args"]
     assert container["image"] == "registry.example.com/mlsteps:1.2.3"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["ML_STEP_RESULT"] == "/airflow/xcom/return.json"
@@ -67,7 +70,8 @@ def test_cpu_pod_spec_is_exec_form_hardened_and_valid() -> None:
     assert task.deferrable is True
     assert task.do_xcom_push is True
     assert task.on_finish_action.value == "delete_pod"
-    assert task.retries == 2 and task.retry_exponential_backoff
+    assert task.retries == 2
+    assert task.retry_exponential_backoff
 
 
 def test_gpu_profile_adds_limit_selector_and_tolerations() -> None:
@@ -77,7 +81,9 @@ def test_gpu_profile_adds_limit_selector_and_tolerations() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+        "tolerations"
+    ]
     assert {"name": "ML_REQUIRE_GPU", "value": "1"} in container["env"]
     assert pod["spec"]["activeDeadlineSeconds"] == 4 * 3600
 
@@ -85,7 +91,10 @@ def test_gpu_profile_adds_limit_selector_and_tolerations() -> None:
 def test_credentials_come_only_from_secret_refs() -> None:
     pod = _pod(step_task("train", settings=KUBE))
     container = _main_container(pod)
-    assert [ref["secretRef"]["name"] for ref in container["envFrom"]] == ["ml-s3-credentials", "ml-mlflow-credentials"]
+    assert [ref["secretRef"]["name"] for ref in container["envFrom"]] == [
+        "ml-s3-credentials",
+        "ml-mlflow-credentials",
+    ]
     names = {e["name"] for e in container["env"]}
     assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"}
 
@@ -93,8 +102,12 @@ def test_credentials_come_only_from_secret_refs() -> None:
 def test_secret_values_in_the_worker_environment_never_reach_the_pod_spec() -> None:
     canary = "canary-3c1f9e-secret"
     settings = load_settings(
-        {"ML_EXECUTION_MODE": "kubernetes", "AWS_SECRET_ACCESS_KEY": canary, "MLFLOW_TRACKING_PASSWORD": canary,
-         "ML_LAKE_URI": "s3://lake/x"}  # fmt: skip
+        {
+            "ML_EXECUTION_MODE": "kubernetes",
+            "AWS_SECRET_ACCESS_KEY": canary,
+            "MLFLOW_TRACKING_PASSWORD": canary,
+            "ML_LAKE_URI": "s3://lake/x",
+        }  # fmt: skip
     )
     assert canary not in json.dumps(_pod(step_task("score", settings=settings)))
 
@@ -165,7 +178,9 @@ class TestLocalMode:
         return task
 
     def test_returns_the_step_result(self, tmp_path: Path) -> None:
-        task = self._operator(tmp_path, "--start", "2026-11-01", "--days", "1", "--rows-per-day", "50", "--customers", "20")
+        task = self._operator(
+            tmp_path, "--start", "2026-11-01", "--days", "1", "--rows-per-day", "50", "--customers", "20"
+        )
         result = task.execute(context={})
         assert result["rows"] >= 50
         assert result["days"] == ["2026-11-01"]

@@ -14,7 +14,18 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS = REPO_ROOT / "dags"
 PLUGINS = REPO_ROOT / "plugins"
-HEAVY_MODULES = ("pandas", "numpy", "pyarrow", "sklearn", "xgboost", "mlflow", "feast", "evidently", "boto3", "optuna")
+HEAVY_MODULES = (
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "sklearn",
+    "xgboost",
+    "mlflow",
+    "feast",
+    "evidently",
+    "boto3",
+    "optuna",
+)
 
 
 def load_dagbag(monkeypatch: pytest.MonkeyPatch, mode: str, **env: str) -> Any:
@@ -33,12 +44,12 @@ def load_dagbag(monkeypatch: pytest.MonkeyPatch, mode: str, **env: str) -> Any:
         factory._settings.cache_clear()
 
 
-def parse_in_fresh_process(mode: str) -> dict[str, Any]:
+def parse_in_fresh_process(mode: str, dags: Path = DAGS) -> dict[str, Any]:
     """Parse ``dags/`` in a new interpreter; report import errors, DAG ids and loaded heavy modules."""
     code = f"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag({str(DAGS)!r})
+bag = DagBag({str(dags)!r})
 print("@@" + json.dumps({{
     "errors": {{k: str(v) for k, v in bag.import_errors.items()}},
     "dag_ids": sorted(bag.dag_ids),
@@ -50,3 +61,23 @@ print("@@" + json.dumps({{
     assert out.returncode == 0, out.stderr[-2000:]
     line = next(line for line in out.stdout.splitlines() if line.startswith("@@"))
     return dict(json.loads(line[2:]))
+
+
+#: A DAG that uses only Airflow itself: whatever it loads is Airflow's cost, not ours.
+BASELINE_DAG = """
+from airflow.sdk import Asset, dag, task
+
+ASSET = Asset(name="baseline", uri="mlsteps://baseline/predictions")
+
+
+@dag(schedule=None)
+def baseline():
+    @task(outlets=[ASSET])
+    def publish():
+        return 1
+
+    publish()
+
+
+baseline()
+"""

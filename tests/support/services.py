@@ -94,10 +94,20 @@ def mlflow_server(workdir: Path, s3: S3Server, bucket: str = "mlflow-artifacts")
     log = open(workdir / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination", f"s3://{bucket}/",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"s3://{bucket}/",
         ],  # fmt: skip
         env=env,
         stdout=log,
