@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FIRST_DAY = dt.date(2026, 10, 1)
-DAYS = 36  # 2026-10-01 .. 2026-11-05
+FIRST_DAY = dt.date(2026, 9, 8)  # 30 days of history before the training window
+DAYS = 59  # 2026-09-08 .. 2026-11-05
 TRAINING_RUN_AT = "2026-11-05T03:00:00+00:00"  # window [2026-10-08, 2026-11-05)
 SCORING_LOGICAL_DATE = "2026-11-05T02:00:00+00:00"  # data interval starts on ds=2026-11-05
 SCORED_DAY = dt.date(2026, 11, 5)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from mlsteps.config import DEFAULT_CONFIG_PATH
 from tests.support.airflow import load_dagbag
 from tests.support.services import MlflowServer, S3Server
 
@@ -66,7 +67,7 @@ def pipeline(
         "ML_LAKE_URI": lake,
         "ML_STATE_DIR": str(state),
         "MLFLOW_TRACKING_URI": mlflow_tracking.tracking_uri,
-        "ML_PIPELINE_CONFIG": os.environ["ML_PIPELINE_CONFIG"],
+        "ML_PIPELINE_CONFIG": str(DEFAULT_CONFIG_PATH),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -1,0 +1,124 @@
+"""ml_training, ml_rollback and ml_batch_scoring end to end with dag.test() in local mode.
+
+Real services: an ``mlflow server`` on loopback (SQLite backend, artifacts on the moto S3 API),
+Feast with SQLite, XGBoost, and the steps as subprocesses. The runs build on each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from mlsteps.config import DEFAULT_CONFIG_PATH, load_config
+from mlsteps.lake import Lake
+from tests.integration.conftest import Pipeline, task_states, xcom_result
+
+pytestmark = pytest.mark.slow
+
+RUN_AT = dt.datetime(2026, 11, 5, 3, tzinfo=dt.UTC)
+CONF = {"training_window_days": 14, "reason": "integration test"}
+MODEL = load_config().model.registered_name
+
+
+@pytest.fixture(scope="module")
+def trained(pipeline: Pipeline) -> dict[str, Any]:
+    """Raw data for 30 days of history plus the window, then one training run."""
+    generated = pipeline.step(
+        "generate-data", "--start", "2026-09-22", "--days", "45", "--rows-per-day", "2000", "--customers", "800"
+    )
+    assert generated.returncode == 0, generated.stderr
+    run = pipeline.run("ml_training", RUN_AT, CONF)
+    return {"run": run, "states": task_states(run)}
+
+
+def _champion() -> str:
+    return str(MlflowClient().get_registered_model(MODEL).aliases["champion"])
+
+
+def _ledger(pipeline: Pipeline) -> list[dict[str, Any]]:
+    lake = Lake(pipeline.lake)
+    return [lake.read_json(f"ledger/{MODEL}/{name}") for name in lake.list_dir(f"ledger/{MODEL}")]
+
+
+def test_training_run_promotes_a_champion(pipeline: Pipeline, trained: dict[str, Any]) -> None:
+    run, states = trained["run"], trained["states"]
+    assert str(run.state) == "success", states
+    assert states["train_on_cpu"] == "success"
+    assert states["train_on_gpu"] == "skipped"
+    assert states["promote"] == "success"
+
+    trained_version = xcom_result(run, "train_on_cpu")["model_version"]
+    evaluation = xcom_result(run, "evaluate")
+    assert evaluation["approved"] is True
+    assert evaluation["metrics"]["challenger"]["roc_auc"] >= load_config().gates.min_roc_auc
+    assert _champion() == str(trained_version)
+
+    ledger = _ledger(pipeline)
+    assert len(ledger) == 1
+    assert str(ledger[0]["version"]) == str(trained_version)
+    assert ledger[0]["dag_run_id"] == run.run_id
+
+    lake_root = Path(pipeline.lake)
+    assert list(lake_root.glob("reports/validation/ds=*/training/report.html"))
+    assert list(lake_root.glob("reports/evaluation/**/report.html"))
+    assert (lake_root / "reference" / MODEL / str(trained_version) / "_SUCCESS.json").exists()
+
+    version = MlflowClient().get_model_version(MODEL, str(trained_version))
+    assert version.tags["mlsteps.pipeline"] == load_config().name
+
+
+def test_worse_challenger_is_rejected_and_champion_unchanged(
+    pipeline: Pipeline, trained: dict[str, Any], tmp_path: Path
+) -> None:
+    champion_before = _champion()
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    raw["model"].update(num_boost_round=1, early_stopping_rounds=1, params={"max_depth": 1})
+    raw["gates"]["min_roc_auc"] = 0.5  # only the champion comparison can reject it
+    weak = tmp_path / "weak.yaml"
+    weak.write_text(yaml.safe_dump(raw))
+
+    run = pipeline.run("ml_training", RUN_AT + dt.timedelta(hours=1), {**CONF, "min_roc_auc": 0.5}, ML_PIPELINE_CONFIG=str(weak))
+    states = task_states(run)
+    assert str(run.state) == "success", states
+    assert states["gate"] == "success"
+    assert states["promote"] == "skipped"
+    evaluation = xcom_result(run, "evaluate")
+    assert evaluation["approved"] is False
+    assert str(evaluation["champion_version"]) == champion_before
+    assert any("champion" in reason.lower() for reason in evaluation["reasons"])
+    assert _champion() == champion_before
+    assert len(_ledger(pipeline)) == 1
+
+
+def test_rollback_moves_champion_back_and_refuses_unpromoted(pipeline: Pipeline, trained: dict[str, Any]) -> None:
+    first = _champion()
+    latest = max(int(v.version) for v in MlflowClient().search_model_versions(f"name='{MODEL}'"))
+    promoted = pipeline.step("promote", "--model-version", str(latest), "--expected-champion", first, "--reason", "test")
+    assert promoted.returncode == 0, promoted.stderr
+    assert _champion() == str(latest)
+
+    run = pipeline.run("ml_rollback", RUN_AT + dt.timedelta(hours=2), {"version": "previous", "reason": "bad model"})
+    assert str(run.state) == "success", task_states(run)
+    assert _champion() == first
+    assert _ledger(pipeline)[-1]["version"] in (first, int(first))
+
+    never = pipeline.run("ml_rollback", RUN_AT + dt.timedelta(hours=3), {"version": "999", "reason": "typo"})
+    assert task_states(never)["rollback"] == "failed"
+    assert _champion() == first
+
+
+def test_batch_scoring_publishes_a_partition(pipeline: Pipeline, trained: dict[str, Any]) -> None:
+    scoring_day = dt.datetime(2026, 11, 5, 2, tzinfo=dt.UTC)  # data interval starts on ds=2026-11-05
+    run = pipeline.run("ml_batch_scoring", scoring_day, {"shard_count": 1})
+    states = task_states(run)
+    assert str(run.state) == "success", states
+    manifest = Lake(pipeline.lake).manifest(f"predictions/{MODEL}/ds=2026-11-05")
+    assert manifest is not None
+    assert manifest["rows_out"] == manifest["rows_in"] > 1000
+    assert str(manifest["model_version"]) == _champion()
+    assert manifest["dag_run_id"] == run.run_id
