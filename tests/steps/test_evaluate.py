@@ -1,0 +1,192 @@
+"""The evaluate step: absolute gates, challenger vs champion on one holdout, reports, lineage refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mlsteps.config import GatesConfig
+from mlsteps.evaluate import Comparison, champion_check, paired_bootstrap, weighted_auc
+from mlsteps.lake import Lake
+from mlsteps.registry import APPROVED_TAG, CHAMPION
+from tests.steps.training_fixtures import (
+    build_features,
+    build_snapshot,
+    register_stub_versions,
+    run_step,
+    unique_model_name,
+    write_config,
+)
+
+
+@pytest.fixture
+def tracking(mlflow_tracking, s3_env, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
+    return str(mlflow_tracking.tracking_uri)
+
+
+def test_good_challenger_without_champion_is_approved_and_reported(
+    tracking: str, s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique_model_name()
+    config = write_config(tmp_path, name)
+    build_snapshot(s3_lake, "good")
+    assert (
+        run_step(["train", "--config", config, "--training-run", "good"], tmp_path / "t.json", monkeypatch)[0]
+        == 0
+    )
+    argv = [
+        "evaluate",
+        "--config",
+        config,
+        "--model-version",
+        "1",
+        "--training-run",
+        "good",
+        "--ds",
+        "2026-10-11",
+    ]
+
+    code, result = run_step(argv, tmp_path / "e.json", monkeypatch)
+
+    assert code == 0
+    assert result["approved"] is True
+    assert result["model_version"] == "1"
+    assert result["champion_version"] is None
+    assert result["metrics"]["champion"] is None
+    challenger = result["metrics"]["challenger"]
+    assert challenger["roc_auc"] > 0.7
+    assert {"pr_auc", "f1", "log_loss", "brier", "expected_calibration_error", "confusion"} <= set(challenger)
+    assert any("no champion" in reason for reason in result["reasons"])
+    assert "approved" in result["summary"]
+
+    lake = Lake(s3_lake)
+    prefix = f"reports/evaluation/ds=2026-10-11/{name}-v1"
+    assert result["report_html"] == lake.url(f"{prefix}/report.html")
+    html = lake.read_bytes(f"{prefix}/report.html").decode()
+    for heading in (
+        "ROC curves",
+        "Precision-recall curves",
+        "Confusion matrices",
+        "Calibration",
+        "Gate checks",
+    ):
+        assert heading in html
+    assert lake.read_json(f"{prefix}/report.json")["approved"] is True
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(result["run_id"])
+    assert run.data.metrics["holdout_roc_auc"] == pytest.approx(challenger["roc_auc"])
+    artifacts = [a.path for a in client.list_artifacts(result["run_id"], "evaluation/ds=2026-10-11")]
+    assert sorted(artifacts) == [
+        "evaluation/ds=2026-10-11/report.html",
+        "evaluation/ds=2026-10-11/report.json",
+    ]
+    assert client.get_model_version(name, "1").tags[APPROVED_TAG] == "true"
+
+
+def test_worse_challenger_is_rejected_and_the_champion_stays(
+    tracking: str, local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique_model_name()
+    config = write_config(tmp_path, name, gates={"min_pr_auc": 0.0})
+    features = build_features()
+    build_snapshot(local_lake, "good", frame=features)
+    build_snapshot(local_lake, "shuffled", frame=features, shuffle_train_labels=True)  # same holdout rows
+    result_file = tmp_path / "r.json"
+    common = ["--config", config]
+    assert run_step(["train", *common, "--training-run", "good"], result_file, monkeypatch)[0] == 0
+    assert run_step(
+        ["evaluate", *common, "--model-version", "1", "--training-run", "good"], result_file, monkeypatch
+    )[1]["approved"]
+    promoted = run_step(
+        ["promote", *common, "--model-version", "1", "--expected-champion", "none"], result_file, monkeypatch
+    )
+    assert promoted[1]["champion_version"] == "1"
+    assert run_step(["train", *common, "--training-run", "shuffled"], result_file, monkeypatch)[0] == 0
+
+    argv = ["evaluate", *common, "--model-version", "2", "--training-run", "shuffled", "--min-roc-auc", "0"]
+    code, result = run_step(argv, result_file, monkeypatch)
+
+    assert code == 0  # a rejection is a result, not a failure
+    assert result["approved"] is False
+    assert result["champion_version"] == "1"
+    assert result["metrics"]["champion"]["roc_auc"] > result["metrics"]["challenger"]["roc_auc"]
+    assert result["comparison"]["ci_high"] < 0
+    assert len(result["reasons"]) == 1
+    assert "significant drop" in result["reasons"][0]
+    assert "rejected" in result["summary"]
+    client = mlflow.MlflowClient()
+    assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
+    assert client.get_model_version(name, "2").tags[APPROVED_TAG] == "false"
+    refused = run_step(
+        ["promote", *common, "--model-version", "2", "--expected-champion", "1"], result_file, monkeypatch
+    )
+    assert refused[0] == 2
+
+
+@pytest.mark.parametrize(("pipeline", "expected"), [("", "has no mlsteps.pipeline tag"), ("other", "=other")])
+def test_a_version_without_this_pipelines_lineage_is_refused(
+    pipeline: str,
+    expected: str,
+    tracking: str,
+    local_lake: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = unique_model_name()
+    config = write_config(tmp_path, name)
+    register_stub_versions(name, 1, pipeline=pipeline)
+
+    argv = ["evaluate", "--config", config, "--model-version", "1", "--training-run", "good"]
+    code, result = run_step(argv, tmp_path / "r.json", monkeypatch)
+
+    assert code == 2
+    assert result == {}
+    error = capsys.readouterr().err
+    assert expected in error
+    assert "refusing to use a model without this pipeline's lineage" in error
+
+
+def test_weighted_auc_matches_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    scores = np.round(rng.random(500) + 0.3 * y, 2)  # rounding makes ties
+
+    assert weighted_auc(scores, y, np.ones(500)) == pytest.approx(roc_auc_score(y, scores))
+    weights = rng.integers(0, 3, 500).astype(float)
+    assert weighted_auc(scores, y, weights) == pytest.approx(roc_auc_score(y, scores, sample_weight=weights))
+
+
+def test_paired_bootstrap_of_identical_models_is_exactly_zero() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    scores = rng.random(300)
+
+    deltas = paired_bootstrap(y, scores, scores.copy(), samples=50, seed=1)
+
+    assert np.all(deltas == 0)
+
+
+@pytest.mark.parametrize(
+    ("delta", "high", "approved"),
+    [
+        (-0.05, -0.02, False),  # material and significant: rejected
+        (-0.05, 0.01, True),  # material but the interval reaches zero: benefit of the doubt
+        (-0.005, -0.001, True),  # significant but within the allowed drop
+        (0.02, 0.04, True),  # better
+    ],
+)
+def test_champion_rule(delta: float, high: float, approved: bool) -> None:
+    gates = GatesConfig(max_auc_drop=0.01)
+    comparison = Comparison("3", delta, delta - 0.03, high, 0.95, 200)
+
+    check = champion_check(comparison, gates)
+
+    assert check.passed is approved
+    assert "champion version 3" in check.sentence

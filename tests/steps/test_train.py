@@ -1,0 +1,168 @@
+"""The train step: MLflow logging, registration as challenger, determinism, and refusing a missing GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from mlsteps.datasets import load_training_set
+from mlsteps.lake import Lake
+from mlsteps.registry import CHALLENGER, PIPELINE_TAG, load_booster
+from mlsteps.train import SCORE_COLUMN, predict
+from tests.steps.training_fixtures import build_snapshot, run_step, unique_model_name, write_config
+
+
+@pytest.fixture
+def tracking(mlflow_tracking, s3_env, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
+    return str(mlflow_tracking.tracking_uri)
+
+
+def test_train_logs_everything_and_registers_a_challenger(
+    tracking: str, local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique_model_name()
+    config = write_config(tmp_path, name)
+    manifest = build_snapshot(local_lake, "run_1")
+    argv = [
+        "train",
+        "--config",
+        config,
+        "--training-run",
+        "run_1",
+        "--dag-id",
+        "ml_training",
+        "--run-id",
+        "r1",
+    ]
+
+    code, result = run_step(argv, tmp_path / "result.json", monkeypatch)
+
+    assert code == 0
+    assert result["model_version"] == "1"
+    assert result["device"] == "cpu"
+    assert result["model_uri"] == f"models:/{name}/1"
+    assert 0.7 < result["metrics"]["validation_auc"] <= 1.0
+    assert result["training_seconds"] > 0
+    assert "registered" in result["summary"]
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(result["run_id"])
+    assert run.data.tags["dag_id"] == "ml_training"
+    assert run.data.tags["dag_run_id"] == "r1"
+    assert run.data.tags["training_run"] == "run_1"
+    assert run.data.tags["data_fingerprint"] == manifest["fingerprint"]
+    assert run.data.tags["data_interval"].startswith("[2026-10-01")
+    assert {"git_sha", "image", "config_hash", PIPELINE_TAG} <= set(run.data.tags)
+    assert run.data.params["tree_method"] == "hist"
+    assert run.data.params["seed"] == "42"
+    assert {"validation_auc", "best_iteration", "training_seconds"} <= set(run.data.metrics)
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"run_1/train", "run_1/holdout"}
+    assert inputs["run_1/train"].dataset.digest == manifest["fingerprint"][:32]
+    assert "feature_importance.png" in [a.path for a in client.list_artifacts(result["run_id"])]
+
+    version = client.get_model_version(name, "1")
+    assert version.tags[PIPELINE_TAG] == "card_fraud"
+    assert version.tags["training_run"] == "run_1"
+    assert version.run_id == result["run_id"]
+    assert client.get_model_version_by_alias(name, CHALLENGER).version == "1"
+    model_info = mlflow.models.get_model_info(f"models:/{name}/1")
+    assert model_info.signature is not None
+    assert "xgboost" in model_info.flavors
+
+    lake = Lake(local_lake)
+    reference = lake.manifest(f"reference/{name}/1")
+    assert reference is not None
+    assert reference["rows"] == 1_000
+    sample = lake.read_table(lake.partition_files(f"reference/{name}/1")).to_pandas()
+    assert list(sample.columns) == [*manifest["feature_columns"], SCORE_COLUMN]
+    assert sample[SCORE_COLUMN].between(0, 1).all()
+
+
+def test_same_seed_gives_the_same_booster(
+    tracking: str, local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique_model_name()
+    config = write_config(tmp_path, name)
+    build_snapshot(local_lake, "run_1")
+    argv = ["train", "--config", config, "--training-run", "run_1", "--n-trials", "2"]
+
+    first = run_step(argv, tmp_path / "first.json", monkeypatch)
+    second = run_step(argv, tmp_path / "second.json", monkeypatch)
+
+    assert first[0] == second[0] == 0
+    assert first[1]["metrics"] == second[1]["metrics"]
+    assert first[1]["n_trials"] == 2
+    holdout = load_training_set(Lake(local_lake), "run_1").holdout
+    from mlsteps.config import load_config
+
+    loaded = load_config(config)
+    scores = [predict(load_booster(name, v), holdout, loaded) for v in ("1", "2")]
+    np.testing.assert_array_equal(scores[0], scores[1])
+
+
+def test_a_retried_attempt_of_the_same_dag_run_reuses_its_version(
+    tracking: str, local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique_model_name()
+    config = write_config(tmp_path, name)
+    build_snapshot(local_lake, "run_1")
+    argv = ["train", "--config", config, "--training-run", "run_1", "--run-id", "scheduled__2026-10-11"]
+    first = run_step(argv, tmp_path / "first.json", monkeypatch)[1]
+    Lake(local_lake).delete(f"reference/{name}/1")  # as if the first attempt died before committing it
+
+    code, second = run_step(argv, tmp_path / "second.json", monkeypatch)
+
+    assert code == 0
+    assert second["reused"] is True
+    assert second["model_version"] == first["model_version"] == "1"
+    assert second["metrics"] == first["metrics"]
+    assert Lake(local_lake).manifest(f"reference/{name}/1") is not None
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{name}'")) == 1
+
+
+def test_cuda_without_a_gpu_fails_clearly(
+    local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_snapshot(local_lake, "run_1")
+    config = write_config(tmp_path, unique_model_name())
+
+    code, result = run_step(["train", "--config", config, "--training-run", "run_1", "--device", "cuda"],
+                            tmp_path / "r.json", monkeypatch)  # fmt: skip
+
+    assert code == 2
+    assert result == {}
+    error = capsys.readouterr().err
+    assert "--device cuda was requested but" in error
+    assert "use --device cpu" in error
+
+
+def test_gpu_profile_refuses_cpu_training(
+    local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ML_REQUIRE_GPU", "1")
+    config = write_config(tmp_path, unique_model_name())
+
+    code, _ = run_step(
+        ["train", "--config", config, "--training-run", "run_1"], tmp_path / "r.json", monkeypatch
+    )
+
+    assert code == 2
+    assert "ML_REQUIRE_GPU=1" in capsys.readouterr().err
+
+
+def test_missing_snapshot_is_a_clear_error(
+    local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, unique_model_name())
+
+    code, _ = run_step(
+        ["train", "--config", config, "--training-run", "nope"], tmp_path / "r.json", monkeypatch
+    )
+
+    assert code == 2
+    assert "run build-training-set" in capsys.readouterr().err
