@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 STORE_YAML_ENV_VAR = "ML_FEAST_STORE_YAML"
 STATE_DIR_ENV_VAR = "ML_STATE_DIR"
+REGISTRY_ENDPOINT_ENV_VAR = "FEAST_S3_ENDPOINT_URL"
 FEATURE_REPO = Path(__file__).resolve().parents[1] / "feature_repo"
 DEFAULT_STORE_YAML = FEATURE_REPO / "feature_store.yaml"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -153,16 +154,22 @@ def _prepare_paths(raw: dict[str, Any]) -> None:
         if path and "://" not in path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     endpoint = _s3_endpoint()
-    if registry_path.startswith("s3://") and endpoint:
-        os.environ.setdefault("FEAST_S3_ENDPOINT_URL", endpoint)
+    # Feast's S3 registry reads only this variable (at construction); an explicit value wins.
+    if registry_path.startswith("s3://") and endpoint and not os.environ.get(REGISTRY_ENDPOINT_ENV_VAR):
+        os.environ[REGISTRY_ENDPOINT_ENV_VAR] = endpoint
 
 
 def _s3_endpoint() -> str | None:
+    """The S3-compatible endpoint (MinIO, moto), from the standard AWS variables; None means AWS itself."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def offline_source_path(lake: Lake, config: PipelineConfig) -> str:
-    """Where Feast reads the feature partitions: a local directory or an ``s3://`` prefix."""
+    """Where Feast reads the feature partitions: a local directory or an ``s3://`` prefix.
+
+    On S3, Feast's file store reads through dask and s3fs, with the source's
+    ``s3_endpoint_override`` as the client's ``endpoint_url``.
+    """
     prefix = features_prefix(config)
     return lake.path(prefix) if lake.is_local else lake.url(prefix)
 
@@ -279,13 +286,30 @@ def feature_store(context: StepContext) -> FeatureStore:
     from feast import FeatureStore
 
     config = context.config
-    if not context.lake.is_local and importlib.util.find_spec("s3fs") is None:
-        raise StepError(
-            f"Feast reads its offline source {offline_source_path(context.lake, config)} through s3fs, "
-            "which is not installed; add feast's aws extra (s3fs) to the image, or use a local lake"
-        )
+    if not context.lake.is_local:
+        _fresh_s3_listings(offline_source_path(context.lake, config))
     check_feature_table(context.lake, config)
     logging.getLogger("feast.infra.registry.registry").setLevel(logging.WARNING)  # one line per registry read
     store = FeatureStore(config=load_repo_config(config), repo_path=str(FEATURE_REPO))
     store.apply(feast_objects(config, context.lake).all())
     return store
+
+
+def _fresh_s3_listings(source: str) -> None:
+    """Check that s3fs is there, and drop its cached clients with their directory listings.
+
+    fsspec reuses one s3fs client per set of options for the life of the process, listings
+    included, so a process that rebuilt a partition after an earlier Feast read would otherwise
+    be handed part files that no longer exist.
+
+    Raises:
+        StepError: s3fs is not installed.
+    """
+    if importlib.util.find_spec("s3fs") is None:
+        raise StepError(
+            f"Feast reads its offline source {source} through s3fs, which is not installed; "
+            "add feast's aws extra (s3fs) to the image, or use a local lake"
+        )
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
