@@ -54,6 +54,7 @@ STEPS: dict[str, tuple[str, str]] = {
         "mlsteps.score_commit",
         "Publish a predictions partition once every shard finished.",
     ),
+    "drift": ("mlsteps.drift", "Compare a day's features and scores with the model's reference sample."),
 }
 
 
