@@ -25,16 +25,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, chain, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 from mlsteps.config import load_config
 from step_tasks import DS, step_task, xcom
+from step_tasks.assets import predictions_asset
 
 CONFIG = load_config()
-PREDICTIONS = Asset(
-    name=f"{CONFIG.name}_predictions",
-    uri=f"mlsteps://{CONFIG.name}/predictions/{CONFIG.model.registered_name}",
-)
+PREDICTIONS = predictions_asset(CONFIG.name, CONFIG.model.registered_name)
 NEXT_DAY = "{{ macros.ds_add((data_interval_start or dag_run.run_after) | ds, 1) }}"
 
 

@@ -87,6 +87,21 @@ REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$"
             title="Training window (days)",
             description=f"Days of data before the run date; the last {CONFIG.model.holdout_days} are the holdout.",
         ),
+        "ds": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            title="Drifted day",
+            description="Set by ml_drift_monitor when drift triggered this run: the day that drifted.",
+        ),
+        "drifted_columns": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"},
+            maxItems=200,
+            title="Drifted columns",
+            description="Set by ml_drift_monitor: the columns whose drift triggered this run.",
+        ),
         "reason": Param(
             "scheduled",
             type="string",

@@ -55,6 +55,10 @@ STEPS: dict[str, tuple[str, str]] = {
         "Publish a predictions partition once every shard finished.",
     ),
     "drift": ("mlsteps.drift", "Compare a day's features and scores with the model's reference sample."),
+    "decide-retrain": (
+        "mlsteps.retrain_policy",
+        "Decide from a drift report, cooldown and weekly budget whether to retrain (once per day).",
+    ),
 }
 
 

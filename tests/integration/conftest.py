@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,10 +38,11 @@ class Pipeline:
         self, dag_id: str, logical_date: dt.datetime, conf: dict[str, Any] | None = None, **env: str
     ) -> Any:
         """Parse the DAGs with the current environment and run one with ``dag.test()``."""
-        for key, value in env.items():
-            self.monkeypatch.setenv(key, value)
-        dag = load_dagbag(self.monkeypatch, "local").dags[dag_id]
-        return dag.test(logical_date=logical_date, run_conf=conf or {})
+        with pytest.MonkeyPatch.context() as scoped:  # overrides last for this run only
+            for key, value in env.items():
+                scoped.setenv(key, value)
+            dag = load_dagbag(scoped, "local").dags[dag_id]
+            return dag.test(logical_date=logical_date, run_conf=conf or {})
 
     def step(self, *argv: str) -> subprocess.CompletedProcess:
         """Run one step CLI directly (e.g. to generate data)."""

@@ -29,7 +29,15 @@ MODEL = load_config().model.registered_name
 def trained(pipeline: Pipeline) -> dict[str, Any]:
     """Raw data for 30 days of history plus the window, then one training run."""
     generated = pipeline.step(
-        "generate-data", "--start", "2026-09-22", "--days", "45", "--rows-per-day", "2000", "--customers", "800"
+        "generate-data",
+        "--start",
+        "2026-09-22",
+        "--days",
+        "45",
+        "--rows-per-day",
+        "2000",
+        "--customers",
+        "800",
     )
     assert generated.returncode == 0, generated.stderr
     run = pipeline.run("ml_training", RUN_AT, CONF)
@@ -82,7 +90,12 @@ def test_worse_challenger_is_rejected_and_champion_unchanged(
     weak = tmp_path / "weak.yaml"
     weak.write_text(yaml.safe_dump(raw))
 
-    run = pipeline.run("ml_training", RUN_AT + dt.timedelta(hours=1), {**CONF, "min_roc_auc": 0.5}, ML_PIPELINE_CONFIG=str(weak))
+    run = pipeline.run(
+        "ml_training",
+        RUN_AT + dt.timedelta(hours=1),
+        {**CONF, "min_roc_auc": 0.5},
+        ML_PIPELINE_CONFIG=str(weak),
+    )
     states = task_states(run)
     assert str(run.state) == "success", states
     assert states["gate"] == "success"
@@ -95,21 +108,34 @@ def test_worse_challenger_is_rejected_and_champion_unchanged(
     assert len(_ledger(pipeline)) == 1
 
 
-def test_rollback_moves_champion_back_and_refuses_unpromoted(pipeline: Pipeline, trained: dict[str, Any]) -> None:
+def test_equal_retrain_is_promoted_then_rolled_back(pipeline: Pipeline, trained: dict[str, Any]) -> None:
     first = _champion()
-    latest = max(int(v.version) for v in MlflowClient().search_model_versions(f"name='{MODEL}'"))
-    promoted = pipeline.step("promote", "--model-version", str(latest), "--expected-champion", first, "--reason", "test")
-    assert promoted.returncode == 0, promoted.stderr
-    assert _champion() == str(latest)
+    retrain = pipeline.run(
+        "ml_training", RUN_AT + dt.timedelta(hours=2), {**CONF, "reason": "weekly retrain"}
+    )
+    assert str(retrain.state) == "success", task_states(retrain)
+    assert task_states(retrain)["promote"] == "success"
+    second = _champion()
+    assert second != first
+    assert xcom_result(retrain, "promote")["previous_champion"] in (first, int(first))
 
-    run = pipeline.run("ml_rollback", RUN_AT + dt.timedelta(hours=2), {"version": "previous", "reason": "bad model"})
+    run = pipeline.run(
+        "ml_rollback", RUN_AT + dt.timedelta(hours=3), {"version": "previous", "reason": "bad model"}
+    )
     assert str(run.state) == "success", task_states(run)
     assert _champion() == first
-    assert _ledger(pipeline)[-1]["version"] in (first, int(first))
+    ledger = _ledger(pipeline)
+    assert len(ledger) == 3
+    assert str(ledger[-1]["version"]) == first
 
-    never = pipeline.run("ml_rollback", RUN_AT + dt.timedelta(hours=3), {"version": "999", "reason": "typo"})
-    assert task_states(never)["rollback"] == "failed"
-    assert _champion() == first
+    rejected = max(int(v.version) for v in MlflowClient().search_model_versions(f"name='{MODEL}'")) - 1
+    for version in ("999", str(rejected)):  # never registered; registered but rejected by the gate
+        refused = pipeline.run(
+            "ml_rollback", RUN_AT + dt.timedelta(hours=4), {"version": version, "reason": "typo"}
+        )
+        assert task_states(refused)["rollback"] == "failed"
+        assert _champion() == first
+    assert len(_ledger(pipeline)) == 3
 
 
 def test_batch_scoring_publishes_a_partition(pipeline: Pipeline, trained: dict[str, Any]) -> None:
