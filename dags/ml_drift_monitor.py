@@ -26,8 +26,8 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from mlsteps.config import load_config
 
+from mlsteps.config import load_config
 from step_tasks import step_task
 from step_tasks.assets import predictions_asset
 
@@ -74,7 +74,9 @@ def ml_drift_monitor() -> None:
             "no day to check: trigger with the `ds` parameter, or let ml_batch_scoring's predictions event start the run"
         )
 
-    drift = step_task("drift", options={"--ds": DS}, doc_md="Per-column drift against the champion's reference.")
+    drift = step_task(
+        "drift", options={"--ds": DS}, doc_md="Per-column drift against the champion's reference."
+    )
     decide = step_task(
         "decide-retrain", options={"--ds": DS}, doc_md="Drift verdict, cooldown and weekly budget."
     )
@@ -89,7 +91,7 @@ def ml_drift_monitor() -> None:
         return {"run_id": decision["run_id"], "conf": decision["conf"]}
 
     request = retrain_request(decide.output)
-    trigger = TriggerDagRunOperator(
+    trigger_retraining = TriggerDagRunOperator(
         task_id="trigger_retraining",
         trigger_dag_id="ml_training",
         trigger_run_id=request["run_id"],
@@ -98,7 +100,7 @@ def ml_drift_monitor() -> None:
         wait_for_completion=False,
         doc_md="Start `ml_training` for this drifted day (once: the run id is `drift__<ds>`).",
     )
-    chain(resolve_ds(), drift, decide, request, trigger)
+    chain(resolve_ds(), drift, decide, request, trigger_retraining)
 
 
 ml_drift_monitor()

@@ -42,19 +42,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC)
     already = next((entry for entry in history if entry["ds"] == args.ds.isoformat()), None)
     if already is not None:
-        decision = _trigger(args.ds, report, ["this day already triggered a retrain; asking for the same run again"])
+        decision = _trigger(
+            args.ds, report, ["this day already triggered a retrain; asking for the same run again"]
+        )
         return {**decision, "summary": f"drift on {args.ds} already triggered {already['run_id']}"}
     reasons = decide(report, history, now, config.drift.cooldown_hours, config.drift.weekly_retrain_budget)
     if reasons:
-        return {"trigger": False, "reasons": reasons, "ds": args.ds.isoformat(), "summary": "no retrain: " + reasons[0]}
+        return {
+            "trigger": False,
+            "reasons": reasons,
+            "ds": args.ds.isoformat(),
+            "summary": "no retrain: " + reasons[0],
+        }
     decision = _trigger(args.ds, report, ["drift verdict, cooldown passed, weekly budget left"])
     entry = {**decision, "triggered_at": now.isoformat(), **context.lineage()}
     _record(lake, f"{prefix}/{args.ds.isoformat()}.json", entry)
-    return {**decision, "summary": f"drift in {', '.join(report['drifted_columns'])}: retrain {decision['run_id']}"}
+    return {
+        **decision,
+        "summary": f"drift in {', '.join(report['drifted_columns'])}: retrain {decision['run_id']}",
+    }
 
 
 def decide(
-    report: dict[str, Any], history: list[dict[str, Any]], now: dt.datetime, cooldown_hours: float, budget: int
+    report: dict[str, Any],
+    history: list[dict[str, Any]],
+    now: dt.datetime,
+    cooldown_hours: float,
+    budget: int,
 ) -> list[str]:
     """Why not to retrain; an empty list means retrain.
 
@@ -74,7 +88,9 @@ def decide(
         reasons.append(f"cooldown: the last drift retrain was at {times[-1].isoformat()}, {wait} left")
     recent = [moment for moment in times if now - moment < WEEK]
     if len(recent) >= budget:
-        reasons.append(f"weekly retrain budget spent: {len(recent)} of {budget} drift retrains in the last 7 days")
+        reasons.append(
+            f"weekly retrain budget spent: {len(recent)} of {budget} drift retrains in the last 7 days"
+        )
     return reasons
 
 
@@ -84,7 +100,11 @@ def _trigger(day: dt.date, report: dict[str, Any], reasons: list[str]) -> dict[s
         "reasons": reasons,
         "ds": day.isoformat(),
         "run_id": run_id_for(day),
-        "conf": {"reason": "drift", "ds": day.isoformat(), "drifted_columns": list(report["drifted_columns"])},
+        "conf": {
+            "reason": "drift",
+            "ds": day.isoformat(),
+            "drifted_columns": list(report["drifted_columns"]),
+        },
     }
 
 

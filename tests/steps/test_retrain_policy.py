@@ -60,7 +60,11 @@ def test_replayed_day_asks_for_the_same_run_and_records_once(
     again = _decide(local_lake, "2026-11-06", tmp_path, monkeypatch)
     assert first["trigger"] is again["trigger"] is True
     assert first["run_id"] == again["run_id"] == run_id_for(dt.date(2026, 11, 6))
-    assert first["conf"] == {"reason": "drift", "ds": "2026-11-06", "drifted_columns": DRIFT["drifted_columns"]}
+    assert first["conf"] == {
+        "reason": "drift",
+        "ds": "2026-11-06",
+        "drifted_columns": DRIFT["drifted_columns"],
+    }
     assert lake.list_dir(retrains_prefix("card_fraud_xgb")) == ["2026-11-06.json"]
 
     _report(lake, "2026-11-07", drift=True)  # inside the 24 h cooldown of the first retrain
