@@ -21,6 +21,8 @@ DAYS = 59  # 2026-09-08 .. 2026-11-05
 TRAINING_RUN_AT = "2026-11-05T03:00:00+00:00"  # window [2026-10-08, 2026-11-05)
 SCORING_LOGICAL_DATE = "2026-11-05T02:00:00+00:00"  # data interval starts on ds=2026-11-05
 SCORED_DAY = dt.date(2026, 11, 5)
+DRIFTED_DAY = dt.date(2026, 11, 6)  # generated with shifted amount, distance and merchant mix
+RETRAIN_RUN_AT = "2026-11-07T03:00:00+00:00"
 ROWS_PER_DAY = 5_000
 
 
@@ -30,7 +32,7 @@ def main() -> int:
     logs = Path(env["ML_STATE_DIR"]) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _airflow_db(env, logs)
-    _say(f"1/3 generating {DAYS} days x {ROWS_PER_DAY} raw card transactions into {env['ML_LAKE_URI']}")
+    _say(f"1/6 generating {DAYS} days x {ROWS_PER_DAY} raw card transactions into {env['ML_LAKE_URI']}")
     _run(
         [
             sys.executable,
@@ -47,12 +49,67 @@ def main() -> int:
         env,
         logs / "generate-data.log",
     )
-    _say("2/3 running DAG ml_training (validate, features, Feast, train, evaluate, promote)")
+    _say("2/6 running DAG ml_training (validate, features, Feast, train, evaluate, promote)")
     _dag_test("ml_training", TRAINING_RUN_AT, env, logs)
-    _say("3/3 running DAG ml_batch_scoring for ds=" + SCORED_DAY.isoformat())
+    _say("3/6 running DAG ml_batch_scoring for ds=" + SCORED_DAY.isoformat())
     _dag_test("ml_batch_scoring", SCORING_LOGICAL_DATE, env, logs)
     _summary(env)
+    _drift_loop(env, logs)
     return 0
+
+
+def _drift_loop(env: dict[str, str], logs: Path) -> None:
+    """A drifted day: scored, detected by the monitor, which asks for a retrain that then runs."""
+    day = DRIFTED_DAY.isoformat()
+    _say(f"4/6 generating a drifted day ds={day} and scoring it")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "mlsteps",
+            "generate-data",
+            "--start",
+            day,
+            "--days",
+            "1",
+            "--rows-per-day",
+            str(ROWS_PER_DAY),
+            "--drift-from",
+            day,
+        ],  # fmt: skip
+        env,
+        logs / "generate-drifted-day.log",
+    )
+    _dag_test("ml_batch_scoring", f"{day}T02:00:00+00:00", env, logs, name="ml_batch_scoring-drifted")
+    _say(f"5/6 running DAG ml_drift_monitor for ds={day}")
+    _dag_test("ml_drift_monitor", f"{day}T06:00:00+00:00", env, logs, conf={"ds": day})
+    from mlsteps.config import load_config
+    from mlsteps.lake import Lake
+    from mlsteps.retrain_policy import retrains_prefix
+
+    lake = Lake(env["ML_LAKE_URI"])
+    report = lake.read_json(f"reports/drift/ds={day}/report.json")
+    record_path = f"{retrains_prefix(load_config().model.registered_name)}/{day}.json"
+    _say(
+        f"    drift verdict: {report['drift']}; "
+        f"drifted columns: {', '.join(report['drifted_columns']) or 'none'}"
+    )
+    if not lake.exists(record_path):
+        _say("    no retrain was requested (cooldown or weekly budget); see the decide_retrain task log")
+        return
+    record = lake.read_json(record_path)
+    _say(
+        f"    ml_drift_monitor triggered ml_training run {record['run_id']} "
+        f"with conf {json.dumps(record['conf'])}"
+    )
+    _say("6/6 running that retrain (what the scheduler would do with the queued run)")
+    _dag_test("ml_training", RETRAIN_RUN_AT, env, logs, conf=record["conf"], name="ml_training-retrain")
+    _say("")
+    _say(
+        "The loop: ml_training (champion) -> ml_batch_scoring (predictions) -> ml_drift_monitor (drift) "
+        "-> ml_training (retrain, gated against the champion)"
+    )
+    _summary(env)
 
 
 def _environment(root: Path) -> dict[str, str]:
@@ -82,9 +139,19 @@ def _airflow() -> str:
     return str(Path(sys.executable).with_name("airflow"))
 
 
-def _dag_test(dag_id: str, logical_date: str, env: dict[str, str], logs: Path) -> None:
-    log = logs / f"{dag_id}.log"
-    _run([_airflow(), "dags", "test", dag_id, logical_date], env, log, check=False)
+def _dag_test(
+    dag_id: str,
+    logical_date: str,
+    env: dict[str, str],
+    logs: Path,
+    conf: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> None:
+    log = logs / f"{name or dag_id}.log"
+    argv = [_airflow(), "dags", "test", dag_id, logical_date]
+    if conf:
+        argv += ["--conf", json.dumps(conf)]
+    _run(argv, env, log, check=False)
     state = _last_run_state(dag_id, env)
     if state != "success":
         tail = "\n".join(log.read_text().splitlines()[-25:])
@@ -98,7 +165,7 @@ def _last_run_state(dag_id: str, env: dict[str, str]) -> str:
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     runs: list[dict[str, Any]] = json.loads(out.stdout[out.stdout.index("[") :]) if "[" in out.stdout else []
-    latest: dict[str, Any] = max(runs, key=lambda run: run.get("start_date") or "", default={})
+    latest: dict[str, Any] = max(runs, key=lambda run: run.get("end_date") or "", default={})
     return str(latest.get("state"))
 
 
