@@ -88,7 +88,10 @@ def ml_batch_scoring() -> None:
         return list(planned["shards"])
 
     score = step_task(
-        "score", options={"--ds": DS}, map_over=shards(plan.output), doc_md="Score one shard of the day."
+        "score",
+        options={"--ds": DS, "--defer-commit": True},
+        map_over=shards(plan.output),
+        doc_md="Score one shard of the day.",
     )
     commit = step_task(
         "commit-predictions",

@@ -19,7 +19,7 @@ from typing import Any
 FIRST_DAY = dt.date(2026, 9, 8)  # 30 days of history before the training window
 DAYS = 59  # 2026-09-08 .. 2026-11-05
 TRAINING_RUN_AT = "2026-11-05T03:00:00+00:00"  # window [2026-10-08, 2026-11-05)
-SCORING_LOGICAL_DATE = "2026-11-05T02:00:00+00:00"  # data interval starts on ds=2026-11-05
+SCORING_LOGICAL_DATE = "2026-11-06T02:00:00+00:00"  # the 02:00 run scores the day before: ds=2026-11-05
 SCORED_DAY = dt.date(2026, 11, 5)
 DRIFTED_DAY = dt.date(2026, 11, 6)  # generated with shifted amount, distance and merchant mix
 RETRAIN_RUN_AT = "2026-11-07T03:00:00+00:00"
@@ -80,7 +80,8 @@ def _drift_loop(env: dict[str, str], logs: Path) -> None:
         env,
         logs / "generate-drifted-day.log",
     )
-    _dag_test("ml_batch_scoring", f"{day}T02:00:00+00:00", env, logs, name="ml_batch_scoring-drifted")
+    next_day = (DRIFTED_DAY + dt.timedelta(days=1)).isoformat()
+    _dag_test("ml_batch_scoring", f"{next_day}T02:00:00+00:00", env, logs, name="ml_batch_scoring-drifted")
     _say(f"5/6 running DAG ml_drift_monitor for ds={day}")
     _dag_test("ml_drift_monitor", f"{day}T06:00:00+00:00", env, logs, conf={"ds": day})
     from mlsteps.config import load_config

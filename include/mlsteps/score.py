@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-index", type=int, default=0, help="This shard (0-based).")
     parser.add_argument("--shard-count", type=int, default=1, help="Shards in all; 1 scores and commits.")
     parser.add_argument(
+        "--defer-commit",
+        action="store_true",
+        help="Leave publishing to commit-predictions (what the DAG does, for any shard count).",
+    )
+    parser.add_argument(
         "--batch-rows", type=int, default=None, help="Rows per batch (default: scoring.batch_rows)."
     )
 
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": f"shard {args.shard_index + 1}/{args.shard_count}: {rows} rows scored with "
         f"{model.name} v{model.version}",
     }
-    if args.shard_count == 1:
+    if args.shard_count == 1 and not args.defer_commit:
         from mlsteps.score_commit import commit_predictions
 
         result = {**result, **commit_predictions(context, args.ds, model, 1)}

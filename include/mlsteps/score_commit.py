@@ -32,6 +32,12 @@ def commit_predictions(
     config, lake = context.config, context.lake
     source = scoring_input(lake, config, day)
     staging = staging_for(lake, config, day, context.run_id)
+    published = lake.manifest(staging.prefix)
+    if _published_by_this_run(published, context, model, staging):
+        assert published is not None
+        return _result(
+            lake.url(staging.prefix), day, model, published["rows_out"], published["positives"], published
+        )
     receipts = read_receipts(staging, shard_count)
     versions = {receipt["model_version"] for receipt in receipts}
     if versions != {model.version}:
@@ -61,7 +67,25 @@ def commit_predictions(
             **context.lineage(),
         },
     )
-    uri = lake.url(staging.prefix)
+    return _result(lake.url(staging.prefix), day, model, rows_out, positives, manifest)
+
+
+def _published_by_this_run(
+    published: dict[str, Any] | None, context: StepContext, model: PinnedModel, staging: Any
+) -> bool:
+    """A retry after a successful commit finds its own manifest and nothing left to commit."""
+    return (
+        published is not None
+        and bool(context.run_id)
+        and published.get("dag_run_id") == context.run_id
+        and str(published.get("model_version")) == model.version
+        and not staging.lake.exists(staging.root)
+    )
+
+
+def _result(
+    uri: str, day: dt.date, model: PinnedModel, rows_out: int, positives: int, manifest: dict[str, Any]
+) -> dict[str, Any]:
     rate = positives / rows_out if rows_out else 0.0
     return {
         "ds": day.isoformat(),

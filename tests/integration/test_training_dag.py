@@ -139,7 +139,8 @@ def test_equal_retrain_is_promoted_then_rolled_back(pipeline: Pipeline, trained:
 
 
 def test_batch_scoring_publishes_a_partition(pipeline: Pipeline, trained: dict[str, Any]) -> None:
-    scoring_day = dt.datetime(2026, 11, 5, 2, tzinfo=dt.UTC)  # data interval starts on ds=2026-11-05
+    # A nightly run scores the day before: this manual run's data interval is [11-05 02:00, 11-06 02:00).
+    scoring_day = dt.datetime(2026, 11, 6, 2, tzinfo=dt.UTC)
     run = pipeline.run("ml_batch_scoring", scoring_day, {"shard_count": 1})
     states = task_states(run)
     assert str(run.state) == "success", states
@@ -148,3 +149,52 @@ def test_batch_scoring_publishes_a_partition(pipeline: Pipeline, trained: dict[s
     assert manifest["rows_out"] == manifest["rows_in"] > 1000
     assert str(manifest["model_version"]) == _champion()
     assert manifest["dag_run_id"] == run.run_id
+
+
+def _training_runs(run_id: str) -> list[Any]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(DagRun).where(DagRun.dag_id == "ml_training", DagRun.run_id == run_id)
+        runs = list(session.scalars(query))
+        return [(run.run_id, dict(run.conf or {})) for run in runs]
+
+
+def test_undrifted_day_does_not_trigger_retraining(pipeline: Pipeline, trained: dict[str, Any]) -> None:
+    run = pipeline.run("ml_drift_monitor", RUN_AT + dt.timedelta(hours=5), {"ds": "2026-11-05"})
+    states = task_states(run)
+    assert states["drift"] == "success", states
+    assert xcom_result(run, "drift")["drift"] is False
+    assert states["retrain_request"] == "skipped"
+    assert states["trigger_retraining"] == "skipped"
+    assert _training_runs("drift__2026-11-05") == []
+    lake_root = Path(pipeline.lake)
+    html = (lake_root / "reports/drift/ds=2026-11-05/report.html").read_text()
+    assert html.startswith("<!doctype html>")
+
+
+def test_drifted_day_triggers_exactly_one_retrain(pipeline: Pipeline, trained: dict[str, Any]) -> None:
+    generated = pipeline.step(
+        "generate-data", "--start", "2026-11-06", "--days", "1", "--rows-per-day", "2000",
+        "--customers", "800", "--drift-from", "2026-11-06",
+    )  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+    scored = pipeline.run("ml_batch_scoring", dt.datetime(2026, 11, 7, 2, tzinfo=dt.UTC), {"shard_count": 2})
+    assert str(scored.state) == "success", task_states(scored)
+
+    first = pipeline.run("ml_drift_monitor", RUN_AT + dt.timedelta(hours=6), {"ds": "2026-11-06"})
+    states = task_states(first)
+    assert states["trigger_retraining"] == "success", states
+    drift = xcom_result(first, "drift")
+    assert drift["drift"] is True
+    runs = _training_runs("drift__2026-11-06")
+    assert len(runs) == 1
+    assert runs[0][1]["reason"] == "drift"
+    assert runs[0][1]["ds"] == "2026-11-06"
+    assert runs[0][1]["drifted_columns"] == drift["drifted_columns"]
+
+    replay = pipeline.run("ml_drift_monitor", RUN_AT + dt.timedelta(hours=7), {"ds": "2026-11-06"})
+    assert str(replay.state) == "success", task_states(replay)
+    assert len(_training_runs("drift__2026-11-06")) == 1
