@@ -1,0 +1,214 @@
+"""Batch scoring on a real S3 API and mlflow server: atomic, idempotent, sharded, refusing bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from mlflow import MlflowClient
+
+from mlsteps.lake import Lake, partition
+from tests.steps.training_fixtures import (
+    FEATURES,
+    build_features,
+    build_snapshot,
+    run_step,
+    unique_model_name,
+    write_config,
+)
+
+KEYS = ["transaction_id", "customer_id", "event_time"]
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return build_features(days=6, rows_per_day=1_000)
+
+
+@pytest.fixture
+def scoring(
+    mlflow_tracking: Any, s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame
+) -> dict[str, Any]:
+    """A champion trained by the real train step, and the last day's features committed in the lake."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
+    monkeypatch.setenv("ML_PARQUET_ROW_GROUP_ROWS", "200")  # several row groups, so shards get work
+    model = unique_model_name("score")
+    config = write_config(tmp_path, model)
+    monkeypatch.setenv("ML_PIPELINE_CONFIG", config)
+    build_snapshot(s3_lake, "r1", frame=frame)
+    code, trained = run_step(["train", "--training-run", "r1"], tmp_path / "train.json", monkeypatch)
+    assert code == 0
+    MlflowClient().set_registered_model_alias(model, "champion", trained["model_version"])
+    day = frame["event_time"].max().date()
+    write_features(Lake(s3_lake), day, frame[frame["event_time"].dt.date == day].drop(columns=["is_fraud"]))
+    return {
+        "model": model,
+        "version": trained["model_version"],
+        "day": day,
+        "lake": Lake(s3_lake),
+        "tmp": tmp_path,
+    }
+
+
+def write_features(lake: Lake, day: dt.date, rows: pd.DataFrame) -> None:
+    staging = lake.stage(partition("features/transactions", day))
+    staging.write_parquet("00000.parquet", pa.Table.from_pandas(rows[KEYS + FEATURES], preserve_index=False))
+    lake.commit(staging, {"feature_columns": FEATURES})
+
+
+def predictions(lake: Lake, model: str, day: dt.date) -> tuple[dict[str, Any], pd.DataFrame]:
+    prefix = partition(f"predictions/{model}", day)
+    manifest = lake.manifest(prefix)
+    assert manifest is not None
+    table = lake.read_table(lake.partition_files(prefix)).to_pandas()
+    return manifest, table.sort_values("transaction_id").reset_index(drop=True)
+
+
+def score(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch, *extra: str, run_id: str = "run-a"
+) -> tuple:
+    argv = ["score", "--ds", scoring["day"].isoformat(), "--run-id", run_id, *extra]
+    return run_step(argv, scoring["tmp"] / "score.json", monkeypatch)
+
+
+def test_partition_is_committed_with_lineage_and_reruns_identically(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, result = score(scoring, monkeypatch)
+    assert code == 0
+    manifest, first = predictions(scoring["lake"], scoring["model"], scoring["day"])
+    expected_rows = 1_000 + 0  # build_features' ordinary rows plus bursts: compare with the input instead
+    assert manifest["rows_in"] == manifest["rows_out"] == len(first) == result["rows"] >= expected_rows
+    assert str(manifest["model_version"]) == scoring["version"]
+    assert manifest["model_run_id"]
+    assert manifest["alias"] == "champion"
+    assert manifest["dag_run_id"] == "run-a"
+    assert manifest["feature_fingerprint"]
+    assert all(len(entry["sha256"]) == 64 for entry in manifest["files"])
+    assert list(first.columns) == [*KEYS, "score", "decision"]
+    assert first["transaction_id"].is_unique
+
+    code, _ = score(scoring, monkeypatch, run_id="run-b")
+    assert code == 0
+    again_manifest, again = predictions(scoring["lake"], scoring["model"], scoring["day"])
+    pd.testing.assert_frame_equal(first, again)
+    files = scoring["lake"].list_dir(partition(f"predictions/{scoring['model']}", scoring["day"]))
+    assert len(files) == len(again_manifest["files"]) + 1  # the parts plus _SUCCESS.json: no leftovers
+
+
+def test_sharded_run_equals_unsharded(scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert score(scoring, monkeypatch)[0] == 0
+    _, unsharded = predictions(scoring["lake"], scoring["model"], scoring["day"])
+    day = scoring["day"].isoformat()
+    code, plan = run_step(
+        ["plan-scoring", "--ds", day, "--shard-count", "3"], scoring["tmp"] / "p.json", monkeypatch
+    )
+    assert code == 0
+    scored = []
+    for shard in plan["shards"]:
+        code, result = score(scoring, monkeypatch, *shard, "--defer-commit", run_id="sharded")
+        assert code == 0
+        scored.append(result["rows"])
+    assert min(scored) > 0, f"every shard should get row groups: {scored}"
+    argv = ["commit-predictions", "--ds", day, "--run-id", "sharded", "--shard-count", "3",
+            "--model-version", plan["model_version"]]  # fmt: skip
+    assert run_step(argv, scoring["tmp"] / "c.json", monkeypatch)[0] == 0
+    manifest, sharded = predictions(scoring["lake"], scoring["model"], scoring["day"])
+    assert manifest["shards"] == 3
+    pd.testing.assert_frame_equal(unsharded, sharded)
+
+
+def test_commit_refuses_until_every_shard_finished(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    day = scoring["day"].isoformat()
+    assert (
+        score(
+            scoring, monkeypatch, "--shard-index", "0", "--shard-count", "2", "--defer-commit", run_id="half"
+        )[0]
+        == 0
+    )
+    argv = ["commit-predictions", "--ds", day, "--run-id", "half", "--shard-count", "2",
+            "--model-version", scoring["version"]]  # fmt: skip
+    assert run_step(argv, scoring["tmp"] / "c.json", monkeypatch)[0] == 2
+    assert "shard(s) [1] of 2 have not finished" in capsys.readouterr().err
+    assert scoring["lake"].manifest(partition(f"predictions/{scoring['model']}", scoring["day"])) is None
+
+
+def test_killed_scoring_leaves_nothing_visible_and_a_rerun_completes(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake: Lake = scoring["lake"]
+    prefix = partition(f"predictions/{scoring['model']}", scoring["day"])
+    env = {**os.environ, "ML_STEP_RESULT": str(scoring["tmp"] / "killed.json")}
+    argv = [sys.executable, "-m", "mlsteps", "score", "--ds", scoring["day"].isoformat(),
+            "--run-id", "killed", "--batch-rows", "50"]  # fmt: skip
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged = f"_staging/{prefix}/killed"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(name.endswith(".parquet") for name in lake.list_dir(staged)):
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "scoring finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert lake.manifest(prefix) is None
+    assert lake.partition_files(prefix) == []
+
+    code, result = score(scoring, monkeypatch, run_id="killed")
+    assert code == 0
+    manifest, table = predictions(lake, scoring["model"], scoring["day"])
+    assert manifest["rows_out"] == len(table) == result["rows"]
+    assert table["transaction_id"].is_unique
+
+
+def test_missing_champion_is_refused(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    MlflowClient().delete_registered_model_alias(scoring["model"], "champion")
+    assert score(scoring, monkeypatch)[0] == 2
+    assert f"registered model '{scoring['model']}' has no alias 'champion'" in capsys.readouterr().err
+
+
+def test_schema_mismatch_and_empty_input_are_refused(
+    scoring: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    frame: pd.DataFrame,
+) -> None:
+    lake: Lake = scoring["lake"]
+    day = scoring["day"]
+    rows = frame[frame["event_time"].dt.date == day]
+    staging = lake.stage(partition("features/transactions", day))
+    staging.write_parquet("0.parquet", pa.Table.from_pandas(rows[KEYS + FEATURES[:-1]], preserve_index=False))
+    lake.commit(staging, {})
+    assert score(scoring, monkeypatch)[0] == 2
+    assert "does not match the model's signature: missing feature column(s) ['amount_to_customer_mean']" in (
+        capsys.readouterr().err
+    )
+    write_features(lake, day, rows.iloc[0:0])
+    assert score(scoring, monkeypatch)[0] == 2
+    assert "is empty; nothing to score" in capsys.readouterr().err
+
+
+def test_version_without_pipeline_lineage_is_refused(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    client = MlflowClient()
+    trained = client.get_model_version(scoring["model"], scoring["version"])
+    stray = mlflow.register_model(trained.source, scoring["model"])  # by hand: same model, no lineage tags
+    client.set_registered_model_alias(scoring["model"], "champion", stray.version)
+    assert score(scoring, monkeypatch)[0] == 2
+    assert "refusing to use a model without this pipeline's lineage" in capsys.readouterr().err
