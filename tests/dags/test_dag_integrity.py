@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from tests.support.airflow import BASELINE_DAG, load_dagbag, parse_in_fresh_process
 
 MODES = ["local", "kubernetes"]
-EXPECTED_DAGS = {"ml_training", "ml_rollback", "ml_batch_scoring"}
+EXPECTED_DAGS = {"ml_training", "ml_rollback", "ml_batch_scoring", "ml_drift_monitor"}
 
 
 @pytest.fixture(scope="module", params=MODES)
