@@ -41,9 +41,11 @@ lock: $(VENV)/.installed
 	$(BIN)/uv pip compile --python-version 3.11 --quiet --no-header --annotation-style line \
 		requirements.txt tests/requirements.txt include/pyproject.toml -o constraints.txt
 
+LINTED := $(wildcard dags plugins include tests bench)
+
 lint: install
-	$(BIN)/ruff check dags plugins include tests bench
-	$(BIN)/ruff format --check dags plugins include tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 test: lint
