@@ -135,19 +135,33 @@ def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> No
 def test_every_task_of_every_dag_renders_a_valid_restricted_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     bag = load_dagbag(monkeypatch, "kubernetes", ML_STEP_IMAGE="registry.example.com/mlsteps:1.2.3")
     assert bag.import_errors == {}
-    rendered = 0
+    rendered, rendered_steps = 0, set()
     for dag in bag.dags.values():
         for task in dag.tasks:
+            if hasattr(task, "unmap"):  # a mapped shard: render it with one shard's arguments
+                task = task.unmap(
+                    {"arguments": ["--model-version", "1", "--shard-index", "0", "--shard-count", "2"]}
+                )
             if not hasattr(task, "build_pod_request_obj"):
-                continue  # branch and gate tasks are orchestration, not steps
+                continue  # branch, gate and trigger tasks are orchestration, not steps
             pod = _pod(task)
             kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
             _assert_restricted(pod)
             container = _main_container(pod)
-            assert container["command"] == ["python", "-m", "mlsteps"]
-            assert all(isinstance(arg, str) for arg in container["args"])
+            assert container["command"][:3] == ["python", "-m", "mlsteps"]
+            assert all(isinstance(arg, str) for arg in container["command"] + container["args"])
             rendered += 1
-    assert rendered >= 8
+            rendered_steps.add((container["command"] + container["args"])[3])
+    assert rendered >= 14
+    assert {
+        "validate",
+        "train",
+        "evaluate",
+        "promote",
+        "score",
+        "commit-predictions",
+        "drift",
+    } <= rendered_steps
 
 
 def test_to_argv_keeps_each_value_one_element() -> None:
