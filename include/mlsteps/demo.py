@@ -132,7 +132,7 @@ def _environment(root: Path) -> dict[str, str]:
 
 def _airflow_db(env: dict[str, str], logs: Path) -> None:
     if not (Path(env["AIRFLOW_HOME"]) / "airflow.db").exists():
-        _say("0/3 creating the Airflow metadata database (SQLite)")
+        _say("0/6 creating the Airflow metadata database (SQLite)")
     _run([_airflow(), "db", "migrate"], env, logs / "airflow-db-migrate.log")
 
 
@@ -165,7 +165,8 @@ def _last_run_state(dag_id: str, env: dict[str, str]) -> str:
         [_airflow(), "dags", "list-runs", dag_id, "--output", "json"],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    runs: list[dict[str, Any]] = json.loads(out.stdout[out.stdout.index("[") :]) if "[" in out.stdout else []
+    listing = next((line for line in out.stdout.splitlines() if line.startswith("[")), "[]")
+    runs: list[dict[str, Any]] = json.loads(listing)
     latest: dict[str, Any] = max(runs, key=lambda run: run.get("end_date") or "", default={})
     return str(latest.get("state"))
 
