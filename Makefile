@@ -19,12 +19,13 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: help install lint test test-faults demo lock clean
+.PHONY: help install lint test test-faults demo bench lock clean
 
 help:
 	@echo "make demo    run the main job end to end in local mode (installs what it needs)"
 	@echo "make test    lint, then the whole test suite (installs what it needs)"
 	@echo "make lint    ruff and mypy"
+	@echo "make bench   benchmarks against the seed baselines; saves bench/results/<name>.json"
 	@echo "make lock    re-resolve constraints.txt from requirements.txt and include/pyproject.toml"
 	@echo "make clean   remove local state (.lake, .state); keeps .venv"
 
@@ -56,6 +57,9 @@ test-faults: install
 
 demo: install
 	$(BIN)/python -m mlsteps.demo
+
+bench: install
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf .lake .state

@@ -195,7 +195,7 @@ def _summary(env: dict[str, str]) -> None:
     _say("")
     _say(f"Champion: models:/{name}@champion = version {champion.version} (run {champion.run_id})")
     for key in sorted(metrics):
-        if any(word in key for word in ("auc", "loss", "f1", "brier")):
+        if any(word in key for word in ("auc", "loss", "f1", "brier")) and "_ci_" not in key:
             _say(f"    {key:<28} {metrics[key]:.4f}")
     _say("Reports:")
     for kind in lake.list_dir("reports"):

@@ -565,11 +565,10 @@ def record_in_mlflow(
         values = {f"holdout_{k}": v for k, v in metrics.items() if isinstance(v, float) and k != "threshold"}
         comparison = document["comparison"]
         if comparison:
+            # e.g. vs_champion_delta_roc_auc, vs_champion_delta_roc_auc_ci_low
+            names = {"delta_roc_auc": "", "ci_low": "_ci_low", "ci_high": "_ci_high"}
             values.update(
-                {
-                    f"holdout_roc_auc_{k}_vs_champion": comparison[k]
-                    for k in ("delta_roc_auc", "ci_low", "ci_high")
-                }
+                {f"vs_champion_delta_roc_auc{suffix}": comparison[k] for k, suffix in names.items()}
             )
         client.log_batch(version.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
         client.set_tag(version.run_id, "evaluation.approved", approved)

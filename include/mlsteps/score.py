@@ -1,7 +1,8 @@
 """Score one day's feature rows with the pinned model, streaming, into a committed predictions partition.
 
 Memory stays bounded: the input is read one row group and one batch at a time without
-pre-buffering, and each batch's small output (keys, score, decision) becomes its own part.
+pre-buffering (one batch read ahead while the last is predicted), and each batch's small output
+(keys, score, decision) becomes its own part.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mlsteps.scoring import (
     check_signature,
     load_booster,
     resolve_model,
-    score_unit,
+    score_units,
     scoring_input,
     shard_units,
     staging_for,
@@ -40,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
     from mlsteps.errors import StepError
 
     context = StepContext.from_args(args)
@@ -58,16 +61,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     features = check_signature(booster, schema_columns, context.lake.url(source.prefix))
     staging = staging_for(context.lake, config, args.ds, context.run_id)
     rows = positives = 0
-    for unit_number, unit in enumerate(
-        shard_units(context.lake, source.files, args.shard_index, args.shard_count)
-    ):
-        for batch_number, table in enumerate(
-            score_unit(context.lake, config, booster, features, unit, batch_rows)
-        ):
-            name = f"shard-{args.shard_index:05d}-{unit_number:05d}-{batch_number:05d}.parquet"
-            staging.write_parquet(name, table)
-            rows += table.num_rows
-            positives += int(table.column("decision").to_numpy().sum())
+    units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
+    for scored in score_units(context.lake, config, booster, features, units, batch_rows):
+        name = f"shard-{args.shard_index:05d}-{scored.unit_number:05d}-{scored.batch_number:05d}.parquet"
+        staging.write_parquet(name, scored.table)
+        rows += scored.table.num_rows
+        positives += int(pc.sum(scored.table.column("decision")).as_py() or 0)
     details = {"model_version": model.version, "rows": rows, "positives": positives}
     write_receipt(staging, args.shard_index, args.shard_count, details)
     result: dict[str, Any] = {

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from mlsteps.features import features_prefix
 from mlsteps.lake import Lake, Staging, partition
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
     import xgboost as xgb
 
@@ -116,37 +119,141 @@ def shard_units(
             unit += 1
 
 
-def score_unit(
+#: Batches read and encoded ahead of the one being predicted (bounds memory: 2 batches in flight).
+PREFETCH_BATCHES = 2
+
+
+def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineConfig) -> np.ndarray:
+    """The batch's features as one float32 Fortran-ordered matrix, built in Arrow.
+
+    It gives exactly what :func:`mlsteps.datasets.model_input` gives XGBoost: a categorical value
+    becomes its index in the config's categories (an unknown one becomes missing, as a
+    ``pd.Categorical`` code of -1 does), booleans become 0/1 and nulls NaN. No pandas, no
+    per-row Python.
+
+    Raises:
+        StepError: A feature column cannot be read as a number.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    matrix = np.empty((batch.num_rows, len(features)), dtype=np.float32, order="F")
+    for index, name in enumerate(features):
+        column = batch.column(name)
+        spec = config.dataset.columns.get(name)
+        if spec is not None and spec.type == "categorical":
+            column = pc.index_in(column, value_set=pa.array(list(spec.categories or ())))
+        try:
+            matrix[:, index] = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise StepError(f"feature column {name!r} ({column.type}) cannot be scored: {err}") from err
+    return matrix
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """One scored batch: which unit and batch it was, and its output (keys, score, decision)."""
+
+    unit_number: int
+    batch_number: int
+    table: pa.Table
+
+
+def score_units(
     lake: Lake,
     config: PipelineConfig,
     booster: xgb.Booster,
     features: list[str],
-    unit: tuple[str, int],
+    units: Iterable[tuple[str, int]],
     batch_rows: int,
-) -> Iterator[pa.Table]:
-    """Score one row group batch by batch; yields small output tables (keys, score, decision)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+) -> Iterator[ScoredBatch]:
+    """Score row groups batch by batch, reading and encoding the next batch while this one is predicted.
 
-    from mlsteps.datasets import model_input
+    A background thread reads ``batch_rows`` at a time without pre-buffering (arrow#39808) and
+    encodes each batch; a queue of :data:`PREFETCH_BATCHES` keeps memory flat. Arrow, NumPy and
+    XGBoost release the GIL, so reading overlaps prediction. An error in the reader is raised here.
+    """
+    import pyarrow as pa
 
     dataset = config.dataset
     keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
-    relative, group = unit
-    with lake.fs.open_input_file(lake.path(relative)) as handle:
-        parquet = pq.ParquetFile(handle, pre_buffer=False)
-        for batch in parquet.iter_batches(
-            batch_size=batch_rows, row_groups=[group], columns=[*keys, *features]
-        ):
-            frame = batch.to_pandas()
-            scores = booster.inplace_predict(model_input(frame, features, config), validate_features=False)
-            yield pa.table(
-                {
-                    **{key: batch.column(key) for key in keys},
-                    "score": pa.array(scores, pa.float32()),
-                    "decision": pa.array(scores >= config.scoring.decision_threshold),
-                }
-            )
+    threshold = config.scoring.decision_threshold
+    for unit_number, batch_number, batch, matrix in _encoded_batches(
+        lake, units, [*keys, *features], batch_rows, features, config
+    ):
+        scores = booster.inplace_predict(matrix, validate_features=False)
+        table = pa.table(
+            {
+                **{key: batch.column(key) for key in keys},
+                "score": pa.array(scores, pa.float32()),
+                "decision": pa.array(scores >= threshold),
+            }
+        )
+        yield ScoredBatch(unit_number, batch_number, table)
+
+
+def _encoded_batches(
+    lake: Lake,
+    units: Iterable[tuple[str, int]],
+    columns: list[str],
+    batch_rows: int,
+    features: list[str],
+    config: PipelineConfig,
+) -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray]]:
+    """(unit number, batch number, batch, encoded matrix) of every unit, read ahead in a thread."""
+    import pyarrow.parquet as pq
+
+    def read() -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray]]:
+        for unit_number, (relative, group) in enumerate(units):
+            with lake.fs.open_input_file(lake.path(relative)) as handle:
+                parquet = pq.ParquetFile(handle, pre_buffer=False)
+                batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
+                for batch_number, batch in enumerate(batches):
+                    yield unit_number, batch_number, batch, encode_batch(batch, features, config)
+
+    return _read_ahead(read(), PREFETCH_BATCHES)
+
+
+_DONE = object()
+
+
+def _read_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Yield ``items``, produced by a background thread at most ``depth`` ahead; its errors raise here.
+
+    Closing the generator early stops the thread (it never stays blocked on a full queue).
+    """
+    stop = threading.Event()
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=depth)
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as err:  # handed to the consumer, which raises it
+            put(err)
+
+    reader = threading.Thread(target=produce, name="mlsteps-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := ahead.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def write_receipt(staging: Staging, shard_index: int, shard_count: int, details: dict[str, Any]) -> None:

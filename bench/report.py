@@ -1,0 +1,249 @@
+"""The summary table: one row per measure, ours against its baseline, with the goal and whether it is met."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Row = dict[str, str]
+
+
+def _row(measure: str, ours: str, baseline: str, versus: str, goal: str, met: bool | None) -> Row:
+    verdict = "n/a" if met is None else ("yes" if met else "NO")
+    return {
+        "measure": measure,
+        "ours": ours,
+        "baseline": baseline,
+        "vs": versus,
+        "goal": goal,
+        "met": verdict,
+    }
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.2f} M rows/s"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def startup_rows(result: dict[str, Any]) -> list[Row]:
+    slowest = result["slowest"]
+    return [
+        _row(
+            f"`--help`, slowest of {len(result['steps'])} (median of {result['repeats']})",
+            f"{slowest['median_s']:.2f} s ({slowest['step']})",
+            "-",
+            "-",
+            "<= 1 s",
+            result["goal_met"],
+        )
+    ]
+
+
+def score_import_rows(result: dict[str, Any]) -> list[Row]:
+    heavy = ", ".join(result["heavy_present"]) or "none"
+    return [
+        _row(
+            "`score` imports feast / evidently",
+            ", ".join(result["forbidden_present"]) or "neither",
+            f"(also loaded: {heavy})",
+            "-",
+            "neither",
+            result["goal_met"],
+        )
+    ]
+
+
+def parse_rows(result: dict[str, Any]) -> list[Row]:
+    rows = []
+    variants = result["variants"]
+    for mode, added in result["added"].items():
+        ours, trivial = variants[f"dags_{mode}"], variants[f"trivial_{mode}"]
+        rows.append(
+            _row(
+                f"DagBag fill of dags/ ({mode}), median of {result['repeats']}",
+                f"{ours['fill_seconds']:.3f} s",
+                f"{trivial['fill_seconds']:.3f} s (trivial Asset DAG)",
+                f"+{added['added_fill_s_vs_trivial_dag']:.3f} s",
+                "<= 0.3 s added",
+                added["added_fill_s_vs_trivial_dag"] <= 0.3,
+            )
+        )
+        rows.append(
+            _row(
+                f"parse process ({mode}) vs bare airflow.sdk + KPO import",
+                f"{ours['process_wall_s']:.2f} s",
+                f"{variants['airflow_imports']['process_wall_s']:.2f} s",
+                f"{added['added_process_s_vs_bare_imports']:+.2f} s",
+                "(context)",
+                None,
+            )
+        )
+        rows.append(
+            _row(
+                f"ML modules after parsing ({mode})",
+                ", ".join(added["ml_modules_added_by_ours"]) or "none added",
+                "Airflow's own: " + (", ".join(added["ml_modules_of_trivial_dag"]) or "none"),
+                "-",
+                "none present",
+                not added["ml_modules_added_by_ours"],
+            )
+        )
+    return rows
+
+
+def training_rows(result: dict[str, Any]) -> list[Row]:
+    ours, seed = result["ours"], result.get("seed_random_forest")
+    if seed is None:
+        return []
+    return [
+        _row(
+            f"train fit, {result['snapshot']['train_rows']:,} rows, median of {len(ours['fit_seconds_all'])}",
+            f"{ours['fit_seconds']:.2f} s",
+            f"{seed['fit_seconds']:.2f} s (RandomForest)",
+            _times(result["speedup_fit"]),
+            ">= 20x faster",
+            result["goals"]["speedup >= 20x"],
+        ),
+        _row(
+            "holdout ROC-AUC",
+            f"{ours['holdout_roc_auc']:.4f}",
+            f"{seed['holdout_roc_auc']:.4f}",
+            f"{result['auc_difference']:+.4f}",
+            "equal or better",
+            result["goals"]["auc equal or better"],
+        ),
+        _row(
+            "train step end to end (CLI, MLflow logging, registration)",
+            f"{ours['step_wall_seconds']:.2f} s",
+            f"{seed['fit_seconds']:.2f} s (fit only)",
+            _times(result["speedup_step_end_to_end"]),
+            "(context)",
+            None,
+        ),
+        _row("GPU vs CPU training", "not measured (no GPU)", "-", "-", ">= 10x", None),
+    ]
+
+
+def training_diagnostic_rows(result: dict[str, Any]) -> list[Row]:
+    fits = result.get("diagnostic_fit_seconds")
+    if not fits:
+        return []
+    default, passive = fits["default OpenMP wait policy"], fits["OMP_WAIT_POLICY=PASSIVE"]
+    return [
+        _row(
+            "train fit, OMP_WAIT_POLICY=PASSIVE vs default (diagnostic)",
+            f"{passive['median_seconds']:.2f} s",
+            f"{default['median_seconds']:.2f} s (default policy)",
+            _times(ratio_or_none(default["median_seconds"], passive["median_seconds"])),
+            "(context)",
+            None,
+        )
+    ]
+
+
+def ratio_or_none(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def scoring_rows(result: dict[str, Any], trees: dict[str, int]) -> list[Row]:
+    rows = []
+    for label, model in result["models"].items():
+        for entry in model["sizes"]:
+            ours, bare, seed = entry["ours"], entry["bare"], entry.get("seed")
+            name = f"score {entry['rows'] / 1e6:g}M rows, {label} model ({trees.get(label, '?')} trees)"
+            versus = f"{_times(entry['ours_vs_bare'])} of bare"
+            if seed:
+                versus += f"; {_times(entry['ours_vs_seed'])} seed"
+            rows.append(
+                _row(
+                    name,
+                    f"{_rate(ours['rows_per_s'])}, {ours['peak_rss_mb']:.0f} MB",
+                    f"bare {_rate(bare['rows_per_s'])}; seed "
+                    + (f"{_rate(seed['rows_per_s'])}, {seed['peak_rss_mb']:.0f} MB" if seed else "not run"),
+                    versus,
+                    ">= 0.8x bare; >= 4x seed at 5M; < 1 GB",
+                    entry["ours_vs_bare"] >= 0.8
+                    and ours["peak_rss_mb"] < 1024
+                    and (entry["rows"] != 5_000_000 or not seed or entry["ours_vs_seed"] >= 4),
+                )
+            )
+        growth = model["ours_peak_rss_growth"]
+        rows.append(
+            _row(
+                f"score peak RSS growth, smallest to largest ({label} model)",
+                "-" if growth is None else f"{growth:+.0%}",
+                "-",
+                "-",
+                "< 20%",
+                model["goals"]["RSS growth < 20% smallest to largest"],
+            )
+        )
+    return rows
+
+
+def drift_rows(result: dict[str, Any]) -> list[Row]:
+    ours, baseline = result["ours_total"], result["evidently_default_total"]
+    size = f"{result['rows'] / 1e6:g}M + {result['rows'] / 1e6:g}M rows x {result['features']}"
+    rows = [
+        _row(
+            f"drift, {size} (median over {ours['seeds']} / {baseline.get('seeds', 0)} seeds)",
+            f"{ours['median_seconds']:.1f} s",
+            f"{baseline['median_seconds']:.1f} s (DataDriftPreset)" if baseline else "not run",
+            _times(result["median_speedup"]),
+            ">= 15x faster",
+            None if result["median_speedup"] is None else result["median_speedup"] >= 15,
+        ),
+        _row(
+            "drift extra RSS over imports (max)",
+            f"{ours['max_extra_rss_mb']:.0f} MB",
+            f"{baseline['max_extra_rss_mb']:.0f} MB" if baseline else "-",
+            "-",
+            "<= 300 MB",
+            ours["max_extra_rss_mb"] <= 300,
+        ),
+        _row(
+            "drift detection (drifted columns found, false positives)",
+            f"{ours['found']}/{ours['expected']}, {ours['false_positives']} FP",
+            f"{baseline['found']}/{baseline['expected']}, {baseline['false_positives']} FP"
+            if baseline
+            else "-",
+            "-",
+            "100% found, 0 FP",
+            ours["found"] == ours["expected"] and ours["false_positives"] == 0,
+        ),
+    ]
+    return rows
+
+
+def summary_rows(results: dict[str, Any]) -> list[Row]:
+    """Every section's rows, in the order the sections ran."""
+    rows: list[Row] = []
+    if "startup" in results:
+        rows += startup_rows(results["startup"])
+    if "score_imports" in results:
+        rows += score_import_rows(results["score_imports"])
+    if "parse" in results:
+        rows += parse_rows(results["parse"])
+    if "training" in results:
+        rows += training_rows(results["training"]) + training_diagnostic_rows(results["training"])
+    if "scoring" in results:
+        trees = {"full": results.get("full_model", {}).get("trees", 0)}
+        trees["pipeline"] = results["training"]["ours"]["best_iteration"] + 1
+        rows += scoring_rows(results["scoring"], trees)
+    if "drift" in results:
+        rows += drift_rows(results["drift"])
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table (readable in a terminal too)."""
+    headers = {"measure": "measure", "ours": "ours", "baseline": "baseline", "vs": "ours vs baseline"}
+    headers |= {"goal": "goal", "met": "met"}
+    widths = {key: max(len(title), *(len(row[key]) for row in rows)) for key, title in headers.items()}
+    lines = ["| " + " | ".join(title.ljust(widths[key]) for key, title in headers.items()) + " |"]
+    lines.append("|" + "|".join("-" * (widths[key] + 2) for key in headers) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(row[key].ljust(widths[key]) for key in headers) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""Training: the real ``train`` step (XGBoost hist) against the seed RandomForest, on one snapshot.
+
+Both read the same committed snapshot and are judged on the same holdout. Timed work excludes
+imports and reading the snapshot: ours is the step's own ``training_seconds`` (encoding,
+quantizing, boosting with early stopping), the seed's is one-hot encoding plus ``fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import current_rss_mb, log, median, ratio, run_case
+from bench.workspace import TRAINING_RUN, Workspace, config
+
+#: The RandomForest of the seed tutorials, as they configure it.
+SEED_FOREST = {
+    "n_estimators": 200,
+    "max_depth": 15,
+    "min_samples_split": 10,
+    "min_samples_leaf": 4,
+    "class_weight": "balanced",
+    "n_jobs": -1,
+    "random_state": 42,
+}
+
+
+# --- cases (each runs in its own fresh interpreter) ----------------------------------------------
+
+
+def ours(repeats: int) -> dict[str, Any]:
+    """The ``train`` step once through its CLI (it registers the model), then ``train_model`` for a median."""
+    import sklearn.metrics
+    import xgboost  # noqa: F401 - imported before any clock starts
+
+    from mlsteps import registry, train
+    from mlsteps.cli import main
+    from mlsteps.datasets import load_training_set
+    from mlsteps.lake import Lake
+
+    baseline_rss = current_rss_mb()
+    result_file = Path(tempfile.mkdtemp()) / "train.json"
+    os.environ["ML_STEP_RESULT"] = str(result_file)
+    started = time.perf_counter()
+    code = main(["train", "--training-run", TRAINING_RUN, "--dag-id", "bench", "--run-id", "bench-train"])
+    step_wall = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"the train step exited {code}")
+    step = json.loads(result_file.read_text())
+    settings = config()
+    snapshot = load_training_set(Lake(), TRAINING_RUN)
+    booster = registry.load_booster(step["model_name"], step["model_version"])
+    scores = train.predict(booster, snapshot.holdout, settings)
+    auc = float(sklearn.metrics.roc_auc_score(snapshot.holdout[snapshot.label].astype(int), scores))
+    fits = [float(step["training_seconds"])]
+    for _ in range(repeats - 1):
+        splits = train.split_by_time(snapshot, settings.model.validation_fraction)
+        fits.append(train.train_model(splits, snapshot, settings, "cpu", 0).seconds)
+    return {
+        "fit_seconds": median(fits),
+        "fit_seconds_all": fits,
+        "step_wall_seconds": round(step_wall, 3),
+        "holdout_roc_auc": round(auc, 5),
+        "best_iteration": step["metrics"]["best_iteration"],
+        "validation_auc": step["metrics"]["validation_auc"],
+        "model_name": step["model_name"],
+        "model_version": step["model_version"],
+        "nthread": train.DEFAULT_NTHREAD,
+        "baseline_rss_mb": baseline_rss,
+    }
+
+
+def fit_only(repeats: int) -> dict[str, Any]:
+    """``train_model`` alone, ``repeats`` times (a diagnostic of thread waiting under CPU contention)."""
+    import sklearn.metrics  # noqa: F401
+    import xgboost  # noqa: F401
+
+    from mlsteps import train
+    from mlsteps.datasets import load_training_set
+    from mlsteps.lake import Lake
+
+    settings = config()
+    snapshot = load_training_set(Lake(), TRAINING_RUN)
+    fits = []
+    for _ in range(repeats):
+        cpu = os.times()
+        splits = train.split_by_time(snapshot, settings.model.validation_fraction)
+        seconds = train.train_model(splits, snapshot, settings, "cpu", 0).seconds
+        used = os.times()
+        fits.append(
+            {"seconds": seconds, "cpu_seconds": round(used.user + used.system - cpu.user - cpu.system, 3)}
+        )
+    return {"median_seconds": median([f["seconds"] for f in fits]), "runs": fits}
+
+
+def seed_random_forest() -> dict[str, Any]:
+    """The seed's RandomForest on the same snapshot: one-hot encoding, NaN filled, ``fit``, holdout AUC."""
+    import pandas as pd
+    import sklearn.metrics
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mlsteps.datasets import load_training_set
+    from mlsteps.lake import Lake
+
+    snapshot = load_training_set(Lake(), TRAINING_RUN)
+    features, label = snapshot.feature_columns, snapshot.label
+
+    def encode(frame: pd.DataFrame) -> pd.DataFrame:
+        encoded = pd.get_dummies(frame.loc[:, features], columns=snapshot.categorical_columns)
+        return encoded.astype("float32").fillna(-1.0)
+
+    baseline_rss = current_rss_mb()
+    started = time.perf_counter()
+    train_x = encode(snapshot.train)
+    forest = RandomForestClassifier(**SEED_FOREST).fit(train_x, snapshot.train[label].astype(int))
+    seconds = time.perf_counter() - started
+    holdout_x = encode(snapshot.holdout).reindex(columns=train_x.columns, fill_value=0.0)
+    scores = forest.predict_proba(holdout_x)[:, 1]
+    auc = float(sklearn.metrics.roc_auc_score(snapshot.holdout[label].astype(int), scores))
+    return {
+        "fit_seconds": round(seconds, 3),
+        "holdout_roc_auc": round(auc, 5),
+        "train_rows": len(train_x),
+        "encoded_columns": train_x.shape[1],
+        "baseline_rss_mb": baseline_rss,
+    }
+
+
+# --- the section ----------------------------------------------------------------------------------
+
+
+def run(
+    workspace: Workspace, snapshot: dict[str, Any], repeats: int, with_seed: bool = True
+) -> dict[str, Any]:
+    """Train both on the snapshot; our run registers the version later scored as champion."""
+    log("training: our train step (CLI, logs to MLflow, registers the challenger)")
+    ours_run = workspace.case("bench.training:ours", repeats=repeats)
+    ours_result = ours_run.result
+    if not with_seed:
+        return {"snapshot": snapshot, "ours": {**ours_result, "peak_rss_mb": ours_run.peak_rss_mb}}
+    log(f"training: ours fit {ours_result['fit_seconds']} s; now the seed RandomForest")
+    seed_run = workspace.case("bench.training:seed_random_forest")
+    seed_result = seed_run.result
+    log("training: diagnostic, train_model with OMP_WAIT_POLICY=PASSIVE")
+    passive = run_case(
+        "bench.training:fit_only",
+        {"repeats": repeats},
+        workspace.env(OMP_WAIT_POLICY="PASSIVE"),
+        workspace.root,
+    )
+    default = workspace.case("bench.training:fit_only", repeats=repeats)
+    speedup = ratio(seed_result["fit_seconds"], ours_result["fit_seconds"])
+    auc_gap = round(ours_result["holdout_roc_auc"] - seed_result["holdout_roc_auc"], 5)
+    return {
+        "snapshot": snapshot,
+        "ours": {**ours_result, "peak_rss_mb": ours_run.peak_rss_mb, "process_wall_s": ours_run.wall_s},
+        "seed_random_forest": {
+            **seed_result,
+            "params": SEED_FOREST,
+            "peak_rss_mb": seed_run.peak_rss_mb,
+            "process_wall_s": seed_run.wall_s,
+        },
+        "speedup_fit": speedup,
+        "speedup_step_end_to_end": ratio(seed_result["fit_seconds"], ours_result["step_wall_seconds"]),
+        "auc_difference": auc_gap,
+        "diagnostic_fit_seconds": {
+            "default OpenMP wait policy": default.result,
+            "OMP_WAIT_POLICY=PASSIVE": passive.result,
+        },
+        "gpu": "not measured: no GPU on this machine",
+        "goals": {
+            "speedup >= 20x": speedup is not None and speedup >= 20,
+            "auc equal or better": auc_gap >= 0,
+        },
+    }
