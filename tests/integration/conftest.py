@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,11 @@ def airflow_db() -> None:
 
 @dataclass
 class Pipeline:
-    """A local-mode deployment of the DAGs against loopback services, for one test module."""
+    """A local-mode deployment of the DAGs against loopback services, for one test module.
+
+    The lake is a prefix in a bucket on the S3 API (moto server), so Feast, scoring and reports all
+    go through S3; MLflow artifacts go to the same server.
+    """
 
     lake: str
     state: Path
@@ -61,7 +66,8 @@ def pipeline(
     """Environment for a module's DAG runs; module-scoped so runs can build on each other."""
     monkeypatch = pytest.MonkeyPatch()
     state = tmp_path_factory.mktemp("state")
-    lake = str(tmp_path_factory.mktemp("lake"))
+    s3.create_bucket("integration-lake")
+    lake = f"s3://integration-lake/{uuid.uuid4().hex[:12]}"  # the lake on the S3 API, as in production
     env = {
         **s3.env,
         "ML_LAKE_URI": lake,

@@ -71,10 +71,11 @@ def test_training_run_promotes_a_champion(pipeline: Pipeline, trained: dict[str,
     assert str(ledger[0]["version"]) == str(trained_version)
     assert ledger[0]["dag_run_id"] == run.run_id
 
-    lake_root = Path(pipeline.lake)
-    assert list(lake_root.glob("reports/validation/ds=*/training/report.html"))
-    assert list(lake_root.glob("reports/evaluation/**/report.html"))
-    assert (lake_root / "reference" / MODEL / str(trained_version) / "_SUCCESS.json").exists()
+    lake = Lake(pipeline.lake)
+    window_start = (RUN_AT.date() - dt.timedelta(days=CONF["training_window_days"])).isoformat()
+    assert lake.exists(f"reports/validation/ds={window_start}/training/report.html")
+    assert lake.exists(evaluation["report_html"].removeprefix(pipeline.lake + "/"))
+    assert lake.manifest(f"reference/{MODEL}/{trained_version}") is not None
 
     version = MlflowClient().get_model_version(MODEL, str(trained_version))
     assert version.tags["mlsteps.pipeline"] == load_config().name
@@ -170,8 +171,7 @@ def test_undrifted_day_does_not_trigger_retraining(pipeline: Pipeline, trained: 
     assert states["retrain_request"] == "skipped"
     assert states["trigger_retraining"] == "skipped"
     assert _training_runs("drift__2026-11-05") == []
-    lake_root = Path(pipeline.lake)
-    html = (lake_root / "reports/drift/ds=2026-11-05/report.html").read_text()
+    html = Lake(pipeline.lake).read_bytes("reports/drift/ds=2026-11-05/report.html").decode()
     assert html.startswith("<!doctype html>")
 
 
