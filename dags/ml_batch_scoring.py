@@ -22,13 +22,12 @@ large days.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
 from mlsteps.config import load_config
-from step_tasks import DS, step_task, xcom
+from step_tasks import DS, dag_default_args, step_task, xcom
 from step_tasks.assets import predictions_asset
 
 CONFIG = load_config()
@@ -43,17 +42,12 @@ NEXT_DAY = "{{ macros.ds_add((data_interval_start or dag_run.run_after) | ds, 1)
     catchup=False,
     max_active_runs=3,
     tags=["ml", "scoring", CONFIG.name],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-    },
+    default_args=dag_default_args(),
     params={
         "alias": Param(
             CONFIG.scoring.alias,
             type="string",
-            pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$",
+            pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$(?!\n)",
             title="Model alias",
             description="Registered-model alias to score with: 'champion' for production, "
             "'challenger' to shadow-score.",

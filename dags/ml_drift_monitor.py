@@ -20,7 +20,6 @@ monitoring experiment.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -28,7 +27,7 @@ from airflow.sdk import Param, chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlsteps.config import load_config
-from step_tasks import step_task
+from step_tasks import dag_default_args, step_task
 from step_tasks.assets import predictions_asset
 
 log = logging.getLogger(__name__)
@@ -44,17 +43,12 @@ DS = "{{ ti.xcom_pull(task_ids='resolve_ds') }}"
     catchup=False,
     max_active_runs=1,
     tags=["ml", "monitoring", CONFIG.name],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-    },
+    default_args=dag_default_args(),
     params={
         "ds": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)",
             title="Day to check",
             description="YYYY-MM-DD of a scored day. Leave empty when a predictions event starts the run.",
         ),

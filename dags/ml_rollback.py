@@ -13,12 +13,10 @@ Nightly scoring picks up the new champion on its next run; nothing else needs to
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import Param, dag
 
 from mlsteps.config import load_config
-from step_tasks import step_task
+from step_tasks import dag_default_args, step_task
 
 CONFIG = load_config()
 
@@ -30,17 +28,12 @@ CONFIG = load_config()
     catchup=False,
     max_active_runs=1,
     tags=["ml", "registry", CONFIG.name],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-    },
+    default_args=dag_default_args(),
     params={
         "version": Param(
             "previous",
             type="string",
-            pattern=r"^([1-9][0-9]{0,8}|previous)$",
+            pattern=r"^([1-9][0-9]{0,8}|previous)$(?!\n)",
             maxLength=9,
             title="Version to restore",
             description="A model version number that was champion before, or 'previous'.",
@@ -50,7 +43,7 @@ CONFIG = load_config()
             type="string",
             minLength=1,
             maxLength=200,
-            pattern=r"^[A-Za-z0-9 _.,:;()/+=-]*$",
+            pattern=r"^[A-Za-z0-9 _.,:;()/+=-]*$(?!\n)",
             title="Reason",
             description="Why you roll back; recorded in the promotion ledger.",
         ),

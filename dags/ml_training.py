@@ -26,20 +26,20 @@ data interval end (or of the trigger time for a manual run).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param, chain, dag, task
 
 from mlsteps.config import load_config
-from step_tasks import step_task, xcom
+from step_tasks import dag_default_args, step_task, xcom
 
 log = logging.getLogger(__name__)
 CONFIG = load_config()
 TRAIN_TASKS = ["train_on_gpu", "train_on_cpu"]
 END = "{{ (data_interval_end or dag_run.run_after) | ds }}"
 START = "{{ macros.ds_add((data_interval_end or dag_run.run_after) | ds, -params.training_window_days) }}"
-REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$"
+# Each pattern ends with `$(?!\n)`: in Python, jsonschema's `$` alone also accepts one trailing newline.
+REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$(?!\n)"
 
 
 @dag(
@@ -49,12 +49,7 @@ REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$"
     catchup=False,
     max_active_runs=1,
     tags=["ml", "training", CONFIG.name],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-    },
+    default_args=dag_default_args(),
     params={
         "use_gpu": Param(
             False,
@@ -90,14 +85,14 @@ REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$"
         "ds": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)",
             title="Drifted day",
             description="Set by ml_drift_monitor when drift triggered this run: the day that drifted.",
         ),
         "drifted_columns": Param(
             [],
             type="array",
-            items={"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"},
+            items={"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,62}$(?!\n)"},
             maxItems=200,
             title="Drifted columns",
             description="Set by ml_drift_monitor: the columns whose drift triggered this run.",

@@ -21,6 +21,24 @@ def _settings() -> ExecutionSettings:
     return load_settings()
 
 
+def dag_default_args(settings: ExecutionSettings | None = None) -> dict[str, Any]:
+    """``default_args`` for a DAG: its owner and the same retry policy the step tasks get.
+
+    Step tasks set these themselves; this covers a DAG's small Python tasks (branches, gates).
+    """
+    settings = settings or _settings()
+    return {"owner": "ml-platform", **_retry_policy(settings)}
+
+
+def _retry_policy(settings: ExecutionSettings) -> dict[str, Any]:
+    return {
+        "retries": settings.retries,
+        "retry_delay": settings.retry_delay,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": settings.max_retry_delay,
+    }
+
+
 def step_task(
     step: str,
     *,
@@ -55,10 +73,7 @@ def step_task(
     arguments = to_argv({**(options or {}), **LINEAGE_OPTIONS})
     common: dict[str, Any] = {
         "task_id": task_id or step.replace("-", "_"),
-        "retries": settings.retries,
-        "retry_delay": settings.retry_delay,
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": settings.max_retry_delay,
+        **_retry_policy(settings),
         "execution_timeout": settings.resources[profile].execution_timeout,
         **operator_kwargs,
     }

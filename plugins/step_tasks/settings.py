@@ -92,6 +92,9 @@ class ExecutionSettings:
             raise SettingsError(f"ML_STEP_RETRIES={self.retries} must be between 0 and 10")
         if self.mode == "kubernetes" and not self.image:
             raise SettingsError("ML_STEP_IMAGE must name the step image in kubernetes mode")
+        if self.mode == "kubernetes":
+            for name, value in self.step_env.items():
+                _refuse_password(name, value)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings:
@@ -118,6 +121,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings
         python=env.get("ML_STEP_PYTHON", defaults.python),
         workdir=env.get("ML_STEP_WORKDIR", defaults.workdir),
     )
+
+
+def _refuse_password(name: str, value: str) -> None:
+    """A pod's env is part of its spec, readable by anyone who can read pods: no credentials there."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        password = None
+    if password:
+        raise SettingsError(
+            f"{name} holds a password in its URL, which would be written into every step pod's spec; "
+            f"remove it from the URL and put the credential in a Secret named in ML_STEP_SECRETS"
+        )
 
 
 def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
