@@ -363,7 +363,7 @@ def _write_day(context: StepContext, day: dt.date, features: pd.DataFrame) -> di
     frame = features.loc[event_day == day].reset_index(drop=True)
     table = pa.Table.from_pandas(frame, schema=arrow_schema(config), preserve_index=False)
     staging = context.lake.stage(partition(features_prefix(config), day))
-    staging.write_parquet("00000.parquet", table)
+    staging.write_parquet("00000.parquet", table, unique_columns=[config.dataset.row_id])
     manifest = context.lake.commit(
         staging,
         {

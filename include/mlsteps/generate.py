@@ -99,7 +99,7 @@ def _write_day(context: StepContext, day: dt.date, frame: pd.DataFrame, args: ar
     prefix = partition(context.config.dataset.source, day)
     staging = context.lake.stage(prefix)
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-    staging.write_parquet("00000.parquet", table)
+    staging.write_parquet("00000.parquet", table, unique_columns=[context.config.dataset.row_id])
     manifest = context.lake.commit(
         staging, {"producer": "generate-data", "seed": args.seed, "ds": day.isoformat(), **context.lineage()}
     )

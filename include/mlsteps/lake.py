@@ -11,8 +11,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 LAKE_ENV_VAR = "ML_LAKE_URI"
 MARKER = "_SUCCESS.json"
 STAGING = "_staging"
+#: The name :meth:`Lake.commit` gives a part: such a file is visible only through a manifest listing it.
+COMMITTED_PART = re.compile(r"^part-\d{8}T\d{6}-[0-9a-f]{8}-")
 
 
 def default_lake_uri() -> str:
@@ -63,16 +66,23 @@ class Staging:
     def root(self) -> str:
         return f"{STAGING}/{self.prefix}/{self.attempt}"
 
-    def write_parquet(self, name: str, table: pa.Table) -> FileEntry:
+    def write_parquet(self, name: str, table: pa.Table, unique_columns: Collection[str] = ()) -> FileEntry:
         """Serialize ``table`` to Parquet in memory, hash it and upload it as one object.
 
         Memory stays bounded by one part, and the checksum costs no second read.
+        ``unique_columns`` (such as a row id) are not dictionary-encoded: for values that never
+        repeat, a dictionary only costs time and makes the file larger.
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        dictionary: bool | list[str] = True
+        if unique_columns:
+            dictionary = [column for column in table.column_names if column not in unique_columns]
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", row_group_size=row_group_rows())
+        pq.write_table(
+            table, sink, compression="zstd", row_group_size=row_group_rows(), use_dictionary=dictionary
+        )
         data = sink.getvalue().to_pybytes()
         self.lake.write_bytes(f"{self.root}/{name}", data)
         entry = FileEntry(name, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
@@ -206,7 +216,8 @@ class Lake:
         """Lake-relative data files of a partition.
 
         A committed partition yields exactly its manifest's files. A landing partition written by
-        another system (no manifest) yields its Parquet files, skipping hidden and ``_`` names.
+        another system (no manifest) yields its Parquet files, skipping hidden and ``_`` names and
+        the parts of a commit that never wrote its manifest (its writer was killed mid-commit).
         """
         prefix = prefix.strip("/")
         manifest = self.manifest(prefix)
@@ -215,7 +226,9 @@ class Lake:
         return [
             f"{prefix}/{name}"
             for name in self.list_dir(prefix)
-            if name.endswith(".parquet") and not name.startswith(("_", "."))
+            if name.endswith(".parquet")
+            and not name.startswith(("_", "."))
+            and not COMMITTED_PART.match(name)
         ]
 
     def iter_batches(

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
     for scored in score_units(context.lake, config, booster, features, units, batch_rows):
         name = f"shard-{args.shard_index:05d}-{scored.unit_number:05d}-{scored.batch_number:05d}.parquet"
-        staging.write_parquet(name, scored.table)
+        staging.write_parquet(name, scored.table, unique_columns=[config.dataset.row_id])
         rows += scored.table.num_rows
         positives += int(pc.sum(scored.table.column("decision")).as_py() or 0)
     details = {"model_version": model.version, "rows": rows, "positives": positives}
