@@ -59,6 +59,14 @@ STEPS: dict[str, tuple[str, str]] = {
         "mlsteps.retrain_policy",
         "Decide from a drift report, cooldown and weekly budget whether to retrain (once per day).",
     ),
+    "trace": (
+        "mlsteps.trace",
+        "Trace a prediction back through every stored record to its raw data (exit 2: broken link).",
+    ),
+    "reproduce": (
+        "mlsteps.reproduce",
+        "Rebuild a model version from its records in a scratch prefix and compare it with the original.",
+    ),
 }
 
 
@@ -122,6 +130,8 @@ def write_result(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one step and return the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    # MLflow prints run links built from the tracking URI, userinfo included; results carry a redacted one.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     step = next((arg for arg in argv if not arg.startswith("-")), None)
     step = step if step in STEPS else None
     try:  # building the parser imports the step's module, which can fail like the step itself
@@ -129,15 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         return _crashed(step, err)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = _load(STEPS[args.step][0])
     try:
-        result = _load(STEPS[args.step][0]).run(args)
+        result = module.run(args)
     except StepError as err:
         print(f"ERROR: {err}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except Exception as err:
         return _crashed(args.step, err)
     write_result(result)
-    print(f"{args.step}: {result.get('summary', 'done')}", flush=True)
+    if not getattr(module, "PRINTS_OWN_OUTPUT", False):  # a report (e.g. JSON on stdout) stays clean
+        print(f"{args.step}: {result.get('summary', 'done')}", flush=True)
     return 0
 
 

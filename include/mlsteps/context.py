@@ -11,6 +11,7 @@ from functools import cached_property
 from mlsteps.config import PipelineConfig, load_config
 from mlsteps.errors import StepError
 from mlsteps.lake import Lake
+from mlsteps.lineage import code_version
 
 
 def parse_instant(text: str) -> dt.datetime:
@@ -85,6 +86,6 @@ class StepContext:
             "dag_id": self.dag_id,
             "dag_run_id": self.run_id,
             "config_hash": self.config.config_hash,
-            "git_sha": os.environ.get("ML_GIT_SHA", "unknown"),
+            "git_sha": code_version(),
             "image": os.environ.get("ML_STEP_IMAGE", "local"),
         }

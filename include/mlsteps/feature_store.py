@@ -226,6 +226,32 @@ def feast_objects(config: PipelineConfig, lake: Lake) -> FeastObjects:
     )
 
 
+def describe_feature_views(config: PipelineConfig, lake: Lake) -> list[dict[str, Any]]:
+    """The Feast feature views and services the config defines, as plain data for lineage records."""
+    objects = feast_objects(config, lake)
+    views = [
+        {
+            "name": view.name,
+            "entities": list(view.entities),
+            "features": {field.name: _type_name(field.dtype) for field in view.features},
+            "ttl_seconds": int(view.ttl.total_seconds()) if view.ttl else None,
+            "online": bool(view.online),
+            "source": getattr(view.batch_source, "path", None),
+            "tags": dict(view.tags),
+        }
+        for view in (objects.feature_view, objects.event_feature_view)
+    ]
+    services = [
+        {"service": service.name, "views": [p.name for p in service.feature_view_projections]}
+        for service in (objects.feature_service, objects.training_service)
+    ]
+    return views + services
+
+
+def _type_name(dtype: Any) -> str:
+    return str(getattr(dtype, "name", dtype))
+
+
 def _entity(config: PipelineConfig, column: str) -> Entity:
     from feast import Entity
 

@@ -3,7 +3,8 @@
 Every feature of an event is computed from the event itself and its entity's strictly earlier
 events, never from later events or labels, so the table serves training (point-in-time joins)
 and scoring alike. The raw days before the interval are read as look-back, which makes a day's
-features the same whichever range it was built in.
+features the same whichever range it was built in, up to rounding in the last bits of rolling
+sums; each partition records the pass it was computed in, so `reproduce` can match it exactly.
 """
 
 from __future__ import annotations
@@ -51,10 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cache: dict[dt.date, pd.DataFrame | None] = {}
     # A partition holds a whole day, so a partial interval rebuilds the whole days it touches.
     for days in _batches(interval.days(), args.batch_days):
-        batch = DataInterval(_midnight(days[0]), _midnight(days[-1], 1))
-        raw = read_raw(context.lake, config, batch, cache)
-        features = compute_features(raw, config, batch.start, batch.end)
-        written += [_write_day(context, day, features) for day in days]
+        written += build_batch(context, DataInterval(_midnight(days[0]), _midnight(days[-1], 1)), days, cache)
     rows = sum(entry["rows"] for entry in written)
     return {
         "summary": f"{rows} feature rows of {config.dataset.name} over {len(written)} day(s) for {interval}",
@@ -64,6 +62,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "feature_columns": feature_columns(config),
         "lookback_days": lookback_days(config),
     }
+
+
+def build_batch(
+    context: StepContext,
+    batch: DataInterval,
+    days: list[dt.date],
+    cache: dict[dt.date, pd.DataFrame | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Compute the features of ``batch`` in one pass and commit the partitions of ``days`` (all in it).
+
+    Each manifest records the batch as ``computed_in``: rolling sums depend in their last bits on
+    where the pass started, so `reproduce` recomputes every day in the batch it was computed in.
+    """
+    raw = read_raw(context.lake, context.config, batch, cache)
+    features = compute_features(raw, context.config, batch.start, batch.end)
+    return [_write_day(context, day, features, batch) for day in days]
 
 
 # --- the feature contract (pure) ------------------------------------------------------------
@@ -354,7 +368,9 @@ def _read_files(lake: Lake, files: list[str], columns: list[str]) -> pd.DataFram
     return lake.read_table(files, columns=columns).to_pandas()
 
 
-def _write_day(context: StepContext, day: dt.date, features: pd.DataFrame) -> dict[str, Any]:
+def _write_day(
+    context: StepContext, day: dt.date, features: pd.DataFrame, batch: DataInterval
+) -> dict[str, Any]:
     """Commit one day's feature partition, replacing any earlier version."""
     import pyarrow as pa
 
@@ -372,6 +388,7 @@ def _write_day(context: StepContext, day: dt.date, features: pd.DataFrame) -> di
             "dataset": config.dataset.name,
             "feature_columns": feature_columns(config),
             "config_hash": config.config_hash,
+            "computed_in": {"start": batch.start.isoformat(), "end": batch.end.isoformat()},
             "lineage": context.lineage(),
         },
     )

@@ -90,7 +90,37 @@ def mlflow_client() -> MlflowClient:
     """An MLflow client for ``$MLFLOW_TRACKING_URI``."""
     from mlflow import MlflowClient
 
+    skip_feast_header_provider()
     return MlflowClient()
+
+
+#: MLflow plugin group whose Feast entry imports all of Feast on a process's first REST call.
+_HEADER_PROVIDERS = "mlflow.request_header_provider"
+
+
+def skip_feast_header_provider() -> None:
+    """Keep Feast's MLflow request-header plugin from loading in this process.
+
+    Feast registers a provider that adds a token to MLflow calls made *from Feast data sources*;
+    loading it imports the whole Feast package (seconds) on the first REST call of any step, and
+    none of our steps needs it. Effective only before MLflow loads its header providers.
+    """
+    import sys
+
+    from mlflow.utils import plugins
+
+    if "mlflow.tracking.request_header.registry" in sys.modules or hasattr(plugins, "_mlsteps_filtered"):
+        return
+    original = plugins.get_entry_points
+
+    def without_feast(group: str) -> Any:
+        found = original(group)
+        if group != _HEADER_PROVIDERS:
+            return found
+        return [entry for entry in found if not str(entry.value).startswith("feast.")]
+
+    plugins.get_entry_points = without_feast
+    plugins._mlsteps_filtered = True  # type: ignore[attr-defined]
 
 
 def parse_version(text: str | int, option: str = "--model-version") -> str:

@@ -6,9 +6,10 @@ import argparse
 import datetime as dt
 from typing import Any
 
+from mlsteps import registry
 from mlsteps.context import StepContext, parse_day
 from mlsteps.errors import StepError
-from mlsteps.lake import FileEntry
+from mlsteps.lake import FileEntry, Lake
 from mlsteps.scoring import PinnedModel, read_receipts, resolve_model, scoring_input, staging_for
 
 
@@ -64,10 +65,22 @@ def commit_predictions(
             "feature_fingerprint": source.fingerprint,
             "features_uri": lake.url(source.prefix),
             "shards": shard_count,
+            "promotion": promotion_entry(lake, model),
             **context.lineage(),
         },
     )
     return _result(lake.url(staging.prefix), day, model, rows_out, positives, manifest)
+
+
+def promotion_entry(lake: Lake, model: PinnedModel) -> str | None:
+    """The ledger entry that made the scored version champion, when it was scored as champion.
+
+    Recorded so that `trace` follows a stored link instead of searching the ledger by time.
+    """
+    if model.alias != registry.CHAMPION:
+        return None
+    entry = registry.latest_entry_for(registry.read_ledger(lake, model.name), model.version)
+    return str(entry["entry"]) if entry else None
 
 
 def _published_by_this_run(

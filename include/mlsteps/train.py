@@ -9,6 +9,7 @@ is not touched here; `evaluate` judges the model on it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -21,6 +22,13 @@ from mlsteps import registry
 from mlsteps.context import StepContext
 from mlsteps.datasets import TrainingSet, load_training_set, model_input, snapshot_prefix
 from mlsteps.errors import StepError
+from mlsteps.lineage import (
+    MODEL_SHA256_TAG,
+    VERSIONS_TAG,
+    booster_sha256,
+    config_document,
+    package_versions,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,6 +48,8 @@ SCORE_COLUMN = "score"
 DEVICE_TAG = "mlsteps.device"
 TRIALS_TAG = "mlsteps.n_trials"
 MODEL_NAME_IN_RUN = "model"
+#: The pipeline config training ran with, logged on the run (what `reproduce` retrains with).
+CONFIG_ARTIFACT = "lineage/pipeline_config.json"
 
 
 @dataclass
@@ -92,12 +102,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **registry.lineage_tags(context, snapshot.manifest),
         DEVICE_TAG: device,
         TRIALS_TAG: str(n_trials),
+        VERSIONS_TAG: json.dumps(package_versions(), separators=(",", ":")),
     }
     earlier = earlier_attempt(config, tags)
     if earlier is not None:
         return reuse(context, snapshot, earlier, tags)
     splits = split_by_time(snapshot, config.model.validation_fraction)
     fit = train_model(splits, snapshot, config, device, n_trials)
+    tags[MODEL_SHA256_TAG] = booster_sha256(fit.booster)
     logged = log_to_mlflow(context, snapshot, fit, tags)
     reference = save_reference(context, snapshot, fit.booster, logged["model_version"])
     metrics = {"validation_auc": fit.validation_auc, "best_iteration": fit.best_iteration}
@@ -225,7 +237,6 @@ def cuda_problem() -> str | None:
     XGBoost silently switches to CPU when it finds no GPU, so this trains a two-row booster and
     reads back the device it really used.
     """
-    import json
     import warnings
 
     import numpy as np
@@ -408,6 +419,7 @@ def log_to_mlflow(
             }
         )
         log_datasets(context, snapshot)
+        mlflow.log_dict(config_document(config), CONFIG_ARTIFACT)
         mlflow.log_figure(importance_figure(fit.booster), "feature_importance.png")
         if fit.trials:
             mlflow.log_dict({"trials": fit.trials}, "optuna_trials.json")

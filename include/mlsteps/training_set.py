@@ -18,6 +18,7 @@ from mlsteps.datasets import save_training_set, training_run_name
 from mlsteps.errors import StepError
 from mlsteps.features import categorical_columns, feature_columns, feature_types, features_prefix
 from mlsteps.lake import Lake, partition
+from mlsteps.lineage import config_document, feature_batches, package_versions, raw_record
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from mlsteps.feature_store import feature_service_name, feature_store, training_service_name
+    from mlsteps.feature_store import (
+        describe_feature_views,
+        feature_service_name,
+        feature_store,
+        training_service_name,
+    )
 
     context = StepContext.from_args(args)
     config = context.config
@@ -80,6 +86,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "feature_service": training_service_name(config),
             "serving_feature_service": feature_service_name(config),
             "lineage": context.lineage(),
+            # What `trace` shows and `reproduce` rebuilds from: the config itself, the Feast
+            # definitions, the raw partitions read (with digests) and the package versions.
+            "config": config_document(config),
+            "feature_views": describe_feature_views(config, context.lake),
+            "raw": raw_record(context.lake, config, interval.start, interval.end),
+            "feature_batches": feature_batches(context.lake, config, interval.days()),
+            "versions": package_versions(),
         },
     )
     uri = context.lake.url(f"training/{manifest['training_run']}")

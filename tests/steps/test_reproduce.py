@@ -1,0 +1,107 @@
+"""reproduce: rebuild a version from its records in scratch; identical, or differs on a raw change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from mlsteps.cli import main
+from mlsteps.lake import Lake, partition
+from tests.steps.lineage_fixtures import TRAINING_RUN, PipelineRun, environment, run_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking: Any) -> PipelineRun:
+    return run_pipeline(tmp_path_factory.mktemp("reproduce"), mlflow_tracking.tracking_uri)
+
+
+@pytest.fixture
+def lake_copy(pipeline: PipelineRun, tmp_path: Path) -> Lake:
+    shutil.copytree(pipeline.lake, tmp_path / "lake")
+    return Lake(str(tmp_path / "lake"))
+
+
+def reproduce(
+    pipeline: PipelineRun, capsys: pytest.CaptureFixture[str], lake: str | None = None, *extra: str
+) -> tuple[int, dict[str, Any], str]:
+    with environment(pipeline.env(lake)):
+        code = main(["reproduce", "--model-version", pipeline.version, "--json", *extra])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if code == 0 else {}, captured.err
+
+
+def listing(root: str) -> dict[str, int]:
+    """Every file under a directory with its modification time: what must not change."""
+    return {str(path): path.stat().st_mtime_ns for path in Path(root).rglob("*") if path.is_file()}
+
+
+def test_a_version_trained_here_reproduces_identically_without_touching_the_originals(
+    pipeline: PipelineRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake_before, state_before = listing(pipeline.lake), listing(pipeline.state)
+
+    code, report, _ = reproduce(pipeline, capsys)
+
+    assert code == 0
+    assert report["verdict"] == "identical"
+    assert report["first_difference"] is None
+    assert report["training_run"] == TRAINING_RUN
+    checks = {check["check"]: check for check in report["checks"]}
+    assert list(checks) == ["config", "training-set fingerprint", "hyperparameters", "booster sha256"]
+    assert all(check["same"] for check in checks.values())
+    snapshot = Lake(pipeline.lake).manifest(f"training/{TRAINING_RUN}")
+    assert snapshot is not None
+    assert checks["training-set fingerprint"]["rebuilt"] == snapshot["fingerprint"]
+    assert listing(pipeline.lake) == lake_before  # the scratch prefix is gone, nothing else was written
+    assert listing(pipeline.state) == state_before  # the real Feast registry was not touched
+
+
+def rewrite_raw_row(lake: Lake, day: str) -> None:
+    """Change one raw event's amount, as a late correction would."""
+    prefix = partition("raw/transactions", day)
+    frame = lake.read_table(lake.partition_files(prefix)).to_pandas()
+    frame.loc[0, "amount"] = frame.loc[0, "amount"] + 100.0
+    staging = lake.stage(prefix)
+    staging.write_parquet("00000.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+    lake.commit(staging, {"producer": "test"})
+
+
+def test_one_changed_raw_row_differs_at_the_training_set_fingerprint(
+    pipeline: PipelineRun, lake_copy: Lake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rewrite_raw_row(lake_copy, "2026-10-05")
+
+    code, report, _ = reproduce(pipeline, capsys, lake_copy.uri, "--keep-scratch")
+
+    assert code == 0
+    assert report["verdict"] == "differs"
+    first = report["first_difference"]
+    assert first["check"] == "training-set fingerprint"
+    assert first["recorded"] != first["rebuilt"]
+    assert "raw partition(s) changed since training: 2026-10-05" in first["detail"]
+    assert "first differing value:" in first["detail"]
+    assert report["verdict_text"] == "differs: first difference in training-set fingerprint"
+    scratch = Lake(report["scratch"])
+    assert scratch.uri.startswith(f"{lake_copy.uri}/_scratch/reproduce/{pipeline.model}-v{pipeline.version}-")
+    assert scratch.manifest(f"training/{TRAINING_RUN}") is not None  # kept for inspection
+    original = lake_copy.manifest(f"training/{TRAINING_RUN}")
+    assert original is not None
+    assert original["fingerprint"] == first["recorded"]  # the original snapshot was not overwritten
+
+
+def test_a_missing_training_record_is_named(
+    pipeline: PipelineRun, lake_copy: Lake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake_copy.delete(f"training/{TRAINING_RUN}/_SUCCESS.json")
+
+    code, _, err = reproduce(pipeline, capsys, lake_copy.uri)
+
+    assert code == 2
+    record = lake_copy.url(f"training/{TRAINING_RUN}/_SUCCESS.json")
+    assert err.strip().splitlines()[-1].startswith(f"ERROR: training snapshot record {record} of version")
+    assert "cannot be reproduced" in err
