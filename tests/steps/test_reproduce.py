@@ -12,6 +12,7 @@ import pytest
 
 from mlsteps.cli import main
 from mlsteps.lake import Lake, partition
+from mlsteps.lineage import MODEL_SHA256_TAG
 from tests.steps.lineage_fixtures import TRAINING_RUN, PipelineRun, environment, run_pipeline
 
 
@@ -105,3 +106,25 @@ def test_a_missing_training_record_is_named(
     record = lake_copy.url(f"training/{TRAINING_RUN}/_SUCCESS.json")
     assert err.strip().splitlines()[-1].startswith(f"ERROR: training snapshot record {record} of version")
     assert "cannot be reproduced" in err
+
+
+def test_other_booster_bytes_with_the_same_predictions_are_equivalent(
+    pipeline: PipelineRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As on another machine or XGBoost build: the bytes differ, the holdout predictions do not."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=pipeline.tracking_uri)
+    recorded = client.get_model_version(pipeline.model, pipeline.version).tags[MODEL_SHA256_TAG]
+    client.set_model_version_tag(pipeline.model, pipeline.version, MODEL_SHA256_TAG, "0" * 64)
+    try:
+        code, report, _ = reproduce(pipeline, capsys)
+    finally:
+        client.set_model_version_tag(pipeline.model, pipeline.version, MODEL_SHA256_TAG, recorded)
+
+    assert code == 0
+    assert report["verdict"] == "equivalent"
+    assert report["verdict_text"] == "equivalent (max |Δp| = 0)"
+    assert report["first_difference"]["check"] == "booster sha256"
+    assert report["checks"][-1]["check"] == "holdout predictions"
+    assert report["checks"][-1]["same"] is True
