@@ -805,6 +805,8 @@ def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id)
-    uri = str(mlflow.get_tracking_uri()).rstrip("/")
+    from mlsteps.registry import public_uri
+
+    uri = public_uri(str(mlflow.get_tracking_uri())).rstrip("/")
     url = f"{uri}/#/experiments/{experiment_id}/runs/{run_id}" if uri.startswith("http") else None
     return run_id, url

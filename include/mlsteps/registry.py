@@ -130,7 +130,7 @@ def parse_version(text: str | int, option: str = "--model-version") -> str:
         StepError: ``text`` is not a positive integer.
     """
     value = str(text).strip().removeprefix("v")
-    if not value.isdigit() or int(value) < 1:
+    if not value.isascii() or not value.isdigit() or int(value) < 1:  # not "²" or "١٢": int() refuses those
         raise StepError(f"{option} must be a positive model version number such as 7, got {text!r}")
     return str(int(value))
 
@@ -212,7 +212,18 @@ def holdout_metrics(client: MlflowClient, version: ModelVersion) -> dict[str, fl
 def _tracking_uri() -> str:
     import mlflow
 
-    return str(mlflow.get_tracking_uri())
+    return public_uri(str(mlflow.get_tracking_uri()))
+
+
+def public_uri(uri: str) -> str:
+    """``uri`` fit for messages, results and links: a password in its userinfo becomes ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 # --- exclusive create ---------------------------------------------------------------------

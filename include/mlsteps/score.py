@@ -14,6 +14,7 @@ from typing import Any
 from mlsteps.context import StepContext, parse_day
 from mlsteps.scoring import (
     check_signature,
+    input_columns,
     load_booster,
     resolve_model,
     score_units,
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = resolve_model(config, alias, args.model_version)
     started = time.perf_counter()
     booster = load_booster(model)
-    schema_columns = _input_columns(context, source.files[0])
+    schema_columns = input_columns(context.lake, source.files[0])
     features = check_signature(booster, schema_columns, context.lake.url(source.prefix))
     staging = staging_for(context.lake, config, args.ds, context.run_id)
     rows = positives = 0
@@ -83,10 +84,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         result = {**result, **commit_predictions(context, args.ds, model, 1)}
     return result
-
-
-def _input_columns(context: StepContext, relative: str) -> list[str]:
-    import pyarrow.parquet as pq
-
-    with context.lake.fs.open_input_file(context.lake.path(relative)) as handle:
-        return list(pq.ParquetFile(handle).schema_arrow.names)

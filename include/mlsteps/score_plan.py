@@ -7,7 +7,7 @@ from typing import Any
 
 from mlsteps.context import StepContext, parse_day
 from mlsteps.errors import StepError
-from mlsteps.scoring import check_signature, load_booster, resolve_model, scoring_input
+from mlsteps.scoring import check_signature, input_columns, load_booster, resolve_model, scoring_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +24,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     alias = args.alias or config.scoring.alias
     source = scoring_input(context.lake, config, args.ds)
     model = resolve_model(config, alias)
-    import pyarrow.parquet as pq
-
-    with context.lake.fs.open_input_file(context.lake.path(source.files[0])) as handle:
-        columns = list(pq.ParquetFile(handle).schema_arrow.names)
+    columns = input_columns(context.lake, source.files[0])
     check_signature(load_booster(model), columns, context.lake.url(source.prefix))
     shards = [
         ["--model-version", model.version, "--shard-index", str(i), "--shard-count", str(args.shard_count)]

@@ -14,6 +14,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from mlsteps.lake import Lake, Staging, partition
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
+    import pyarrow.parquet as pq
     import xgboost as xgb
 
     from mlsteps.config import PipelineConfig
@@ -103,16 +105,42 @@ def check_signature(booster: xgb.Booster, columns: list[str], where: str) -> lis
     return expected
 
 
+def input_columns(lake: Lake, relative: str) -> list[str]:
+    """The column names of one committed input file."""
+    with _parquet(lake, relative) as parquet:
+        return list(parquet.schema_arrow.names)
+
+
+@contextmanager
+def _parquet(lake: Lake, relative: str) -> Iterator[pq.ParquetFile]:
+    """Open a committed Parquet file; a corrupt one is refused in one sentence, not a crash.
+
+    Raises:
+        StepError: The file is not readable Parquet (retrying cannot fix it).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with lake.fs.open_input_file(lake.path(relative)) as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+        except pa.ArrowException as err:
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            raise StepError(
+                f"{lake.url(relative)} is not readable Parquet ({reason}); the committed partition is "
+                "corrupt: rebuild it (for features, re-run build-features for that day)"
+            ) from None
+        yield parquet
+
+
 def shard_units(
     lake: Lake, files: list[str], shard_index: int, shard_count: int
 ) -> Iterator[tuple[str, int]]:
     """(file, row group) units of this shard: unit k belongs to shard k mod shard_count."""
-    import pyarrow.parquet as pq
-
     unit = 0
     for relative in files:
-        with lake.fs.open_input_file(lake.path(relative)) as handle:
-            groups = pq.ParquetFile(handle).metadata.num_row_groups
+        with _parquet(lake, relative) as parquet:
+            groups = parquet.metadata.num_row_groups
         for group in range(groups):
             if unit % shard_count == shard_index:
                 yield relative, group
@@ -132,7 +160,7 @@ def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineCon
     per-row Python.
 
     Raises:
-        StepError: A feature column cannot be read as a number.
+        StepError: A feature column cannot be read as a number, or holds infinite values.
     """
     import numpy as np
     import pyarrow as pa
@@ -148,6 +176,11 @@ def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineCon
             matrix[:, index] = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise StepError(f"feature column {name!r} ({column.type}) cannot be scored: {err}") from err
+        if np.isinf(matrix[:, index]).any():  # NaN is a missing value to the model; infinity is a bug
+            raise StepError(
+                f"feature column {name!r} holds infinite values, which no model was trained on; "
+                "fix the feature computation or the source data and rebuild the features"
+            )
     return matrix
 
 

@@ -557,7 +557,7 @@ def run_url(experiment_id: str, run_id: str) -> str | None:
     """The MLflow UI link of a run when the tracking server is HTTP(S)."""
     import mlflow
 
-    uri = str(mlflow.get_tracking_uri()).rstrip("/")
+    uri = registry.public_uri(str(mlflow.get_tracking_uri())).rstrip("/")
     if not uri.startswith(("http://", "https://")):
         return None
     return f"{uri}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -92,9 +92,8 @@ class ExecutionSettings:
             raise SettingsError(f"ML_STEP_RETRIES={self.retries} must be between 0 and 10")
         if self.mode == "kubernetes" and not self.image:
             raise SettingsError("ML_STEP_IMAGE must name the step image in kubernetes mode")
-        if self.mode == "kubernetes":
-            for name, value in self.step_env.items():
-                _refuse_password(name, value)
+        for name, value in self.step_env.items():
+            _refuse_password(name, value)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings:
@@ -124,7 +123,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings
 
 
 def _refuse_password(name: str, value: str) -> None:
-    """A pod's env is part of its spec, readable by anyone who can read pods: no credentials there."""
+    """Forwarded values are stored with each task (serialized DAG, pod spec): no credentials there."""
     from urllib.parse import urlsplit
 
     try:
@@ -133,8 +132,9 @@ def _refuse_password(name: str, value: str) -> None:
         password = None
     if password:
         raise SettingsError(
-            f"{name} holds a password in its URL, which would be written into every step pod's spec; "
-            f"remove it from the URL and put the credential in a Secret named in ML_STEP_SECRETS"
+            f"{name} holds a password in its URL, which would be stored with every step task (the "
+            "serialized DAG, the pod spec); remove it from the URL and pass the credential as its own "
+            "variable (e.g. MLFLOW_TRACKING_PASSWORD), from a Secret named in ML_STEP_SECRETS for pods"
         )
 
 
