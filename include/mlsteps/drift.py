@@ -744,6 +744,28 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
         return str(found.experiment_id)
 
 
+def _monitoring_run(
+    client: MlflowClient, experiment_id: str, dag_run: str, tags: dict[str, str]
+) -> tuple[str, bool]:
+    """The run an earlier attempt of this DAG run logged for the day and version, else a new run.
+
+    A retried or cleared drift task thus updates its one run instead of adding a duplicate.
+    Runs without a DAG run id (manual runs) always get a new run.
+
+    Returns:
+        The run id, and whether the run is new.
+    """
+    keys = ("ds", "model_version")
+    if dag_run and "'" not in dag_run and all("'" not in tags[key] for key in keys):
+        query = " and ".join(f"tags.{key} = '{tags[key]}'" for key in (*keys, "dag_run"))
+        for earlier in client.search_runs([experiment_id], filter_string=query, max_results=1):
+            for key, value in tags.items():
+                client.set_tag(earlier.info.run_id, key, value)
+            return str(earlier.info.run_id), False
+    run = client.create_run(experiment_id, run_name=f"drift-{tags['ds']}", tags=tags)
+    return str(run.info.run_id), True
+
+
 def mlflow_metrics(document: dict[str, Any]) -> dict[str, float]:
     """The figures logged per run: verdict, share, counts and every column's scores."""
     values: dict[str, float] = {
@@ -783,8 +805,7 @@ def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report
         "drift": str(document["drift"]).lower(),
         **context.lineage(),
     }
-    run = client.create_run(experiment_id, run_name=f"drift-{document['ds']}", tags=tags)
-    run_id = run.info.run_id
+    run_id, new = _monitoring_run(client, experiment_id, context.run_id, tags)
     try:
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in mlflow_metrics(document).items()]
@@ -793,6 +814,7 @@ def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report
             Param("drift_share_threshold", str(document["thresholds"]["drift_share"])),
             Param("sample_rows", str(document["samples"]["limit"])),
         ]
+        params = params if new else []  # an earlier attempt logged them; MLflow params are write-once
         for start in range(0, len(metrics), 1000):
             client.log_batch(
                 run_id, metrics=metrics[start : start + 1000], params=params if not start else []

@@ -102,8 +102,8 @@ def already_champion(
 ) -> dict[str, Any]:
     """The version is champion already: a no-op when this very promotion did it, refused otherwise.
 
-    When the alias moved but the ledger entry is missing (a crash between the two), the entry is
-    written now, so the ledger catches up without a duplicate.
+    When the alias moved but the ledger entry is missing (a crash between the two), the move is
+    finished (aliases and tags) and the entry written now, so the ledger catches up without a duplicate.
     """
     name, version = candidate.name, str(candidate.version)
     recorded = registry.latest_entry_for(entries, version)
@@ -115,6 +115,8 @@ def already_champion(
     lock.ensure_held()
     reason = "ledger catch-up: the alias had moved but the promotion was not recorded"
     entry = ledger_entry(context, client, candidate, "promote", replaced, reason)
+    # The crash may also have come before the version's tags: finish the whole move, then record it.
+    registry.move_champion(client, name, version, replaced, promotion_tags(entry))
     written = registry.append_ledger(context.lake, name, entry, entries)
     return result(context.lake, name, version, replaced, written, changed=False)
 
