@@ -174,9 +174,12 @@ class Lake:
     def commit(self, staging: Staging, metadata: dict[str, Any]) -> dict[str, Any]:
         """Make a staged partition visible, replacing any earlier version.
 
-        New parts are moved in under names unique to this attempt, then the manifest is written
-        (the commit point), then parts of earlier attempts are removed. A reader that holds the
-        old manifest until the commit keeps seeing a consistent old partition.
+        New parts are published under names unique to this commit, then the manifest is written
+        (the commit point), then parts of earlier commits and the staging area are removed. A
+        reader that holds the old manifest until the commit keeps seeing a consistent old
+        partition. Staged files are copied (hard-linked on a local lake), not moved, so a commit
+        killed at any point can simply be retried: its staging area is intact until the manifest
+        exists, and the parts it had published are removed by the retry as leftovers.
 
         Returns:
             The manifest that was written.
@@ -188,9 +191,7 @@ class Lake:
         self.fs.create_dir(self.path(staging.prefix), recursive=True)
         for entry in staging.files:
             final_name = f"part-{commit_token}-{entry.path}"
-            self.fs.move(
-                self.path(f"{staging.root}/{entry.path}"), self.path(f"{staging.prefix}/{final_name}")
-            )
+            self._publish(f"{staging.root}/{entry.path}", f"{staging.prefix}/{final_name}")
             moved.append(FileEntry(final_name, entry.rows, entry.bytes, entry.sha256))
         manifest = {
             **metadata,
@@ -206,6 +207,16 @@ class Lake:
                 self.delete(f"{staging.prefix}/{name}")
         self.delete(staging.root)
         return manifest
+
+    def _publish(self, source: str, target: str) -> None:
+        """Give a staged file its final name, keeping the staged one (a hard link when local)."""
+        if self.is_local:
+            try:
+                os.link(self.path(source), self.path(target))
+                return
+            except OSError:  # a filesystem without hard links: copy instead
+                pass
+        self.fs.copy_file(self.path(source), self.path(target))  # S3: a server-side copy
 
     def manifest(self, prefix: str) -> dict[str, Any] | None:
         """The committed manifest of a partition, or None when it was never committed."""
