@@ -6,5 +6,9 @@ from airflow.sdk import Asset
 
 
 def predictions_asset(pipeline: str, model: str) -> Asset:
-    """The predictions of ``model``; one event per committed ``ds`` partition (``extra['ds']``)."""
-    return Asset(name=f"{pipeline}_predictions", uri=f"mlsteps://{pipeline}/predictions/{model}")
+    """The predictions of ``model``; one event per committed ``ds`` partition (``extra['ds']``).
+
+    Name and URI are both unique per (pipeline, model): Airflow deactivates an asset whose name
+    or URI is already taken by another, so two models of one pipeline must not share a name.
+    """
+    return Asset(name=f"{pipeline}_{model}_predictions", uri=f"mlsteps://{pipeline}/predictions/{model}")
