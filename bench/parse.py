@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.common import REPO_ROOT, log, median, run_process
 from bench.workspace import Workspace
+from tests.support.airflow import BASELINE_DAG  # the same Airflow-only DAG the parse test subtracts
 
 ML_MODULES = (
     "pandas", "numpy", "pyarrow", "sklearn", "scipy", "xgboost", "mlflow", "feast", "evidently",
@@ -30,25 +31,6 @@ ML_MODULES = (
 KPO_IMPORT = (
     "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator  # noqa: F401\n"
 )
-TRIVIAL_DAG = '''"""A DAG that uses only Airflow: whatever it costs is Airflow's baseline."""
-
-from airflow.sdk import Asset, dag, task
-
-ASSET = Asset(name="baseline", uri="mlsteps://baseline/predictions")
-
-
-@dag(schedule=None)
-def baseline():
-    @task(outlets=[ASSET])
-    def publish():
-        return 1
-
-    publish()
-
-
-baseline()
-'''
-
 IMPORTS_ONLY = """
 import json, sys, time
 started = time.perf_counter()
@@ -83,7 +65,7 @@ def _variants(workspace: Workspace) -> dict[str, tuple[str, list[str], dict[str,
     for name, header in (("local", ""), ("kubernetes", KPO_IMPORT)):
         folder = trivial / name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "baseline.py").write_text(header + TRIVIAL_DAG)
+        (folder / "baseline.py").write_text(header + BASELINE_DAG)
     dags = str(REPO_ROOT / "dags")
     return {
         "airflow_imports": (IMPORTS_ONLY, [], {}),
