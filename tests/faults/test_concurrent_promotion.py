@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,15 @@ from typing import Any
 import mlflow
 import pytest
 
-from mlsteps import promote
-from mlsteps.cli import build_parser
 from mlsteps.errors import StepError
 from mlsteps.lake import Lake
 from mlsteps.registry import CHAMPION, PREVIOUS_CHAMPION, champion_lock_path, read_ledger
-from tests.steps.training_fixtures import register_stub_versions, unique_model_name, write_config
+from tests.steps.training_fixtures import (
+    race_promotions,
+    register_stub_versions,
+    unique_model_name,
+    write_config,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -44,39 +46,6 @@ def _register_more(name: str, count: int) -> list[str]:
         str(client.create_model_version(name, source="s3://mlflow-artifacts/stub/model", tags=tags).version)
         for _ in range(count)
     ]
-
-
-def _race(config: str, versions: list[str], expected: str) -> dict[str, Any]:
-    """Promote every version at once (threads released together); each outcome is a result or an error."""
-    outcomes: dict[str, Any] = {}
-    start = threading.Barrier(len(versions))
-
-    def attempt(version: str) -> None:
-        args = build_parser("promote").parse_args(
-            [
-                "promote",
-                "--config",
-                config,
-                "--model-version",
-                version,
-                "--expected-champion",
-                expected,
-                "--run-id",
-                f"race-v{version}",
-            ]  # fmt: skip
-        )
-        start.wait()
-        try:
-            outcomes[version] = promote.run(args)
-        except StepError as err:
-            outcomes[version] = err
-
-    threads = [threading.Thread(target=attempt, args=(version,)) for version in versions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    return outcomes
 
 
 def _check_chain(lake: Lake, name: str, champions: list[str]) -> None:
@@ -108,7 +77,7 @@ def test_ten_concurrent_promotions_twenty_times_leave_exactly_one_champion(
         versions = _register_more(name, CONTENDERS)
         expected = champions[-1] if champions else "none"
         started = time.monotonic()
-        outcomes = _race(config, versions, expected)
+        outcomes = race_promotions(config, versions, expected)
         seconds.append(time.monotonic() - started)
 
         assert sorted(outcomes) == sorted(versions)

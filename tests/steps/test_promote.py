@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,6 @@ from typing import Any
 import mlflow
 import pytest
 
-from mlsteps import promote
-from mlsteps.cli import build_parser
 from mlsteps.errors import StepError
 from mlsteps.lake import Lake
 from mlsteps.registry import (
@@ -26,7 +23,13 @@ from mlsteps.registry import (
     ledger_prefix,
     read_ledger,
 )
-from tests.steps.training_fixtures import register_stub_versions, run_step, unique_model_name, write_config
+from tests.steps.training_fixtures import (
+    race_promotions,
+    register_stub_versions,
+    run_step,
+    unique_model_name,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -162,24 +165,7 @@ def test_concurrent_promotions_have_exactly_one_winner(
     name = unique_model_name()
     versions = register_stub_versions(name, 5)
     config = write_config(tmp_path, name)
-    outcomes: dict[str, Any] = {}
-    start = threading.Barrier(len(versions))
-
-    def attempt(version: str) -> None:
-        args = build_parser("promote").parse_args(
-            ["promote", "--config", config, "--model-version", version, "--expected-champion", "none"]
-        )
-        start.wait()
-        try:
-            outcomes[version] = promote.run(args)
-        except StepError as err:
-            outcomes[version] = err
-
-    threads = [threading.Thread(target=attempt, args=(version,)) for version in versions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    outcomes = race_promotions(config, versions, "none", timeout=120)
 
     winners = [version for version, outcome in outcomes.items() if isinstance(outcome, dict)]
     assert len(outcomes) == 5

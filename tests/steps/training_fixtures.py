@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlsteps.cli import main
+from mlsteps import promote
+from mlsteps.cli import build_parser, main
 from mlsteps.datasets import save_training_set
+from mlsteps.errors import StepError
 from mlsteps.generate import generate_events
 from mlsteps.lake import Lake
 from mlsteps.registry import APPROVED_TAG, PIPELINE_TAG
@@ -113,3 +116,25 @@ def register_stub_versions(
         )
         versions.append(str(version.version))
     return versions
+
+
+def race_promotions(config: str, versions: list[str], expected: str, timeout: float = 300) -> dict[str, Any]:
+    """Promote every version at once (threads released together); each outcome is a result or an error."""
+    outcomes: dict[str, Any] = {}
+    start = threading.Barrier(len(versions))
+
+    def attempt(version: str) -> None:
+        argv = ["promote", "--config", config, "--model-version", version, "--expected-champion", expected]
+        args = build_parser("promote").parse_args([*argv, "--run-id", f"race-v{version}"])
+        start.wait()
+        try:
+            outcomes[version] = promote.run(args)
+        except StepError as err:
+            outcomes[version] = err
+
+    threads = [threading.Thread(target=attempt, args=(version,)) for version in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return outcomes
