@@ -47,7 +47,9 @@ class Pipeline:
             for key, value in env.items():
                 scoped.setenv(key, value)
             dag = load_dagbag(scoped, "local").dags[dag_id]
-            return dag.test(logical_date=logical_date, run_conf=conf or {})
+            # run_after fixes the run id (manual__<run_after>): the same call again clears and
+            # reruns that DAG run, as clearing it in the UI does.
+            return dag.test(run_after=logical_date, logical_date=logical_date, run_conf=conf or {})
 
     def step(self, *argv: str) -> subprocess.CompletedProcess:
         """Run one step CLI directly (e.g. to generate data)."""

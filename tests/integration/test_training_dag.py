@@ -81,6 +81,26 @@ def test_training_run_promotes_a_champion(pipeline: Pipeline, trained: dict[str,
     assert version.tags["mlsteps.pipeline"] == load_config().name
 
 
+def test_clearing_and_rerunning_the_training_run_changes_nothing(
+    pipeline: Pipeline, trained: dict[str, Any]
+) -> None:
+    """The same DAG run cleared and run again: no new version, no new ledger entry, same champion."""
+    first = trained["run"]
+    version = str(xcom_result(first, "train_on_cpu")["model_version"])
+    versions_before = sorted(v.version for v in MlflowClient().search_model_versions(f"name='{MODEL}'"))
+    ledger_before = _ledger(pipeline)
+
+    rerun = pipeline.run("ml_training", RUN_AT, CONF)
+
+    assert rerun.run_id == first.run_id
+    assert str(rerun.state) == "success", task_states(rerun)
+    assert str(xcom_result(rerun, "train_on_cpu")["model_version"]) == version
+    versions_after = sorted(v.version for v in MlflowClient().search_model_versions(f"name='{MODEL}'"))
+    assert versions_after == versions_before
+    assert _ledger(pipeline) == ledger_before
+    assert _champion() == version
+
+
 def test_worse_challenger_is_rejected_and_champion_unchanged(
     pipeline: Pipeline, trained: dict[str, Any], tmp_path: Path
 ) -> None:
