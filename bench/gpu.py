@@ -61,11 +61,10 @@ def device_case(snapshot: Any, settings: Any, device: str, nthread: int, repeats
 
 def run(sizes: list[int], repeats: int, root: Path, gpu: bool = True) -> dict[str, Any]:
     os.environ["ML_LAKE_URI"] = str(root / "lake")
+    from bench.workspace import TRAINING_RUN, config, write_training_set
     from mlsteps import train
     from mlsteps.datasets import load_training_set
     from mlsteps.lake import Lake
-
-    from bench.workspace import TRAINING_RUN, config, write_training_set
 
     # resolve_device raises StepError when XGBoost cannot use a GPU (never a silent CPU run).
     device = train.resolve_device("cuda") if gpu else "cpu"
@@ -74,7 +73,8 @@ def run(sizes: list[int], repeats: int, root: Path, gpu: bool = True) -> dict[st
     results: list[dict[str, Any]] = []
     for rows_per_day in sizes:
         started = time.perf_counter()
-        shape = write_training_set(root, rows_per_day, max(200, rows_per_day * CUSTOMERS_PER_1000_ROWS // 1000), 7)
+        customers = max(200, rows_per_day * CUSTOMERS_PER_1000_ROWS // 1000)
+        shape = write_training_set(root, rows_per_day, customers, 7)
         snapshot = load_training_set(Lake(), TRAINING_RUN)
         cases = {
             "cpu_pipeline_threads": device_case(snapshot, settings, "cpu", train.DEFAULT_NTHREAD, repeats),
