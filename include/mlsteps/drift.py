@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.context import StepContext, parse_day
 from mlsteps.errors import StepError
 from mlsteps.lake import Lake, partition
+from mlsteps.registry import run_url
 from mlsteps.reports import Report, save_report
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def monitor_drift(context: StepContext, day: dt.date) -> dict[str, Any]:
     document["seconds"] = round(time.monotonic() - started, 3)
     report = build_report(document, features, score, samples, inputs.score_column)
     uris = save_report(lake, partition(f"reports/{REPORT_KIND}", day), report, document)
-    run_id, run_url = log_to_mlflow(context, document, report)
+    run_id, experiment_id = log_to_mlflow(context, document, report)
     return {
         "ds": day.isoformat(),
         "drift": document["drift"],
@@ -185,7 +186,8 @@ def monitor_drift(context: StepContext, day: dt.date) -> dict[str, Any]:
         "model_version": inputs.model_version,
         **uris,
         "mlflow_run_id": run_id,
-        "mlflow_run_url": run_url,
+        "experiment_id": experiment_id,
+        "mlflow_run_url": run_url(experiment_id, run_id),
         "summary": document["summary"],
     }
 
@@ -622,12 +624,16 @@ def drift_score_figure(drifts: list[ColumnDrift]) -> Figure:
     axes.barh([d.column for d in ordered], [d.relative_score for d in ordered], color=colors)
     axes.axvline(1.0, color="#52606d", linestyle="--", linewidth=1)
     axes.set_xlabel("distance / threshold (drift needs >= 1 and a significant p-value)")
+    axes.set_ylabel("feature column")
+    axes.set_title("Drift distance per feature column (red: drifted)")
     axes.tick_params(axis="y", labelsize=8)
     figure.tight_layout()
     return figure
 
 
-def distribution_figure(drifts: list[ColumnDrift], reference: pd.DataFrame, current: pd.DataFrame) -> Figure:
+def distribution_figure(
+    drifts: list[ColumnDrift], reference: pd.DataFrame, current: pd.DataFrame, title: str
+) -> Figure:
     """Reference vs current distributions of the given columns, one small panel each."""
     from matplotlib.figure import Figure
 
@@ -642,6 +648,7 @@ def distribution_figure(drifts: list[ColumnDrift], reference: pd.DataFrame, curr
     for panel in axes[len(shown) :]:
         panel.set_visible(False)
     axes[0].legend(fontsize=8)
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 
@@ -657,6 +664,8 @@ def _plot_distribution(axes: Any, reference: pd.Series, current: pd.Series, kind
         bins = np.linspace(low, high if high > low else low + 1.0, 40)
         axes.hist(reference, bins=bins, density=True, alpha=0.5, label="reference", color="#3e7cb1")
         axes.hist(current, bins=bins, density=True, alpha=0.5, label="current", color="#e07b39")
+        axes.set_xlabel("value (0.5% to 99.5% quantiles)", fontsize=8)
+        axes.set_ylabel("density", fontsize=8)
         return
     shares = pd.DataFrame(
         {
@@ -669,6 +678,8 @@ def _plot_distribution(axes: Any, reference: pd.Series, current: pd.Series, kind
     axes.bar(positions - 0.2, shares["reference"], width=0.4, label="reference", color="#3e7cb1")
     axes.bar(positions + 0.2, shares["current"], width=0.4, label="current", color="#e07b39")
     axes.set_xticks(positions, shares.index, rotation=45, ha="right", fontsize=7)
+    axes.set_xlabel("value", fontsize=8)
+    axes.set_ylabel("share of rows", fontsize=8)
 
 
 def build_report(
@@ -708,12 +719,14 @@ def build_report(
     report.add_table("Prediction drift (model score)", table_rows([score], samples.reference, scores_current))
     shown = [d for d in features if d.drifted]
     if shown:
-        report.add_figure(
-            "Distributions of drifted columns", distribution_figure(shown, samples.reference, samples.current)
+        figure = distribution_figure(
+            shown, samples.reference, samples.current, "Drifted columns: reference vs current sample"
         )
-    report.add_figure(
-        "Distribution of the model score", distribution_figure([score], samples.reference, scores_current)
+        report.add_figure("Distributions of drifted columns", figure)
+    figure = distribution_figure(
+        [score], samples.reference, scores_current, "Model score: reference vs current sample"
     )
+    report.add_figure("Distribution of the model score", figure)
     skipped = [{"column": name, "reason": reason} for name, reason in document["skipped_columns"].items()]
     if skipped:
         report.add_table("Columns not checked", skipped)
@@ -785,13 +798,12 @@ def mlflow_metrics(document: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report) -> tuple[str, str | None]:
+def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report) -> tuple[str, str]:
     """Log the figures, tags and report files as one run named ``drift-<ds>``.
 
     Returns:
-        The run id and, for an HTTP tracking server, the run's UI link.
+        The run id and its experiment id.
     """
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
@@ -827,8 +839,4 @@ def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id)
-    from mlsteps.registry import public_uri
-
-    uri = public_uri(str(mlflow.get_tracking_uri())).rstrip("/")
-    url = f"{uri}/#/experiments/{experiment_id}/runs/{run_id}" if uri.startswith("http") else None
-    return run_id, url
+    return run_id, experiment_id

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALIBRATION_BINS = 10
+#: Equal-width score bins of the score distribution figure.
+SCORE_BINS = 50
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary(challenger, judgement.champion, document["approved"], checks),
         **{key: document[key] for key in result_keys},
         "run_id": challenger_version.run_id,
+        "experiment_id": client.get_run(str(challenger_version.run_id)).info.experiment_id,
         "training_run": document["training_run"],
         **uris,
     }
@@ -425,7 +428,7 @@ def summary(challenger: Scored, champion: Scored | None, approved: bool, checks:
 def build_report(
     document: dict[str, Any], y: np.ndarray, challenger: Scored, champion: Scored | None
 ) -> Report:
-    """The HTML report: checks, comparison table, ROC/PR curves, confusion matrices and calibration."""
+    """The HTML report: gate checks, comparison table and figures of both models on the holdout."""
     verdict = ("Approved: " if document["approved"] else "Rejected: ") + " ".join(document["reasons"])
     report = Report(
         title=f"Evaluation: {document['model_name']} version {document['model_version']}",
@@ -450,6 +453,7 @@ def build_report(
     report.add_figure("ROC curves", curve_figure(y, models, "roc"))
     report.add_figure("Precision-recall curves", curve_figure(y, models, "pr"))
     report.add_figure("Confusion matrices", confusion_figure(models))
+    report.add_figure("Score distribution", score_distribution_figure(y, models))
     report.add_figure("Calibration", calibration_figure(models))
     report.add_table("Calibration bins (challenger)", challenger.calibration)
     return report
@@ -503,6 +507,7 @@ def curve_figure(y: np.ndarray, models: list[tuple[str, Scored]], kind: str) -> 
         axes.axhline(float(y.mean()), linestyle=":", color="grey")
         axes.set_xlabel("recall")
         axes.set_ylabel("precision")
+    axes.set_title(("ROC" if kind == "roc" else "Precision-recall") + " curves on the holdout")
     axes.legend(loc="best")
     figure.tight_layout()
     return figure
@@ -524,7 +529,38 @@ def confusion_figure(models: list[tuple[str, Scored]]) -> Figure:
             axes.text(column, row, str(value), ha="center", va="center", color=color)
         axes.set_xticks([0, 1], ["predicted legit", "predicted fraud"])
         axes.set_yticks([0, 1], ["legit", "fraud"])
+        axes.set_xlabel("predicted class")
+        axes.set_ylabel("true class")
         axes.set_title(f"{label} @ {scored.metrics['threshold']:g}")
+    figure.suptitle("Holdout confusion matrices at the decision threshold")
+    figure.tight_layout()
+    return figure
+
+
+def score_distribution_figure(y: np.ndarray, models: list[tuple[str, Scored]]) -> Figure:
+    """Histograms of each model's holdout scores split by true label, one panel per model.
+
+    Counts are log-scaled: positives are rare, and on a linear axis their bars would be invisible.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    bins = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    figure = Figure(figsize=(5.2 * len(models), 3.8))
+    panels = figure.subplots(1, len(models), squeeze=False, sharey=True).ravel()
+    for axes, (label, scored) in zip(panels, models, strict=True):
+        scores = np.clip(scored.scores.astype("float64"), 0.0, 1.0)
+        for value, name, color in ((0, "legit", "#3e7cb1"), (1, "fraud", "#b42318")):
+            chosen = scores[y == value]
+            axes.hist(
+                chosen, bins=bins, alpha=0.6, color=color, log=True, label=f"{name} ({len(chosen)} rows)"
+            )
+        axes.axvline(scored.metrics["threshold"], color="#52606d", linestyle="--", label="decision threshold")
+        axes.set_xlabel("predicted fraud probability")
+        axes.set_title(label)
+    panels[0].set_ylabel("holdout rows (log scale)")
+    panels[0].legend(loc="upper right", fontsize=8)
+    figure.suptitle("Holdout scores by true label")
     figure.tight_layout()
     return figure
 
@@ -545,6 +581,7 @@ def calibration_figure(models: list[tuple[str, Scored]]) -> Figure:
         )
     axes.set_xlabel("mean predicted probability")
     axes.set_ylabel("observed fraud rate")
+    axes.set_title("Calibration on the holdout (reliability diagram)")
     axes.legend(loc="best")
     figure.tight_layout()
     return figure

@@ -173,6 +173,7 @@ def result(
     return {
         "summary": summary,
         "model_name": name,
+        "model_version": version,
         "champion_version": version,
         "previous_champion": replaced,
         "changed": changed,

@@ -215,6 +215,16 @@ def _tracking_uri() -> str:
     return public_uri(str(mlflow.get_tracking_uri()))
 
 
+def run_url(experiment_id: str, run_id: str) -> str | None:
+    """The MLflow UI link of a run when the tracking server is HTTP(S)."""
+    import mlflow
+
+    uri = public_uri(str(mlflow.get_tracking_uri())).rstrip("/")
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def public_uri(uri: str) -> str:
     """``uri`` fit for messages, results and links: a password in its userinfo becomes ``***``."""
     from urllib.parse import urlsplit, urlunsplit

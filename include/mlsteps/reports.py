@@ -52,15 +52,8 @@ class Report:
         )
 
     def add_figure(self, heading: str, figure: Figure) -> None:
-        """Add a matplotlib figure as an inline PNG, then close it."""
-        import io
-
-        import matplotlib.pyplot as plt
-
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        plt.close(figure)
-        encoded = base64.b64encode(buffer.getvalue()).decode()
+        """Add a matplotlib figure as an inline PNG drawn by Agg (no display needed), then close it."""
+        encoded = base64.b64encode(render_png(figure)).decode()
         alt = html.escape(heading)
         self.sections.append(f'<h2>{alt}</h2><img alt="{alt}" src="data:image/png;base64,{encoded}">')
 
@@ -79,6 +72,29 @@ class Report:
             f"<p class='{css_class}'>{html.escape(self.verdict)}</p><ul class='meta'>{meta}"
             f"<li>generated: {generated}</li></ul>{''.join(self.sections)}</body></html>"
         )
+
+
+def render_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes, drawn by the Agg canvas; the figure is closed afterwards.
+
+    Figures built as ``matplotlib.figure.Figure`` never touch pyplot, so no GUI backend is chosen
+    and nothing stays registered; a figure that pyplot made is closed through pyplot.
+    """
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    managed = figure.canvas.manager is not None
+    canvas = figure.canvas if managed else FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    canvas.print_figure(buffer, format="png", dpi=90, bbox_inches="tight")
+    if managed:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    else:
+        figure.clear()
+    return buffer.getvalue()
 
 
 def save_report(lake: Lake, prefix: str, report: Report, document: dict[str, Any]) -> dict[str, str]:

@@ -464,7 +464,7 @@ def _millis(value: int | None) -> str | None:
 
 
 def _run_url(run: Run) -> str | None:
-    from mlsteps.train import run_url
+    from mlsteps.registry import run_url
 
     return run_url(run.info.experiment_id, run.info.run_id)
 

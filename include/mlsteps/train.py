@@ -193,7 +193,7 @@ def reuse(
         "model_name": name,
         "model_version": number,
         "model_uri": f"models:/{name}/{number}",
-        "run_url": run_url(run.info.experiment_id, run.info.run_id) if run else None,
+        "run_url": registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
     }
     return result(
         config, logged, metrics, float(values.get("training_seconds", 0.0)), tags, reference, reused=True
@@ -431,7 +431,7 @@ def log_to_mlflow(
         "model_name": config.model.registered_name,
         "model_version": version,
         "model_uri": f"models:/{config.model.registered_name}/{version}",
-        "run_url": run_url(active.info.experiment_id, active.info.run_id),
+        "run_url": registry.run_url(active.info.experiment_id, active.info.run_id),
     }
 
 
@@ -551,16 +551,6 @@ def register(config: PipelineConfig, model_uri: str, tags: dict[str, str], run_i
     )
     client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
     return str(version.version)
-
-
-def run_url(experiment_id: str, run_id: str) -> str | None:
-    """The MLflow UI link of a run when the tracking server is HTTP(S)."""
-    import mlflow
-
-    uri = registry.public_uri(str(mlflow.get_tracking_uri())).rstrip("/")
-    if not uri.startswith(("http://", "https://")):
-        return None
-    return f"{uri}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def importance_figure(booster: xgb.Booster, top: int = 25) -> Figure:

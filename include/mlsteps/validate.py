@@ -8,7 +8,11 @@ freshness) then run as one lazy pandera schema, so every problem is reported at 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+import datetime as dt
+import html
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.config import ColumnSpec, DatasetConfig
@@ -20,8 +24,12 @@ from mlsteps.reports import Report, save_report
 if TYPE_CHECKING:
     import pandas as pd
     import pandera.pandas as pa
+    from matplotlib.figure import Figure
 
 MAX_EXAMPLES = 3
+#: Numeric columns drawn in the report, those with out-of-range values first.
+MAX_HISTOGRAMS = 12
+HISTOGRAM_BINS = 30
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,43 @@ class Problem:
     where: str
     message: str
     count: int = 1
+
+
+@dataclass(frozen=True)
+class NullShare:
+    """How much of a column is null, and how much its spec allows (``share`` is None: column missing)."""
+
+    column: str
+    share: float | None
+    allowed: float
+
+    @property
+    def over(self) -> bool:
+        return self.share is not None and self.share > self.allowed
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of a numeric column's finite values per bin (split at its limits), and its configured range."""
+
+    column: str
+    counts: list[int]
+    edges: list[float]
+    minimum: float | None
+    maximum: float | None
+    outside: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Small summaries of the validated rows for the report's plots; the rows themselves are not kept.
+
+    ``rows_per_day`` is None when the event time column cannot be read as timestamps.
+    """
+
+    rows_per_day: dict[dt.date, int] | None
+    null_shares: list[NullShare] = field(default_factory=list)
+    histograms: list[Histogram] = field(default_factory=list)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "problems": [asdict(problem) for problem in problems],
         **context.lineage(),
     }
-    uris = save_report(context.lake, report_prefix, _report(dataset, interval, rows, problems), document)
+    report = _report(dataset, interval, rows, problems, profile(frame, dataset, interval))
+    uris = save_report(context.lake, report_prefix, report, document)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise StepError(
@@ -235,13 +281,19 @@ def _stale_hours(frame: pd.DataFrame, dataset: DatasetConfig, interval: DataInte
     )
 
 
+def _rows_per_day(frame: pd.DataFrame, dataset: DatasetConfig, interval: DataInterval) -> dict[dt.date, int]:
+    """Rows per UTC day of the interval by event time; a day with no rows counts 0."""
+    counts = _utc(frame[dataset.event_time]).dt.floor("D").value_counts()
+    by_day = {stamp.date(): int(count) for stamp, count in counts.items()}
+    return {day: by_day.get(day, 0) for day in interval.days()}
+
+
 def _short_days(frame: pd.DataFrame, dataset: DatasetConfig, interval: DataInterval) -> dict[str, int]:
     """Days of the interval with fewer rows than expected; a day with no rows at all counts too."""
-    counts = _utc(frame[dataset.event_time]).dt.date.value_counts()
     return {
-        day.isoformat(): int(counts.get(day, 0))
-        for day in interval.days()
-        if counts.get(day, 0) < dataset.min_rows_per_day
+        day.isoformat(): count
+        for day, count in _rows_per_day(frame, dataset, interval).items()
+        if count < dataset.min_rows_per_day
     }
 
 
@@ -296,7 +348,190 @@ def _sentence(
     return f"check {check} failed on {column} for {count} row(s) (e.g. {examples})"
 
 
-def _report(dataset: DatasetConfig, interval: DataInterval, rows: int, problems: list[Problem]) -> Report:
+# --- report -------------------------------------------------------------------------------------
+
+
+def profile(frame: pd.DataFrame | None, dataset: DatasetConfig, interval: DataInterval) -> Profile:
+    """Summaries for the report's plots, computed column by column without copying the frame.
+
+    Args:
+        frame: The interval's rows, or None when no file could be read.
+        dataset: The columns and their specs.
+        interval: The validated data interval.
+
+    Returns:
+        Rows per day, null shares of the configured columns, and histograms of the numeric ones.
+    """
+    if frame is None:
+        return Profile(rows_per_day=dict.fromkeys(interval.days(), 0))
+    event_time = dataset.columns.get(dataset.event_time)
+    timed = (
+        event_time is not None
+        and _has_dtype(frame, dataset.event_time, event_time)
+        and not frame[dataset.event_time].isna().all()
+    )
+    null_shares = [
+        NullShare(
+            name,
+            float(frame[name].isna().mean()) if name in frame.columns else None,
+            spec.max_null_ratio if spec.nullable else 0.0,
+        )
+        for name, spec in dataset.columns.items()
+    ]
+    histograms = [
+        histogram
+        for name, spec in dataset.columns.items()
+        if spec.type in ("numeric", "integer") and _has_dtype(frame, name, spec)
+        for histogram in [_histogram(frame[name], name, spec)]
+        if histogram is not None
+    ]
+    histograms.sort(key=lambda h: h.outside == 0)  # stable: out-of-range columns first, else config order
+    return Profile(
+        _rows_per_day(frame, dataset, interval) if timed else None,
+        null_shares,
+        histograms[:MAX_HISTOGRAMS],
+    )
+
+
+def _histogram(series: pd.Series, name: str, spec: ColumnSpec) -> Histogram | None:
+    """The finite values' histogram and how many fall outside ``[min, max]``; None without any value."""
+    import numpy as np
+
+    values = series.to_numpy(dtype="float64", na_value=np.nan)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    edges = np.histogram_bin_edges(values, bins=HISTOGRAM_BINS)
+    # A limit inside the data becomes a bin edge, so no bin mixes allowed and out-of-range values
+    # (bins are half-open, so the edge for max goes just above it: max itself is allowed).
+    upper = None if spec.max is None else float(np.nextafter(spec.max, np.inf))
+    limits = [limit for limit in (spec.min, upper) if limit is not None and edges[0] < limit < edges[-1]]
+    edges = np.union1d(edges, limits)
+    counts, _ = np.histogram(values, bins=edges)
+    low = spec.min if spec.min is not None else -np.inf
+    high = spec.max if spec.max is not None else np.inf
+    outside = int(np.count_nonzero((values < low) | (values > high)))
+    return Histogram(name, counts.tolist(), edges.tolist(), spec.min, spec.max, outside)
+
+
+def rows_per_day_figure(rows_per_day: dict[dt.date, int], minimum: int) -> Figure:
+    """Bars of rows per day against the minimum per day; red bars fall short."""
+    from matplotlib.figure import Figure
+
+    days, counts = list(rows_per_day), list(rows_per_day.values())
+    figure = Figure(figsize=(min(12.0, 4 + 0.3 * len(days)), 3.6))
+    axes = figure.subplots()
+    colors = ["#b42318" if count < minimum else "#3e7cb1" for count in counts]
+    positions = range(len(days))
+    bars = axes.bar(positions, counts, color=colors)
+    if len(days) <= 31:  # a day with no rows has no bar, so its count is written out
+        axes.bar_label(bars, fontsize=7)
+    axes.axhline(minimum, color="#52606d", linestyle="--", label=f"minimum per day ({minimum})")
+    step = max(1, len(days) // 20)  # about 20 labels at most, so long intervals stay legible
+    axes.set_xticks(
+        list(positions)[::step], [day.isoformat() for day in days][::step], rotation=45, ha="right"
+    )
+    axes.set_xlabel("day (UTC, by event time)")
+    axes.set_ylabel("rows")
+    axes.set_title(f"Rows per day, {days[0]} to {days[-1]} (red: below the minimum)")
+    axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def null_share_figure(null_shares: list[NullShare]) -> Figure:
+    """Horizontal bars of each column's null share, with a tick at its allowed share; red bars exceed it."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    figure = Figure(figsize=(7, 0.35 * len(null_shares) + 1.6))
+    axes = figure.subplots()
+    positions = list(range(len(null_shares)))
+    shares = [entry.share or 0.0 for entry in null_shares]
+    colors = ["#b42318" if entry.over else "#3e7cb1" for entry in null_shares]
+    bars = axes.barh(positions, shares, color=colors)
+    axes.bar_label(bars, [f"{share:.1%}" if share else "" for share in shares], fontsize=7, padding=2)
+    axes.scatter(
+        [entry.allowed for entry in null_shares], positions, marker="|", s=250, color="black", label="allowed"
+    )
+    labels = [entry.column + (" (missing)" if entry.share is None else "") for entry in null_shares]
+    axes.set_yticks(positions, labels, fontsize=8)
+    axes.invert_yaxis()  # config order, top to bottom
+    visible = [*shares, *(entry.allowed for entry in null_shares if entry.allowed < 1.0), 0.01]
+    axes.set_xlim(0, min(1.05, max(visible) * 1.15))
+    axes.xaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.set_xlabel("share of rows that are null")
+    axes.set_ylabel("column")
+    axes.set_title("Null share per column (red: above the allowed share)")
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def histogram_figure(histograms: list[Histogram]) -> Figure:
+    """One small panel per numeric column: log-scaled counts with the configured min/max as lines."""
+    from matplotlib.figure import Figure
+
+    width = min(3, len(histograms))
+    height = math.ceil(len(histograms) / width)
+    figure = Figure(figsize=(4.2 * width, 3.0 * height + 0.4))
+    panels = figure.subplots(height, width, squeeze=False).ravel()
+    for axes, histogram in zip(panels, histograms, strict=False):
+        _plot_histogram(axes, histogram)
+    for axes in panels[len(histograms) :]:
+        axes.set_visible(False)
+    figure.suptitle("Numeric columns against their configured range")
+    figure.tight_layout()
+    return figure
+
+
+def _plot_histogram(axes: Any, histogram: Histogram) -> None:
+    edges = histogram.edges
+    low = -math.inf if histogram.minimum is None else histogram.minimum
+    high = math.inf if histogram.maximum is None else histogram.maximum
+    colors = [
+        "#b42318" if right <= low or left > high else "#3e7cb1" for left, right in itertools.pairwise(edges)
+    ]
+    widths = [right - left for left, right in itertools.pairwise(edges)]
+    axes.bar(edges[:-1], histogram.counts, width=widths, align="edge", color=colors, log=True)
+    span = (edges[-1] - edges[0]) or 1.0
+    for limit, name in ((histogram.minimum, "min"), (histogram.maximum, "max")):
+        # A limit far beyond the data would squash every bar into one; its value is in the title.
+        if limit is not None and edges[0] - 0.25 * span <= limit <= edges[-1] + 0.25 * span:
+            axes.axvline(limit, color="black", linestyle="--", linewidth=1, label=f"{name} {limit:g}")
+    limits = f"[{_limit(histogram.minimum)}, {_limit(histogram.maximum)}]"
+    axes.set_title(f"{histogram.column}: {histogram.outside} outside {limits}", fontsize=9)
+    axes.set_xlabel("value", fontsize=8)
+    axes.set_ylabel("rows (log scale)", fontsize=8)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7)
+
+
+def _limit(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def _add_figures(report: Report, dataset: DatasetConfig, summary: Profile) -> None:
+    """Plots of the rows read; a plot with nothing to draw says why instead."""
+    if summary.rows_per_day is None:
+        report.add_html(
+            "Rows per day",
+            f"<p>Not drawn: column {html.escape(dataset.event_time)} is missing, entirely null or not a "
+            "timestamp.</p>",
+        )
+    else:
+        report.add_figure("Rows per day", rows_per_day_figure(summary.rows_per_day, dataset.min_rows_per_day))
+    if summary.null_shares:
+        report.add_figure("Null share per column", null_share_figure(summary.null_shares))
+    else:
+        report.add_html("Null share per column", "<p>Not drawn: no rows could be read.</p>")
+    if summary.histograms:
+        report.add_figure("Numeric column distributions", histogram_figure(summary.histograms))
+
+
+def _report(
+    dataset: DatasetConfig, interval: DataInterval, rows: int, problems: list[Problem], summary: Profile
+) -> Report:
     verdict = "All checks passed." if not problems else f"{len(problems)} check(s) failed."
     report = Report(
         title=f"Validation: {dataset.name} {interval.start.date()}",
@@ -308,6 +543,7 @@ def _report(dataset: DatasetConfig, interval: DataInterval, rows: int, problems:
         "Problems",
         [{"check": p.check, "where": p.where, "rows": p.count, "what": p.message} for p in problems],
     )
+    _add_figures(report, dataset, summary)
     report.add_table(
         "Checks applied",
         [

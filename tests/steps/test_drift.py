@@ -22,6 +22,7 @@ from mlsteps.features import arrow_schema, feature_columns, feature_types
 from mlsteps.lake import Lake, partition
 from mlsteps.scoring import features_prefix, predictions_prefix
 from tests.conftest import DEFAULT_CONFIG
+from tests.steps.report_fixtures import assert_figures, external_references
 
 DAY = dt.date(2026, 11, 3)
 ROWS = 20_000
@@ -306,13 +307,22 @@ def test_reports_are_self_contained_and_complete(
 
     assert code == 0
     assert result["report_html"] == f"{local_lake}/reports/drift/ds=2026-11-03/report.html"
+    html = Path(result["report_html"]).read_text()
     parser = _Collector()
-    parser.feed(Path(result["report_html"]).read_text())
+    parser.feed(html)
     parser.close()
     text = " ".join(parser.text)
     assert parser.open == []
     assert parser.tags.count("img") >= 3  # drift per column, drifted distributions, score
     assert all(source.startswith("data:image/png;base64,") for source in parser.sources)
+    headings = [
+        "Drift per feature column",
+        "Distributions of drifted columns",
+        "Distribution of the model score",
+    ]
+    assert list(assert_figures(html, headings)) == headings
+    assert external_references(html) == []
+    assert "<script" not in html  # no Evidently widgets: only its stat tests run, the plots are inline PNGs
     assert "Drift of card_fraud_xgb v3 on ds=2026-11-03" in text
     for column in feature_columns(load_config(config_file)):
         assert column in text

@@ -13,6 +13,7 @@ from mlsteps.config import GatesConfig
 from mlsteps.evaluate import Comparison, champion_check, paired_bootstrap, weighted_auc
 from mlsteps.lake import Lake
 from mlsteps.registry import APPROVED_TAG, CHAMPION
+from tests.steps.report_fixtures import assert_figures, external_references, png_size
 from tests.steps.training_fixtures import (
     build_features,
     build_snapshot,
@@ -21,6 +22,8 @@ from tests.steps.training_fixtures import (
     unique_model_name,
     write_config,
 )
+
+FIGURES = ["ROC curves", "Precision-recall curves", "Confusion matrices", "Score distribution", "Calibration"]
 
 
 @pytest.fixture
@@ -68,14 +71,11 @@ def test_good_challenger_without_champion_is_approved_and_reported(
     prefix = f"reports/evaluation/ds=2026-10-11/{name}-v1"
     assert result["report_html"] == lake.url(f"{prefix}/report.html")
     html = lake.read_bytes(f"{prefix}/report.html").decode()
-    for heading in (
-        "ROC curves",
-        "Precision-recall curves",
-        "Confusion matrices",
-        "Calibration",
-        "Gate checks",
-    ):
-        assert heading in html
+    assert "<h2>Gate checks</h2>" in html
+    assert list(assert_figures(html, FIGURES)) == FIGURES
+    assert 'src="http' not in html
+    assert 'href="http' not in html
+    assert external_references(html) == []
     assert lake.read_json(f"{prefix}/report.json")["approved"] is True
 
     client = mlflow.MlflowClient()
@@ -127,6 +127,14 @@ def test_worse_challenger_is_rejected_and_the_champion_stays(
         ["promote", *common, "--model-version", "2", "--expected-champion", "1"], result_file, monkeypatch
     )
     assert refused[0] == 2
+
+    # Against a champion, the report draws both models: the score distribution gets a second panel.
+    html = Path(result["report_html"]).read_text()
+    figures = assert_figures(html, FIGURES)
+    (first,) = Path(local_lake).glob(f"reports/evaluation/ds=*/{name}-v1/report.html")  # no champion then
+    alone = assert_figures(first.read_text(), FIGURES)
+    assert png_size(figures["Score distribution"])[0] > 1.6 * png_size(alone["Score distribution"])[0]
+    assert external_references(html) == []
 
 
 @pytest.mark.parametrize(("pipeline", "expected"), [("", "has no mlsteps.pipeline tag"), ("other", "=other")])

@@ -20,14 +20,19 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlsteps.config import DEFAULT_CONFIG_PATH
+from mlsteps.config import DEFAULT_CONFIG_PATH, load_config
+from mlsteps.context import DataInterval
 from mlsteps.generate import generate_events
 from mlsteps.lake import Lake, partition
+from mlsteps.validate import check_events, profile
+from tests.steps.report_fixtures import assert_figures, external_references, figures
 
 DAYS = [dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)]
 ONE_DAY = ["--start", "2026-01-01", "--end", "2026-01-02"]
 SOURCE = "raw/transactions"
 PYCACHE = Path(__file__).resolve().parents[2] / ".pytest_cache" / "pycache"
+FIGURES = ["Rows per day", "Null share per column", "Numeric column distributions"]
+NO_ROWS_READ = {"empty interval", "corrupt parquet"}  # only the (empty) rows per day can be drawn
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +74,16 @@ def report_of(lake: Path, day: str = "2026-01-01") -> dict[str, Any]:
     return json.loads((lake / f"reports/validation/ds={day}/training/report.json").read_text())
 
 
+def html_of(lake: Path, day: str = "2026-01-01") -> str:
+    return (lake / f"reports/validation/ds={day}/training/report.html").read_text()
+
+
+def assert_self_contained(html: str) -> None:
+    assert 'src="http' not in html
+    assert 'href="http' not in html
+    assert external_references(html) == []
+
+
 # --- good data ---------------------------------------------------------------------------------
 
 
@@ -105,6 +120,8 @@ def test_good_data_passes(tmp_path: Path, days: dict[dt.date, pd.DataFrame]) -> 
     assert html.startswith("<!doctype html>")
     assert "All checks passed." in html
     assert "distance_from_home_km" in html
+    assert list(assert_figures(html, FIGURES)) == FIGURES  # problems first, then these, in this order
+    assert_self_contained(html)
 
 
 def test_naive_timestamps_are_taken_as_utc(tmp_path: Path, days: dict[dt.date, pd.DataFrame]) -> None:
@@ -318,8 +335,11 @@ def test_bad_input_fails_with_one_clear_line(name: str, outcomes: dict[str, Outc
         report = report_of(outcome.lake)
         assert report["valid"] is False
         assert case.checks <= {problem["check"] for problem in report["problems"]}
-        html = (outcome.lake / "reports/validation/ds=2026-01-01/training/report.html").read_text()
+        html = html_of(outcome.lake)
         assert "check(s) failed." in html
+        # The report is read when validation fails, so it carries the plots then too.
+        assert_figures(html, ["Rows per day"] if name in NO_ROWS_READ else FIGURES)
+        assert_self_contained(html)
 
 
 def test_report_lists_every_problem(outcomes: dict[str, Outcome]) -> None:
@@ -349,3 +369,71 @@ def test_scoring_input_without_label_passes_only_with_without_label(
     assert scoring.returncode == 0, scoring.stderr
     report = json.loads((lake_dir / "reports/validation/ds=2026-01-01/scoring/report.json").read_text())
     assert report["valid"] is True
+
+
+# --- the report's plots --------------------------------------------------------------------------
+
+
+def test_report_without_readable_rows_says_why_it_has_no_column_plots(outcomes: dict[str, Outcome]) -> None:
+    html = html_of(outcomes["corrupt parquet"].lake)
+
+    assert set(figures(html)) == {"Rows per day"}
+    assert "<h2>Null share per column</h2><p>Not drawn: no rows could be read.</p>" in html
+
+
+def test_report_without_event_times_says_why_it_has_no_rows_per_day(
+    tmp_path: Path, days: dict[dt.date, pd.DataFrame]
+) -> None:
+    land(tmp_path, DAYS[0], days[DAYS[0]].drop(columns=["event_time"]))
+
+    process = run_validate(*ONE_DAY, "--lake", str(tmp_path))
+
+    assert process.returncode == 2
+    html = html_of(tmp_path)
+    assert set(figures(html)) == {"Null share per column", "Numeric column distributions"}
+    assert "Not drawn: column event_time is missing, entirely null or not a timestamp." in html
+
+
+def test_profile_summarises_what_the_plots_show(days: dict[dt.date, pd.DataFrame]) -> None:
+    dataset = load_config(DEFAULT_CONFIG_PATH).dataset
+    interval = DataInterval(
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 4, tzinfo=dt.UTC)
+    )  # three days, of which the second is left out below
+    frame = pd.concat([days[DAYS[0]], days[DAYS[2]]], ignore_index=True)
+    every_40th, every_5th, every_50th = _every(40)(frame), _every(5)(frame), _every(50)(frame)
+    frame = frame.assign(
+        amount=frame["amount"].mask(every_40th, -5.0),
+        distance_from_home_km=frame["distance_from_home_km"].mask(every_5th),
+        card_present=frame["card_present"].astype(object).mask(every_50th),
+    )
+
+    summary = profile(frame, dataset, interval)
+
+    assert summary.rows_per_day == {DAYS[0]: len(days[DAYS[0]]), DAYS[1]: 0, DAYS[2]: len(days[DAYS[2]])}
+    shares = {entry.column: entry for entry in summary.null_shares}
+    assert list(shares) == list(dataset.columns)
+    assert {name for name, entry in shares.items() if entry.over} == {"card_present", "distance_from_home_km"}
+    assert shares["distance_from_home_km"].share == pytest.approx(every_5th.mean(), abs=0.01)
+    assert shares["distance_from_home_km"].allowed == 0.05
+    assert shares["card_present"].allowed == 0.0
+    assert [h.column for h in summary.histograms] == ["amount", "distance_from_home_km"]
+    amount = summary.histograms[0]
+    assert amount.outside == int(every_40th.sum())
+    assert sum(amount.counts) == len(frame)
+    assert amount.edges[0] == -5.0
+    assert 0.0 in amount.edges  # the configured min splits the bins: no bin holds both -5 and 3
+    assert sum(summary.histograms[1].counts) == int(frame["distance_from_home_km"].notna().sum())
+    # The same frame fails exactly the checks the plots highlight.
+    checks = {problem.check for problem in check_events(frame, dataset, interval)}
+    assert {"min", "null_ratio", "not_nullable", "volume"} <= checks
+
+
+def test_profile_of_an_interval_with_no_readable_rows() -> None:
+    dataset = load_config(DEFAULT_CONFIG_PATH).dataset
+    interval = DataInterval(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
+
+    summary = profile(None, dataset, interval)
+
+    assert summary.rows_per_day == {DAYS[0]: 0, DAYS[1]: 0}
+    assert summary.null_shares == []
+    assert summary.histograms == []
