@@ -19,11 +19,12 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: help install lint test test-faults demo bench lock clean
+.PHONY: help install lint test test-faults demo ui bench lock clean chromium
 
 help:
 	@echo "make demo    run the main job end to end in local mode (installs what it needs)"
-	@echo "make test    lint, then the whole test suite (installs what it needs)"
+	@echo "make test    lint, then the whole test suite (installs what it needs, Chromium included)"
+	@echo "make ui      the Airflow UI (and MLflow UI) over the demo's state, on 127.0.0.1:8080"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   benchmarks against the seed baselines; saves bench/results/<name>.json"
 	@echo "make lock    re-resolve constraints.txt from requirements.txt and include/pyproject.toml"
@@ -49,14 +50,29 @@ lint: install
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-test: lint
-	$(BIN)/python -m pytest -m "not faults" tests
+test: lint chromium
+	$(BIN)/python -m pytest -m "not faults" -rs tests
+
+# The browser test drives Debian's chromium package. Install it when missing and we may (root or
+# passwordless sudo); otherwise say so: tests/ui then skips with the same message.
+chromium:
+	@if [ -n "$$ML_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "NOTE: chromium is missing and cannot be installed without root: the browser test will be SKIPPED"; exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser test (apt-get)"; \
+		($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+			|| echo "NOTE: apt-get could not install chromium: the browser test will be SKIPPED"; \
+	else echo "NOTE: no apt-get to install chromium: the browser test will be SKIPPED (or set ML_CHROMIUM)"; fi
 
 test-faults: install
 	$(BIN)/python -m pytest -m faults tests
 
 demo: install
 	$(BIN)/python -m mlsteps.demo
+
+ui: install
+	$(BIN)/python -m mlsteps.local_airflow --port $${ML_UI_PORT:-8080}
 
 bench: install
 	$(BIN)/python -m bench.run

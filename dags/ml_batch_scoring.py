@@ -47,10 +47,11 @@ NEXT_DAY = "{{ macros.ds_add((data_interval_start or dag_run.run_after) | ds, 1)
         "alias": Param(
             CONFIG.scoring.alias,
             type="string",
-            pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$(?!\n)",
+            enum=sorted({CONFIG.scoring.alias, "champion", "challenger"}),
+            values_display={"champion": "champion (production)", "challenger": "challenger (shadow scoring)"},
             title="Model alias",
             description="Registered-model alias to score with: 'champion' for production, "
-            "'challenger' to shadow-score.",
+            "'challenger' to shadow-score the latest trained version.",
         ),
         "shard_count": Param(
             1,

@@ -15,7 +15,7 @@ and promotes it only if it passes the evaluation gate.
 | `gate` | skips promotion, visibly, when the evaluation rejects the challenger |
 | `promote` | moves the MLflow alias `champion` (check-and-set) and appends to the promotion ledger |
 
-**Trigger with parameters** to train on a GPU, run an Optuna search, change the window or the
+**Trigger with parameters** to train on a GPU (`device`), run an Optuna search, change the window or the
 ROC-AUC threshold, and record why you retrained. A rejected challenger is not a failure: the run
 succeeds, `promote` is skipped, and `evaluate`'s result says why.
 
@@ -51,12 +51,14 @@ REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$(?!\n)"
     tags=["ml", "training", CONFIG.name],
     default_args=dag_default_args(),
     params={
-        "use_gpu": Param(
-            False,
-            type="boolean",
-            title="Train on a GPU",
-            description="Run the train step on the gpu profile (a GPU node in kubernetes mode). "
-            "The step fails rather than fall back to CPU if no GPU is usable.",
+        "device": Param(
+            "cpu",
+            type="string",
+            enum=["cpu", "cuda"],
+            values_display={"cpu": "CPU (profile cpu)", "cuda": "NVIDIA GPU (profile gpu)"},
+            title="Training device",
+            description="Where XGBoost trains. cuda runs the train step on the gpu profile (a GPU node in "
+            "kubernetes mode) and fails rather than fall back to CPU if no GPU is usable.",
         ),
         "n_trials": Param(
             CONFIG.model.n_trials,
@@ -153,8 +155,8 @@ def ml_training() -> None:
 
     @task.branch(task_id="choose_device")
     def choose_device(params: dict[str, Any] | None = None) -> str:
-        """Send training to the GPU profile when the `use_gpu` parameter is set."""
-        return "train_on_gpu" if params and params.get("use_gpu") else "train_on_cpu"
+        """Send training to the GPU profile when the `device` parameter is `cuda`."""
+        return "train_on_gpu" if params and params.get("device") == "cuda" else "train_on_cpu"
 
     @task.short_circuit(task_id="gate", ignore_downstream_trigger_rules=True)
     def gate(evaluation: dict[str, Any]) -> bool:

@@ -24,11 +24,13 @@ SCORED_DAY = dt.date(2026, 11, 5)
 DRIFTED_DAY = dt.date(2026, 11, 6)  # generated with shifted amount, distance and merchant mix
 RETRAIN_RUN_AT = "2026-11-07T03:00:00+00:00"
 ROWS_PER_DAY = 5_000
+#: Where ``make ui`` serves the MLflow UI; the demo's task links point there.
+DEMO_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 
 
 def main() -> int:
     root = Path.cwd()
-    env = _environment(root)
+    env = demo_environment(root)
     logs = Path(env["ML_STATE_DIR"]) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _airflow_db(env, logs)
@@ -113,8 +115,12 @@ def _drift_loop(env: dict[str, str], logs: Path) -> None:
     _summary(env)
 
 
-def _environment(root: Path) -> dict[str, str]:
-    """Local-mode defaults; values already set (e.g. by the Makefile) win."""
+def demo_environment(root: Path) -> dict[str, str]:
+    """Local-mode defaults; values already set (e.g. by the Makefile) win.
+
+    Task links to MLflow point at ``ML_MLFLOW_UI_URL``, which ``make ui`` serves (``mlflow ui``
+    over the demo's SQLite tracking store).
+    """
     state = Path(os.environ.get("ML_STATE_DIR") or root / ".state")
     defaults = {
         "ML_EXECUTION_MODE": "local",
@@ -125,6 +131,7 @@ def _environment(root: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "ML_MLFLOW_UI_URL": DEMO_MLFLOW_UI_URL,
         "PYTHONPATH": str(root / "plugins"),
     }
     return {**os.environ, **{k: v for k, v in defaults.items() if not os.environ.get(k)}}
@@ -213,7 +220,7 @@ def _summary(env: dict[str, str]) -> None:
         f"MLflow UI:  {Path(sys.executable).with_name('mlflow')} ui "
         f"--backend-store-uri {env['MLFLOW_TRACKING_URI']}"
     )
-    _say(f"Airflow UI: AIRFLOW_HOME={env['AIRFLOW_HOME']} {_airflow()} standalone")
+    _say("Airflow UI: make ui  (then open http://127.0.0.1:8080; MLflow links open on 127.0.0.1:5000)")
 
 
 def _html_files(lake: Any, prefix: str) -> list[str]:

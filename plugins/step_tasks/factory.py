@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from mlsteps.cli import STEPS
 from step_tasks.settings import PROFILES, ExecutionSettings, Profile, SettingsError, load_settings
 
 OptionValue = str | int | float | bool | None
@@ -61,7 +62,8 @@ def step_task(
         settings: Deployment settings; read once from the environment by default.
         map_over: An upstream XCom holding a list of argv lists. The task is then mapped: one
             task instance (one pod) per list, each running ``options`` followed by its list.
-        **operator_kwargs: Passed to the operator (e.g. ``doc_md``, ``trigger_rule``).
+        **operator_kwargs: Passed to the operator (e.g. ``trigger_rule``). ``doc_md``, if given,
+            replaces the step's own one-line description at the top of the task's docs.
 
     Returns:
         A ``KubernetesPodOperator`` in kubernetes mode, else a ``LocalStepOperator``; mapped when
@@ -70,12 +72,15 @@ def step_task(
     settings = settings or _settings()
     if profile not in PROFILES:
         raise SettingsError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+    if step not in STEPS:
+        raise ValueError(f"step {step!r} is not one of: {', '.join(STEPS)}")
     arguments = to_argv({**(options or {}), **LINEAGE_OPTIONS})
     common: dict[str, Any] = {
         "task_id": task_id or step.replace("-", "_"),
         **_retry_policy(settings),
         "execution_timeout": settings.resources[profile].execution_timeout,
         **operator_kwargs,
+        "doc_md": task_doc(step, profile, settings, operator_kwargs.get("doc_md")),
     }
     if settings.mode == "kubernetes":
         from step_tasks.pod import build_pod_task
@@ -96,6 +101,22 @@ def step_task(
             extra_arguments=map_over
         )
     return LocalStepOperator(**local, env=settings.step_env, **common)
+
+
+def task_doc(step: str, profile: Profile, settings: ExecutionSettings, lead: str | None = None) -> str:
+    """The task's docs in the UI: what the step does, how it runs, and where its results show."""
+    where = (
+        f"a pod (`{settings.image}`, profile `{profile}`)"
+        if settings.mode == "kubernetes"
+        else f"a local subprocess (profile `{profile}`)"
+    )
+    return (
+        f"{lead or STEPS[step][1]}\n\n"
+        f"Runs `python -m mlsteps {step}` in {where}; its `--help` lists the options.\n\n"
+        "**Result**: the step's JSON result is the `return_value` XCom, and its one-line summary the "
+        "`summary` XCom (tab Storage, XCom). **Links** (the Details tab): *MLflow run*, *Model version* "
+        "and *Report*, when the step logged a run, produced or judged a version, or wrote a report."
+    )
 
 
 def to_argv(options: Mapping[str, OptionValue]) -> list[str]:

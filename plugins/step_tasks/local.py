@@ -15,6 +15,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from step_tasks.links import STEP_LINKS, publish_summary
+
 #: Exit code of a step that failed for a reason retrying cannot fix (bad input, refused action).
 EXIT_USER_ERROR = 2
 
@@ -28,6 +30,7 @@ class LocalStepOperator(BaseOperator):
 
     template_fields = ("arguments", "extra_arguments")
     ui_color = "#e8f4fd"
+    operator_extra_links = STEP_LINKS
 
     def __init__(
         self,
@@ -68,9 +71,7 @@ class LocalStepOperator(BaseOperator):
             if not result_path.exists():
                 raise AirflowException(f"step {self.step} exited 0 but wrote no result to $ML_STEP_RESULT")
             result = json.loads(result_path.read_text())
-        if isinstance(result, dict) and result.get("summary"):
-            self.log.info("Result: %s", result["summary"])
-        return result
+        return publish_summary(context, result)
 
     def _run(self, env: dict[str, str]) -> tuple[int, deque[str]]:
         last_lines: deque[str] = deque(maxlen=20)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from step_tasks.settings import ExecutionSettings, Profile
 
 if TYPE_CHECKING:
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from step_tasks.pod_operator import StepPodOperator
 
 RESULT_PATH = "/airflow/xcom/return.json"
 SCRATCH_PATH = "/tmp"
@@ -23,15 +23,16 @@ def build_pod_task(
     settings: ExecutionSettings,
     map_over: Any = None,
     **operator_kwargs: Any,
-) -> KubernetesPodOperator | Any:
+) -> StepPodOperator | Any:
     """A deferrable, durable pod task with restricted-PSS security and Secret-ref credentials.
 
     With ``map_over`` (an XCom of argv lists), one pod per element runs the step with the shared
     ``arguments`` followed by that element (dynamic task mapping).
     """
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
+
+    from step_tasks.pod_operator import StepPodOperator
 
     resources = settings.resources[profile]
     # The pod's deadline matches the task's timeout, so a timed-out task never leaves a pod running.
@@ -89,8 +90,8 @@ def build_pod_task(
     )
     if map_over is not None:
         kwargs["cmds"] = [*kwargs["cmds"], step, *arguments]
-        return KubernetesPodOperator.partial(**kwargs).expand(arguments=map_over)
-    return KubernetesPodOperator(arguments=[step, *arguments], **kwargs)
+        return StepPodOperator.partial(**kwargs).expand(arguments=map_over)
+    return StepPodOperator(arguments=[step, *arguments], **kwargs)
 
 
 def _container_security_context() -> Any:

@@ -35,6 +35,10 @@ FORWARDED_ENV = (
 )
 
 
+#: Where the Airflow API server serves the lake's HTML reports (the ``ml_ui`` plugin).
+REPORTS_ROUTE = "/ml-reports"
+
+
 class SettingsError(ValueError):
     """A deployment setting is invalid; the message names the variable."""
 
@@ -81,6 +85,9 @@ class ExecutionSettings:
     retry_delay: timedelta = timedelta(minutes=1)
     max_retry_delay: timedelta = timedelta(minutes=30)
     step_env: Mapping[str, str] = field(default_factory=dict)
+    # links in the Airflow UI
+    mlflow_ui_url: str = ""
+    reports_url: str = REPORTS_ROUTE
     # local mode
     python: str = sys.executable
     workdir: str = str(REPO_ROOT)
@@ -94,6 +101,10 @@ class ExecutionSettings:
             raise SettingsError("ML_STEP_IMAGE must name the step image in kubernetes mode")
         for name, value in self.step_env.items():
             _refuse_password(name, value)
+        for name, value in (("ML_MLFLOW_UI_URL", self.mlflow_ui_url), ("ML_REPORTS_URL", self.reports_url)):
+            _refuse_password(name, value)
+            if value and not value.startswith(("http://", "https://", "/")):
+                raise SettingsError(f"{name}={value!r} must be an http(s) URL or a path starting with /")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings:
@@ -117,6 +128,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings
         startup_timeout_seconds=_int(env, "ML_POD_STARTUP_TIMEOUT", defaults.startup_timeout_seconds),
         retries=_int(env, "ML_STEP_RETRIES", defaults.retries),
         step_env={name: env[name] for name in FORWARDED_ENV if env.get(name)},
+        mlflow_ui_url=env.get("ML_MLFLOW_UI_URL") or _http_only(env.get("MLFLOW_TRACKING_URI", "")),
+        reports_url=(env.get("ML_REPORTS_URL") or defaults.reports_url).rstrip("/"),
         python=env.get("ML_STEP_PYTHON", defaults.python),
         workdir=env.get("ML_STEP_WORKDIR", defaults.workdir),
     )
@@ -136,6 +149,11 @@ def _refuse_password(name: str, value: str) -> None:
             "serialized DAG, the pod spec); remove it from the URL and pass the credential as its own "
             "variable (e.g. MLFLOW_TRACKING_PASSWORD), from a Secret named in ML_STEP_SECRETS for pods"
         )
+
+
+def _http_only(uri: str) -> str:
+    """A tracking URI that is also the MLflow UI (an HTTP server), else ``""``."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else ""
 
 
 def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -51,6 +51,25 @@ def test_dag_conventions(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
         for task in dag.tasks:
             assert task.retries >= 2, f"{dag_id}.{task.task_id} retries {task.retries}"
             assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id} has no retry backoff"
+            assert task.doc_md or task.doc, f"{dag_id}.{task.task_id} has no docs for the UI"
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            assert param.description, f"{dag_id} param {name} has no description for the trigger form"
+            assert param.schema.get("title"), f"{dag_id} param {name} has no title for the trigger form"
+
+
+def test_step_tasks_document_their_step_and_carry_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    from step_tasks.local import LocalStepOperator
+
+    bag = load_dagbag(monkeypatch, "local")
+    steps = [task for dag in bag.dags.values() for task in dag.tasks if isinstance(task, LocalStepOperator)]
+    assert len(steps) >= 10
+    for task in steps:
+        assert f"python -m mlsteps {task.step}" in task.doc_md
+        assert [link.name for link in task.operator_extra_links] == ["MLflow run", "Model version", "Report"]
+    training = bag.dags["ml_training"]
+    assert training.get_task("evaluate").doc_md.startswith("Gate the challenger")  # the DAG's own line wins
+    assert training.get_task("train_on_cpu").doc_md.startswith("Train XGBoost on a snapshot")  # the step's
 
 
 def test_training_graph(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,7 +94,8 @@ def test_training_graph(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "good", "bad"),
     [
-        ("use_gpu", True, "yes"),
+        ("device", "cuda", "gpu"),
+        ("device", "cpu", True),
         ("n_trials", 20, 1000),
         ("n_trials", 0, -1),
         ("min_roc_auc", 0.9, 1.5),

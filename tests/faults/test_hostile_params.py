@@ -120,7 +120,7 @@ ACTIVE = re.compile(r"[$`{}|&<>\n\r\x00*~!'\"\\]")
 
 #: Typed Params, with values out of range or of the wrong type; every one must be refused.
 BAD_TYPED: dict[tuple[str, str], list[Any]] = {
-    ("ml_training", "use_gpu"): ["yes", 1, "true", None],
+    ("ml_training", "device"): ["gpu", "CUDA", "cuda\n", 1, True, None, "cpu; touch x"],
     ("ml_training", "n_trials"): [-1, 201, 10**9, 2.5, "5", True, None, math.inf],
     ("ml_training", "min_roc_auc"): [0.49, 1.01, math.inf, -math.inf, "0.9", True, None, 1e308],
     ("ml_training", "training_window_days"): [4, 366, 0, -5, "30", 2.5],

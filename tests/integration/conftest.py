@@ -89,9 +89,9 @@ def task_states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
-def xcom_result(dag_run: Any, task_id: str) -> Any:
+def xcom_result(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
     ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == task_id)
-    return ti.xcom_pull(task_ids=task_id)
+    return ti.xcom_pull(task_ids=task_id, key=key)
 
 
 @pytest.fixture(autouse=True)

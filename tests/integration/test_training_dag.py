@@ -81,6 +81,36 @@ def test_training_run_promotes_a_champion(pipeline: Pipeline, trained: dict[str,
     assert version.tags["mlsteps.pipeline"] == load_config().name
 
 
+def test_step_tasks_publish_their_summary_and_links(pipeline: Pipeline, trained: dict[str, Any]) -> None:
+    """What the UI shows: each step's summary as its own XCom, and the links Airflow stored."""
+    import os
+
+    run = trained["run"]
+    mlflow_ui = os.environ["MLFLOW_TRACKING_URI"]
+    for task_id in (
+        "validate",
+        "build_features",
+        "materialize",
+        "build_training_set",
+        "train_on_cpu",
+        "evaluate",
+    ):
+        assert xcom_result(run, task_id, "summary") == xcom_result(run, task_id)["summary"]
+    trained_model = xcom_result(run, "train_on_cpu")
+    assert xcom_result(run, "train_on_cpu", "_link_MlflowRunLink") == (
+        f"{mlflow_ui}/#/experiments/{trained_model['experiment_id']}/runs/{trained_model['run_id']}"
+    )
+    assert xcom_result(run, "train_on_cpu", "_link_ModelVersionLink") == (
+        f"{mlflow_ui}/#/models/{MODEL}/versions/{trained_model['model_version']}"
+    )
+    evaluation = xcom_result(run, "evaluate")
+    report = evaluation["report_html"].removeprefix(pipeline.lake + "/")
+    assert xcom_result(run, "evaluate", "_link_ReportLink") == f"/ml-reports/{report}"
+    assert xcom_result(run, "promote", "_link_ModelVersionLink").endswith(
+        f"/versions/{evaluation['model_version']}"
+    )
+
+
 def test_clearing_and_rerunning_the_training_run_changes_nothing(
     pipeline: Pipeline, trained: dict[str, Any]
 ) -> None:

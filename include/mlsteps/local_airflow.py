@@ -1,0 +1,166 @@
+"""Airflow's own services on this machine: the API server (the UI), the scheduler and the DAG processor.
+
+``make ui`` runs them over the demo's state so a user can click through a finished demo run, and
+the browser test runs them over a scratch state. SQLite and the LocalExecutor; everything listens
+on loopback. Sign-in is off (every visitor is an admin), which is only right on loopback.
+
+    python -m mlsteps.local_airflow --port 8080   # what `make ui` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("api-server", "scheduler", "dag-processor")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def airflow_env(base: Mapping[str, str], airflow_home: Path, port: int) -> dict[str, str]:
+    """``base`` plus what the three services need to run together on loopback."""
+    url = f"http://127.0.0.1:{port}"
+    secret = base.get("AIRFLOW__API_AUTH__JWT_SECRET") or secrets.token_urlsafe(32)
+    return {
+        **base,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": base.get("AIRFLOW__CORE__DAGS_FOLDER") or str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": base.get("AIRFLOW__CORE__PLUGINS_FOLDER")
+        or str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": base.get("AIRFLOW__CORE__PARALLELISM") or "2",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "plugins"), base.get("PYTHONPATH")])),
+    }
+
+
+@dataclass
+class LocalAirflow:
+    """The running services; ``url`` is the UI."""
+
+    env: dict[str, str]
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.env["AIRFLOW__API__BASE_URL"]
+
+    def start(self, timeout: float = 180) -> None:
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / "db-migrate.log").open("wb") as log:
+            subprocess.run(
+                [airflow, "db", "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT, check=True
+            )
+        for service in SERVICES:
+            argv = [airflow, service]
+            if service == "api-server":
+                argv += ["--host", "127.0.0.1", "--port", self.env["AIRFLOW__API__PORT"]]
+            log_file = (self.logs / f"{service}.log").open("wb")
+            self.processes[service] = subprocess.Popen(
+                argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Wait until the API server answers and reports a healthy scheduler and DAG processor."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for service, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"airflow {service} exited with {process.returncode}; see {self.logs}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as response:
+                    last = response.read().decode()
+                if last.count('"healthy"') >= 3:
+                    return
+            except (urllib.error.URLError, OSError) as err:
+                last = str(err)
+            time.sleep(1)
+        raise TimeoutError(
+            f"Airflow did not become healthy in {timeout:.0f} s (last: {last}); see {self.logs}"
+        )
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextmanager
+def running(env: dict[str, str], logs: Path, timeout: float = 180) -> Iterator[LocalAirflow]:
+    """The three services for the duration of a ``with`` block."""
+    services = LocalAirflow(env, logs)
+    try:
+        services.start(timeout)
+        yield services
+    finally:
+        services.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``make ui``: the UI over the demo's state (``make demo`` first) until Ctrl-C."""
+    from mlsteps.demo import demo_environment
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the services too, not only Ctrl-C
+    base = demo_environment(REPO_ROOT)
+    env = airflow_env(base, Path(base["AIRFLOW_HOME"]), args.port)
+    logs = Path(base["ML_STATE_DIR"]) / "logs" / "ui"
+    if not (Path(base["AIRFLOW_HOME"]) / "airflow.db").exists():
+        print("No demo state yet: run `make demo` first; the UI starts empty.", flush=True)
+    with running(env, logs) as services:
+        tracking = base["MLFLOW_TRACKING_URI"]
+        mlflow_ui = base.get("ML_MLFLOW_UI_URL", "")
+        if mlflow_ui.startswith("http://127.0.0.1:") and not tracking.startswith("http"):
+            port = mlflow_ui.rsplit(":", 1)[1].strip("/")
+            argv = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", tracking]
+            log_file = (logs / "mlflow-ui.log").open("wb")
+            services.processes["mlflow-ui"] = subprocess.Popen(
+                [*argv, "--host", "127.0.0.1", "--port", port],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            print(f"MLflow UI:  {mlflow_ui}", flush=True)
+        print(f"Airflow UI: {services.url}  (logs: {logs}; Ctrl-C stops it)", flush=True)
+        try:
+            while all(process.poll() is None for process in services.processes.values()):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("stopping", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    main()

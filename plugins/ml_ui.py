@@ -1,0 +1,127 @@
+"""Airflow plugin ``ml_ui``: serves the lake's HTML reports in the Airflow UI and links MLflow.
+
+- ``/ml-reports/`` on the API server lists the reports in the lake (``$ML_LAKE_URI``), newest
+  day first; ``/ml-reports/reports/...`` serves one. Signed-in Airflow users only. Only
+  ``.html`` and ``.json`` files under ``reports/`` are served, and each page is sandboxed (a
+  report's scripts cannot act as the Airflow user).
+- The navigation bar gets "ML reports" and, when an MLflow UI URL is known (``ML_MLFLOW_UI_URL``,
+  or an HTTP ``MLFLOW_TRACKING_URI``), "MLflow".
+
+The task links that point here are built by ``step_tasks.links``. Importing this module costs
+only the standard library: FastAPI and the lake code load on the first request.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import posixpath
+from functools import cache
+from typing import Any
+
+from airflow.plugins_manager import AirflowPlugin
+
+from step_tasks.settings import REPORTS_ROUTE, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
+
+REPORTS_DIR = "reports"
+SERVED_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json"}
+#: A report is a document to read: its scripts run in an opaque origin, with no Airflow cookies.
+SANDBOX = "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox"
+
+
+def report_path(requested: str) -> str | None:
+    """The lake-relative path to serve for a request path, or ``None`` when it is not a report."""
+    if "\\" in requested or "\x00" in requested:
+        return None
+    normalized = posixpath.normpath("/" + requested).lstrip("/")
+    if normalized != requested.strip("/") or not normalized.startswith(f"{REPORTS_DIR}/"):
+        return None
+    if posixpath.splitext(normalized)[1] not in SERVED_TYPES:
+        return None
+    return normalized
+
+
+def list_reports(lake: Any, limit: int = 500) -> list[str]:
+    """Report files under ``reports/<kind>/ds=<day>/...``, newest day first, at most ``limit``."""
+    found: list[str] = []
+
+    def walk(prefix: str, depth: int) -> None:
+        for name in sorted(lake.list_dir(prefix), reverse=True):
+            path = f"{prefix}/{name}"
+            extension = posixpath.splitext(name)[1]
+            if extension == ".html":
+                found.append(path)
+            elif not extension and depth < 4:
+                walk(path, depth + 1)
+            if len(found) >= limit:
+                return
+
+    walk(REPORTS_DIR, 0)
+    return found
+
+
+def _index(paths: list[str]) -> str:
+    links = (f'<a href="{html.escape(f"{REPORTS_ROUTE}/{path}")}">{html.escape(path)}</a>' for path in paths)
+    rows = "".join(f"<li>{link}</li>" for link in links)
+    body = f"<ul>{rows}</ul>" if rows else "<p>No reports yet: run a DAG first.</p>"
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>ML reports</title></head>"
+        "<body style='font-family:system-ui,sans-serif;margin:2rem'><h1>ML reports</h1>"
+        f"<p>Validation, evaluation and drift reports in the lake, newest day first.</p>{body}</body></html>"
+    )
+
+
+@cache
+def _app() -> Any:
+    from airflow.api_fastapi.core_api.security import requires_authenticated
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse, Response
+
+    from mlsteps.lake import Lake
+
+    app = FastAPI(title="ML reports", dependencies=[Depends(requires_authenticated())])
+    headers = {"Content-Security-Policy": SANDBOX, "X-Content-Type-Options": "nosniff"}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(_index(list_reports(Lake())), headers=headers)
+
+    @app.get("/{requested:path}")
+    def report(requested: str) -> Response:
+        path = report_path(requested)
+        lake = Lake()
+        if path is None or not lake.exists(path):
+            raise HTTPException(status_code=404, detail=f"no report at {requested}")
+        media_type = SERVED_TYPES[posixpath.splitext(path)[1]]
+        return Response(lake.read_bytes(path), media_type=media_type, headers=headers)
+
+    return app
+
+
+class _LazyApp:
+    """An ASGI app that builds the FastAPI app on its first request."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await _app()(scope, receive, send)
+
+
+def _external_views() -> list[dict[str, Any]]:
+    views: list[dict[str, Any]] = [{"name": "ML reports", "href": f"{REPORTS_ROUTE}/", "category": "browse"}]
+    try:
+        mlflow_ui = load_settings().mlflow_ui_url
+    except SettingsError as err:  # the API server need not hold the workers' settings
+        log.warning("ml_ui: no MLflow link in the navigation bar: %s", err)
+        mlflow_ui = ""
+    if mlflow_ui:
+        views.append({"name": "MLflow", "href": mlflow_ui, "category": "browse"})
+    return [{**view, "destination": "nav"} for view in views]
+
+
+class MlUiPlugin(AirflowPlugin):
+    """Report pages on the API server and MLflow in the navigation bar."""
+
+    name = "ml_ui"
+    fastapi_apps = [{"app": _LazyApp(), "url_prefix": REPORTS_ROUTE, "name": "ML reports"}]
+    external_views = _external_views()

@@ -1,0 +1,110 @@
+"""Airflow's own services on loopback with fresh state, and Debian's Chromium driven by Playwright.
+
+The module's Airflow (API server, scheduler, DAG processor; SQLite, LocalExecutor) runs the DAGs
+in local mode against a lake in a temp directory and a real ``mlflow server``, so the task links
+point at pages that exist. Screenshots go to ``test-artifacts/ui/`` (``$ML_UI_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlsteps.config import DEFAULT_CONFIG_PATH
+from mlsteps.local_airflow import LocalAirflow, airflow_env, running
+from tests.support.services import S3Server, free_port, mlflow_server
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Days of raw events before today: the feature look-back (30 days) plus the training window.
+HISTORY_DAYS = 40
+ROWS_PER_DAY = 1500
+SKIP_HINT = (
+    "SKIPPED the browser test: Debian's chromium is not installed. `make test` installs it with "
+    "apt-get when it can (root or passwordless sudo); or set ML_CHROMIUM to a Chromium binary."
+)
+
+
+def chromium_path() -> str | None:
+    """``$ML_CHROMIUM``, else Debian's ``chromium`` on PATH."""
+    candidate = os.environ.get("ML_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return candidate if candidate and os.access(candidate, os.X_OK) else None
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = Path(os.environ.get("ML_UI_ARTIFACTS") or REPO_ROOT / "test-artifacts" / "ui")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class UiAirflow:
+    """The running services and what the test needs to reach them."""
+
+    services: LocalAirflow
+    tracking_uri: str
+    lake: Path
+
+    @property
+    def url(self) -> str:
+        return self.services.url
+
+    def api(self, path: str) -> Any:
+        """GET the REST API (sign-in is off on this loopback deployment)."""
+        with urllib.request.urlopen(f"{self.url}/api/v2/{path}", timeout=30) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def ui_airflow(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> Iterator[UiAirflow]:
+    """Raw events up to yesterday, a real mlflow server, then Airflow's three services."""
+    root = tmp_path_factory.mktemp("ui")
+    with mlflow_server(root, s3, bucket="ui-mlflow") as mlflow:
+        base = {
+            **os.environ,
+            "ML_EXECUTION_MODE": "local",
+            "ML_PIPELINE_CONFIG": str(DEFAULT_CONFIG_PATH),
+            "ML_LAKE_URI": str(root / "lake"),
+            "ML_STATE_DIR": str(root / "state"),
+            "MLFLOW_TRACKING_URI": mlflow.tracking_uri,
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        }
+        for key in ("AWS_ENDPOINT_URL", "ML_STEP_RESULT", "ML_MLFLOW_UI_URL", "ML_REPORTS_URL"):
+            base.pop(key, None)
+        first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=HISTORY_DAYS)
+        generate = [sys.executable, "-m", "mlsteps", "generate-data", "--start", first.isoformat()]
+        generate += ["--days", str(HISTORY_DAYS), "--rows-per-day", str(ROWS_PER_DAY), "--customers", "600"]
+        done = subprocess.run(generate, env=base, capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        env = airflow_env(base, root / "airflow", free_port())
+        with running(env, root / "logs", timeout=240) as services:
+            yield UiAirflow(services, mlflow.tracking_uri, root / "lake")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium_path()
+    if executable is None:
+        print(f"\n{SKIP_HINT}", file=sys.stderr)
+        pytest.skip(SKIP_HINT)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
