@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         result = module.run(args)
     except StepError as err:
         print(f"ERROR: {err}", file=sys.stderr, flush=True)
+        if err.result:  # what a failed step still has to show (a report); the task's links read it
+            write_result({**err.result, "failed": True, "error": str(err), "summary": f"FAILED: {err}"})
         return EXIT_USER_ERROR
     except Exception as err:
         return _crashed(args.step, err)

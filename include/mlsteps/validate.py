@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise StepError(
             f"validation of {dataset.name} {interval} failed: {problems[0].message}{more}; "
-            f"fix the source data or the config, then re-run (report: {uris['report_html']})"
+            f"fix the source data or the config, then re-run (report: {uris['report_html']})",
+            result={"valid": False, "rows": rows, "problems": len(problems), **uris},
         )
     return {
         "summary": f"{rows} rows of {dataset.name} valid for {interval}",

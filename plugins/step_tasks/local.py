@@ -15,7 +15,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from step_tasks.links import STEP_LINKS, publish_summary
+from step_tasks.links import RETURN_KEY, STEP_LINKS, publish_summary
 
 #: Exit code of a step that failed for a reason retrying cannot fix (bad input, refused action).
 EXIT_USER_ERROR = 2
@@ -65,6 +65,8 @@ class LocalStepOperator(BaseOperator):
             self.log.info("Running step: %s", " ".join(self.argv))
             returncode, last_lines = self._run(env)
             if returncode != 0:
+                if result_path.exists():  # a failed step's own account (e.g. its report): links read it
+                    publish_summary(context, _push_result(context, json.loads(result_path.read_text())))
                 reason = _reason(last_lines) or f"step {self.step} exited with code {returncode}"
                 error = AirflowFailException if returncode == EXIT_USER_ERROR else AirflowException
                 raise error(reason)
@@ -95,6 +97,14 @@ class LocalStepOperator(BaseOperator):
     def on_kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGTERM)
+
+
+def _push_result(context: Any, result: Any) -> Any:
+    """Push a failed step's result as the ``return_value`` XCom (a failed task sets none itself)."""
+    ti = context.get("ti") if isinstance(context, Mapping) else None
+    if ti is not None:
+        ti.xcom_push(key=RETURN_KEY, value=result)
+    return result
 
 
 def _reason(lines: deque[str]) -> str:

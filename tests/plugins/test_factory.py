@@ -13,7 +13,7 @@ from kubernetes.client import ApiClient
 from step_tasks import step_task, xcom
 from step_tasks.factory import to_argv
 from step_tasks.settings import ExecutionSettings, SettingsError, load_settings
-from tests.support.airflow import load_dagbag
+from tests.support.airflow import RecordingTaskInstance, load_dagbag
 
 K8S_VERSION = "1.32.0"
 KUBE = ExecutionSettings(
@@ -206,6 +206,27 @@ class TestLocalMode:
         task = self._operator(tmp_path, "--start", "2026-11-01", "--days", "0")
         with pytest.raises(AirflowFailException, match="--days must be between 1 and 3650, got 0"):
             task.execute(context={})
+
+    def test_failed_validation_still_publishes_its_report(self, tmp_path: Path) -> None:
+        """The report explaining a failure is the task's return_value, so the task's Report link works."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        generate = self._operator(
+            tmp_path, "--start", "2026-11-01", "--days", "1", "--rows-per-day", "50", "--customers", "20"
+        )
+        generate.execute(context={})  # 50 rows: under the config's minimum rows per day
+        settings = ExecutionSettings(step_env={"ML_LAKE_URI": str(tmp_path / "lake")})
+        validate = step_task(
+            "validate", options={"--start": "2026-11-01", "--end": "2026-11-02"}, settings=settings
+        )
+        ti = RecordingTaskInstance()
+        with pytest.raises(AirflowFailException, match="validation of transactions"):
+            validate.execute(context={"ti": ti})
+        result = ti.pushed["return_value"]
+        assert result["failed"] is True
+        assert result["valid"] is False
+        assert Path(result["report_html"]).is_file()
+        assert ti.pushed["summary"].startswith("FAILED: validation of transactions")
 
     def test_hostile_argument_is_inert(self, tmp_path: Path) -> None:
         marker = tmp_path / "pwned"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from step_tasks.links import STEP_LINKS, mlflow_run_url, model_version_url, publish_summary, report_url
 from step_tasks.settings import ExecutionSettings, SettingsError, load_settings
+from tests.support.airflow import RecordingTaskInstance
 
 MLFLOW = "http://mlflow.example.com:5000"
 LOCAL = ExecutionSettings(mlflow_ui_url=MLFLOW, step_env={"ML_LAKE_URI": "/srv/lake"})
@@ -64,16 +63,8 @@ def test_every_step_task_carries_the_three_links() -> None:
     assert len({link.xcom_key for link in STEP_LINKS}) == 3  # each link stored under its own XCom key
 
 
-class _TaskInstance:
-    def __init__(self) -> None:
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
 def test_summary_is_published_as_its_own_xcom() -> None:
-    ti = _TaskInstance()
+    ti = RecordingTaskInstance()
     result = {"summary": "AUC 0.93 vs champion 0.91: approved", "approved": True}
     assert publish_summary({"ti": ti}, result) is result
     assert ti.pushed == {"summary": "AUC 0.93 vs champion 0.91: approved"}

@@ -81,3 +81,13 @@ def baseline():
 
 baseline()
 """
+
+
+class RecordingTaskInstance:
+    """Stands in for Airflow's ``ti`` in an operator's context: records what the operator pushes."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
