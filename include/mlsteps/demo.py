@@ -216,11 +216,7 @@ def _summary(env: dict[str, str]) -> None:
             f"Predictions: {lake.url(predictions_prefix(config, SCORED_DAY))} "
             f"({manifest['rows_out']} rows, {rate:.2%} flagged, model v{manifest['model_version']})"
         )
-    _say(
-        f"MLflow UI:  {Path(sys.executable).with_name('mlflow')} ui "
-        f"--backend-store-uri {env['MLFLOW_TRACKING_URI']}"
-    )
-    _say("Airflow UI: make ui  (then open http://127.0.0.1:8080; MLflow links open on 127.0.0.1:5000)")
+    _say(f"UIs: `make ui` serves Airflow on http://127.0.0.1:8080 and MLflow on {DEMO_MLFLOW_UI_URL}")
 
 
 def _html_files(lake: Any, prefix: str) -> list[str]:

@@ -59,6 +59,8 @@ class LocalAirflow:
 
     env: dict[str, str]
     logs: Path
+    #: More processes to run alongside: name -> (argv, URL that answers once it is up).
+    companions: dict[str, tuple[list[str], str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -72,15 +74,19 @@ class LocalAirflow:
             subprocess.run(
                 [airflow, "db", "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT, check=True
             )
+        commands = {name: argv for name, (argv, _) in self.companions.items()}
         for service in SERVICES:
-            argv = [airflow, service]
+            commands[service] = [airflow, service]
             if service == "api-server":
-                argv += ["--host", "127.0.0.1", "--port", self.env["AIRFLOW__API__PORT"]]
-            log_file = (self.logs / f"{service}.log").open("wb")
-            self.processes[service] = subprocess.Popen(
+                commands[service] += ["--host", "127.0.0.1", "--port", self.env["AIRFLOW__API__PORT"]]
+        for name, argv in commands.items():
+            log_file = (self.logs / f"{name}.log").open("wb")
+            self.processes[name] = subprocess.Popen(
                 argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.wait_healthy(timeout)
+        for name, (_, url) in self.companions.items():
+            self.wait_answering(name, url, timeout)
 
     def wait_healthy(self, timeout: float) -> None:
         """Wait until the API server answers and reports a healthy scheduler and DAG processor."""
@@ -102,6 +108,18 @@ class LocalAirflow:
             f"Airflow did not become healthy in {timeout:.0f} s (last: {last}); see {self.logs}"
         )
 
+    def wait_answering(self, name: str, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.processes[name].returncode}; see {self.logs}")
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(1)
+        raise TimeoutError(f"{name} did not answer on {url} in {timeout:.0f} s; see {self.logs}")
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -115,9 +133,14 @@ class LocalAirflow:
 
 
 @contextmanager
-def running(env: dict[str, str], logs: Path, timeout: float = 180) -> Iterator[LocalAirflow]:
-    """The three services for the duration of a ``with`` block."""
-    services = LocalAirflow(env, logs)
+def running(
+    env: dict[str, str],
+    logs: Path,
+    timeout: float = 180,
+    companions: dict[str, tuple[list[str], str]] | None = None,
+) -> Iterator[LocalAirflow]:
+    """The three services (and any companions) for the duration of a ``with`` block."""
+    services = LocalAirflow(env, logs, dict(companions or {}))
     try:
         services.start(timeout)
         yield services
@@ -138,17 +161,15 @@ def main(argv: list[str] | None = None) -> None:
     logs = Path(base["ML_STATE_DIR"]) / "logs" / "ui"
     if not (Path(base["AIRFLOW_HOME"]) / "airflow.db").exists():
         print("No demo state yet: run `make demo` first; the UI starts empty.", flush=True)
-    with running(env, logs) as services:
-        tracking = base["MLFLOW_TRACKING_URI"]
-        mlflow_ui = base.get("ML_MLFLOW_UI_URL", "")
-        if mlflow_ui.startswith("http://127.0.0.1:") and not tracking.startswith("http"):
-            port = mlflow_ui.rsplit(":", 1)[1].strip("/")
-            argv = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", tracking]
-            log_file = (logs / "mlflow-ui.log").open("wb")
-            services.processes["mlflow-ui"] = subprocess.Popen(
-                [*argv, "--host", "127.0.0.1", "--port", port],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+    companions = {}
+    tracking, mlflow_ui = base["MLFLOW_TRACKING_URI"], base.get("ML_MLFLOW_UI_URL", "")
+    if mlflow_ui.startswith("http://127.0.0.1:") and not tracking.startswith("http"):
+        port = mlflow_ui.rsplit(":", 1)[1].strip("/")
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        argv = [mlflow, "ui", "--backend-store-uri", tracking, "--host", "127.0.0.1", "--port", port]
+        companions["mlflow-ui"] = (argv, mlflow_ui)
+    with running(env, logs, companions=companions) as services:
+        if companions:
             print(f"MLflow UI:  {mlflow_ui}", flush=True)
         print(f"Airflow UI: {services.url}  (logs: {logs}; Ctrl-C stops it)", flush=True)
         try:
