@@ -183,6 +183,7 @@ def monitor_drift(context: StepContext, day: dt.date) -> dict[str, Any]:
         "drift_share": document["drift_share"],
         "columns_checked": document["columns_checked"],
         "prediction_drift": document["prediction_drift"],
+        "model_name": document["model_name"],
         "model_version": inputs.model_version,
         **uris,
         "mlflow_run_id": run_id,

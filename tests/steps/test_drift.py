@@ -361,6 +361,8 @@ def test_the_run_is_logged_to_the_monitoring_experiment(
     client = mlflow.MlflowClient()
     run = client.get_run(result["mlflow_run_id"])
     experiment = client.get_experiment(run.info.experiment_id)
+    assert result["experiment_id"] == run.info.experiment_id  # with the run id, what the task's link needs
+    assert result["model_name"] == run.data.tags["model_name"]
     assert (
         experiment.name == monitoring_experiment(load_config(config_file)) == "card-fraud-training-monitoring"
     )
