@@ -1,14 +1,14 @@
 """Airflow plugin ``ml_ui``: serves the lake's HTML reports in the Airflow UI and links MLflow.
 
-- ``/ml-reports/`` on the API server lists the reports in the lake (``$ML_LAKE_URI``), newest
-  day first; ``/ml-reports/reports/...`` serves one. Signed-in Airflow users only. Only
+- ``/ml-reports/`` on the API server lists the reports in the lake (``$ML_LAKE_URI``) by kind,
+  newest day first; ``/ml-reports/reports/...`` serves one. Signed-in Airflow users only. Only
   ``.html`` and ``.json`` files under ``reports/`` are served, and each page is sandboxed (a
   report's scripts cannot act as the Airflow user).
 - The navigation bar gets "ML reports" and, when an MLflow UI URL is known (``ML_MLFLOW_UI_URL``,
   or an HTTP ``MLFLOW_TRACKING_URI``), "MLflow".
 
-The task links that point here are built by ``step_tasks.links``. Importing this module costs
-only the standard library: FastAPI and the lake code load on the first request.
+The task links that point here are built by ``step_tasks.links``. Every Airflow process loads
+plugins, so this module imports little: FastAPI and the lake code load on the first request.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def report_path(requested: str) -> str | None:
 
 
 def list_reports(lake: Any, limit: int = 500) -> list[str]:
-    """Report files under ``reports/<kind>/ds=<day>/...``, newest day first, at most ``limit``."""
+    """Report files under ``reports/<kind>/ds=<day>/...``, by kind, newest day first, at most ``limit``."""
     found: list[str] = []
 
     def walk(prefix: str, depth: int) -> None:
