@@ -51,7 +51,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint chromium
-	$(BIN)/python -m pytest -m "not faults" -rs tests
+	$(BIN)/python -m pytest -m "not faults" -rfEs tests
 
 # The browser test drives Debian's chromium package. Install it when missing and we may (root or
 # passwordless sudo); otherwise say so: tests/ui then skips with the same message.

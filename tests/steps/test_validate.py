@@ -328,10 +328,16 @@ def test_bad_input_fails_with_one_clear_line(name: str, outcomes: dict[str, Outc
     assert last.startswith("ERROR: ")
     for word in case.words:
         assert word in last, f"{word!r} not in {last!r}"
-    assert not (outcome.lake.parent / "result.json").exists(), "a failed step writes no result"
+    result_file = outcome.lake.parent / "result.json"
 
     if case.checks:  # data problems are written up in the report too
         assert "report.html" in last
+        # The failed step's result points at that report (the task's Report link reads it).
+        result = json.loads(result_file.read_text())
+        assert result["failed"] is True
+        assert result["valid"] is False
+        assert result["summary"] == f"FAILED: {last.removeprefix('ERROR: ')}"
+        assert result["report_html"] in last
         report = report_of(outcome.lake)
         assert report["valid"] is False
         assert case.checks <= {problem["check"] for problem in report["problems"]}
@@ -340,6 +346,8 @@ def test_bad_input_fails_with_one_clear_line(name: str, outcomes: dict[str, Outc
         # The report is read when validation fails, so it carries the plots then too.
         assert_figures(html, ["Rows per day"] if name in NO_ROWS_READ else FIGURES)
         assert_self_contained(html)
+    else:  # refused before any work: nothing to show, no result
+        assert not result_file.exists()
 
 
 def test_report_lists_every_problem(outcomes: dict[str, Outcome]) -> None:
