@@ -98,8 +98,11 @@ def ui_airflow(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> Iterat
 def browser() -> Iterator[Any]:
     executable = chromium_path()
     if executable is None:
-        print(f"\n{SKIP_HINT}", file=sys.stderr)
-        pytest.skip(SKIP_HINT)
+        configured = os.environ.get("ML_CHROMIUM")
+        hint = f"SKIPPED the browser test: ML_CHROMIUM={configured} is not executable" if configured else ""
+        hint = hint or SKIP_HINT
+        print(f"\n{hint}", file=sys.stderr)
+        pytest.skip(hint)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
