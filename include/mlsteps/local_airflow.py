@@ -16,9 +16,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,40 +84,13 @@ class LocalAirflow:
                 argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.wait_healthy(timeout)
-        for name, (_, url) in self.companions.items():
-            self.wait_answering(name, url, timeout)
+        for _, url in self.companions.values():
+            wait_for_http(url, timeout, self.processes)
 
     def wait_healthy(self, timeout: float) -> None:
-        """Wait until the API server answers and reports a healthy scheduler and DAG processor."""
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            for service, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"airflow {service} exited with {process.returncode}; see {self.logs}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as response:
-                    last = response.read().decode()
-                if last.count('"healthy"') >= 3:
-                    return
-            except (urllib.error.URLError, OSError) as err:
-                last = str(err)
-            time.sleep(1)
-        raise TimeoutError(
-            f"Airflow did not become healthy in {timeout:.0f} s (last: {last}); see {self.logs}"
-        )
-
-    def wait_answering(self, name: str, url: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.processes[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.processes[name].returncode}; see {self.logs}")
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    return
-            except (urllib.error.URLError, OSError):
-                time.sleep(1)
-        raise TimeoutError(f"{name} did not answer on {url} in {timeout:.0f} s; see {self.logs}")
+        """Wait until the API server reports a healthy metadatabase, scheduler and DAG processor."""
+        health = f"{self.url}/api/v2/monitor/health"
+        wait_for_http(health, timeout, self.processes, ready=lambda body: body.count('"healthy"') >= 3)
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -130,6 +102,35 @@ class LocalAirflow:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def wait_for_http(
+    url: str,
+    timeout: float,
+    processes: Mapping[str, subprocess.Popen[bytes]] | None = None,
+    ready: Callable[[str], bool] = lambda body: True,
+) -> None:
+    """Poll ``url`` until it answers with a body ``ready`` accepts.
+
+    Raises:
+        RuntimeError: One of ``processes`` (the servers behind it) exited first.
+        TimeoutError: Nothing acceptable within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        for name, process in (processes or {}).items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                last = response.read().decode(errors="replace")
+            if ready(last):
+                return
+        except OSError as err:  # URLError is an OSError
+            last = str(err)
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer as expected within {timeout:.0f} s (last: {last[:200]})")
 
 
 @contextmanager

@@ -217,12 +217,22 @@ def _tracking_uri() -> str:
 
 def run_url(experiment_id: str, run_id: str) -> str | None:
     """The MLflow UI link of a run when the tracking server is HTTP(S)."""
-    import mlflow
+    uri = _tracking_uri()
+    return run_page(uri, experiment_id, run_id) if uri.startswith(("http://", "https://")) else None
 
-    uri = public_uri(str(mlflow.get_tracking_uri())).rstrip("/")
-    if not uri.startswith(("http://", "https://")):
-        return None
-    return f"{uri}/#/experiments/{experiment_id}/runs/{run_id}"
+
+def run_page(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The page of a run in the MLflow UI at ``ui_url``."""
+    from urllib.parse import quote
+
+    return f"{ui_url.rstrip('/')}/#/experiments/{quote(str(experiment_id))}/runs/{quote(str(run_id))}"
+
+
+def model_version_page(ui_url: str, name: str, version: str) -> str:
+    """The page of a registered model version in the MLflow UI at ``ui_url``."""
+    from urllib.parse import quote
+
+    return f"{ui_url.rstrip('/')}/#/models/{quote(str(name), safe='')}/versions/{quote(str(version))}"
 
 
 def public_uri(uri: str) -> str:

@@ -68,7 +68,7 @@ class Histogram:
 
 
 @dataclass(frozen=True)
-class Profile:
+class DataProfile:
     """Small summaries of the validated rows for the report's plots; the rows themselves are not kept.
 
     ``rows_per_day`` is None when the event time column cannot be read as timestamps.
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "problems": [asdict(problem) for problem in problems],
         **context.lineage(),
     }
-    report = _report(dataset, interval, rows, problems, profile(frame, dataset, interval))
+    report = _report(dataset, interval, rows, problems, data_profile(frame, dataset, interval))
     uris = save_report(context.lake, report_prefix, report, document)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
@@ -352,7 +352,7 @@ def _sentence(
 # --- report -------------------------------------------------------------------------------------
 
 
-def profile(frame: pd.DataFrame | None, dataset: DatasetConfig, interval: DataInterval) -> Profile:
+def data_profile(frame: pd.DataFrame | None, dataset: DatasetConfig, interval: DataInterval) -> DataProfile:
     """Summaries for the report's plots, computed column by column without copying the frame.
 
     Args:
@@ -364,7 +364,7 @@ def profile(frame: pd.DataFrame | None, dataset: DatasetConfig, interval: DataIn
         Rows per day, null shares of the configured columns, and histograms of the numeric ones.
     """
     if frame is None:
-        return Profile(rows_per_day=dict.fromkeys(interval.days(), 0))
+        return DataProfile(rows_per_day=dict.fromkeys(interval.days(), 0))
     event_time = dataset.columns.get(dataset.event_time)
     timed = (
         event_time is not None
@@ -387,7 +387,7 @@ def profile(frame: pd.DataFrame | None, dataset: DatasetConfig, interval: DataIn
         if histogram is not None
     ]
     histograms.sort(key=lambda h: h.outside == 0)  # stable: out-of-range columns first, else config order
-    return Profile(
+    return DataProfile(
         _rows_per_day(frame, dataset, interval) if timed else None,
         null_shares,
         histograms[:MAX_HISTOGRAMS],
@@ -512,7 +512,7 @@ def _limit(value: float | None) -> str:
     return "none" if value is None else f"{value:g}"
 
 
-def _add_figures(report: Report, dataset: DatasetConfig, summary: Profile) -> None:
+def _add_figures(report: Report, dataset: DatasetConfig, summary: DataProfile) -> None:
     """Plots of the rows read; a plot with nothing to draw says why instead."""
     if summary.rows_per_day is None:
         report.add_html(
@@ -531,7 +531,7 @@ def _add_figures(report: Report, dataset: DatasetConfig, summary: Profile) -> No
 
 
 def _report(
-    dataset: DatasetConfig, interval: DataInterval, rows: int, problems: list[Problem], summary: Profile
+    dataset: DatasetConfig, interval: DataInterval, rows: int, problems: list[Problem], summary: DataProfile
 ) -> Report:
     verdict = "All checks passed." if not problems else f"{len(problems)} check(s) failed."
     report = Report(

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
+from mlsteps.registry import model_version_page, run_page
 from step_tasks.settings import ExecutionSettings, load_settings
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def mlflow_run_url(result: Mapping[str, Any], settings: ExecutionSettings) -> st
     experiment_id = result.get("experiment_id")
     if not (settings.mlflow_ui_url and run_id and experiment_id):
         return ""
-    return f"{settings.mlflow_ui_url}/#/experiments/{quote(str(experiment_id))}/runs/{quote(str(run_id))}"
+    return run_page(settings.mlflow_ui_url, experiment_id, run_id)
 
 
 def model_version_url(result: Mapping[str, Any], settings: ExecutionSettings) -> str:
@@ -46,7 +47,7 @@ def model_version_url(result: Mapping[str, Any], settings: ExecutionSettings) ->
     name, version = result.get("model_name"), result.get("model_version")
     if not (settings.mlflow_ui_url and name and version):
         return ""
-    return f"{settings.mlflow_ui_url}/#/models/{quote(str(name), safe='')}/versions/{quote(str(version))}"
+    return model_version_page(settings.mlflow_ui_url, name, version)
 
 
 def report_url(result: Mapping[str, Any], settings: ExecutionSettings) -> str:

@@ -24,7 +24,7 @@ from mlsteps.config import DEFAULT_CONFIG_PATH, load_config
 from mlsteps.context import DataInterval
 from mlsteps.generate import generate_events
 from mlsteps.lake import Lake, partition
-from mlsteps.validate import check_events, profile
+from mlsteps.validate import check_events, data_profile
 from tests.steps.report_fixtures import assert_figures, external_references, figures
 
 DAYS = [dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)]
@@ -415,7 +415,7 @@ def test_profile_summarises_what_the_plots_show(days: dict[dt.date, pd.DataFrame
         card_present=frame["card_present"].astype(object).mask(every_50th),
     )
 
-    summary = profile(frame, dataset, interval)
+    summary = data_profile(frame, dataset, interval)
 
     assert summary.rows_per_day == {DAYS[0]: len(days[DAYS[0]]), DAYS[1]: 0, DAYS[2]: len(days[DAYS[2]])}
     shares = {entry.column: entry for entry in summary.null_shares}
@@ -440,7 +440,7 @@ def test_profile_of_an_interval_with_no_readable_rows() -> None:
     dataset = load_config(DEFAULT_CONFIG_PATH).dataset
     interval = DataInterval(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
 
-    summary = profile(None, dataset, interval)
+    summary = data_profile(None, dataset, interval)
 
     assert summary.rows_per_day == {DAYS[0]: 0, DAYS[1]: 0}
     assert summary.null_shares == []

@@ -7,11 +7,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from mlsteps import local_airflow
 
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -28,15 +28,8 @@ def free_port() -> int:
 
 
 def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server for {url} exited with {process.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+    """Wait until a loopback server answers (the project's one poller, in ``mlsteps.local_airflow``)."""
+    local_airflow.wait_for_http(url, timeout, {"server": process} if process is not None else None)
 
 
 @dataclass(frozen=True)
