@@ -149,6 +149,24 @@ def running(
         services.stop()
 
 
+def mlflow_ui_companion(base: Mapping[str, str]) -> dict[str, tuple[list[str], str]]:
+    """``mlflow ui`` over a local tracking store, where the task links expect it (``ML_MLFLOW_UI_URL``).
+
+    Nothing when the tracking URI is already an HTTP server or the links point off this machine.
+    """
+    tracking, url = base["MLFLOW_TRACKING_URI"], base.get("ML_MLFLOW_UI_URL", "")
+    if not url.startswith("http://127.0.0.1:") or tracking.startswith(("http://", "https://")):
+        return {}
+    port = url.rsplit(":", 1)[1].strip("/")
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    return {
+        "mlflow-ui": (
+            [mlflow, "ui", "--backend-store-uri", tracking, "--host", "127.0.0.1", "--port", port],
+            url,
+        )
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """``make ui``: the UI over the demo's state (``make demo`` first) until Ctrl-C."""
     from mlsteps.demo import demo_environment
@@ -162,16 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     logs = Path(base["ML_STATE_DIR"]) / "logs" / "ui"
     if not (Path(base["AIRFLOW_HOME"]) / "airflow.db").exists():
         print("No demo state yet: run `make demo` first; the UI starts empty.", flush=True)
-    companions = {}
-    tracking, mlflow_ui = base["MLFLOW_TRACKING_URI"], base.get("ML_MLFLOW_UI_URL", "")
-    if mlflow_ui.startswith("http://127.0.0.1:") and not tracking.startswith("http"):
-        port = mlflow_ui.rsplit(":", 1)[1].strip("/")
-        mlflow = str(Path(sys.executable).with_name("mlflow"))
-        argv = [mlflow, "ui", "--backend-store-uri", tracking, "--host", "127.0.0.1", "--port", port]
-        companions["mlflow-ui"] = (argv, mlflow_ui)
+    companions = mlflow_ui_companion(base)
     with running(env, logs, companions=companions) as services:
-        if companions:
-            print(f"MLflow UI:  {mlflow_ui}", flush=True)
+        for _, url in companions.values():
+            print(f"MLflow UI:  {url}", flush=True)
         print(f"Airflow UI: {services.url}  (logs: {logs}; Ctrl-C stops it)", flush=True)
         try:
             while all(process.poll() is None for process in services.processes.values()):

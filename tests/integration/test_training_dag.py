@@ -106,6 +106,8 @@ def test_step_tasks_publish_their_summary_and_links(pipeline: Pipeline, trained:
     evaluation = xcom_result(run, "evaluate")
     report = evaluation["report_html"].removeprefix(pipeline.lake + "/")
     assert xcom_result(run, "evaluate", "_link_ReportLink") == f"/ml-reports/{report}"
+    validation = xcom_result(run, "validate")["report_html"].removeprefix(pipeline.lake + "/")
+    assert xcom_result(run, "validate", "_link_ReportLink") == f"/ml-reports/{validation}"
     assert xcom_result(run, "promote", "_link_ModelVersionLink").endswith(
         f"/versions/{evaluation['model_version']}"
     )
@@ -239,6 +241,13 @@ def test_drifted_day_triggers_exactly_one_retrain(pipeline: Pipeline, trained: d
     assert states["trigger_retraining"] == "success", states
     drift = xcom_result(first, "drift")
     assert drift["drift"] is True
+    # The drift task links to its report, its monitoring run and the model version it judged.
+    report = drift["report_html"].removeprefix(pipeline.lake + "/")
+    assert xcom_result(first, "drift", "_link_ReportLink") == f"/ml-reports/{report}"
+    assert f"/runs/{drift['mlflow_run_id']}" in xcom_result(first, "drift", "_link_MlflowRunLink")
+    assert xcom_result(first, "drift", "_link_ModelVersionLink").endswith(
+        f"/versions/{drift['model_version']}"
+    )
     runs = _training_runs("drift__2026-11-06")
     assert len(runs) == 1
     assert runs[0][1]["reason"] == "drift"
