@@ -84,6 +84,9 @@ def build_pod_task(
         on_finish_action="delete_succeeded_pod" if settings.keep_failed_pods else "delete_pod",
         on_kill_action="delete_pod",
         startup_timeout_seconds=settings.startup_timeout_seconds,
+        schedule_timeout_seconds=settings.schedule_timeout_seconds,
+        # A failed step's last log lines (its one `ERROR:` line) become the task's failure message.
+        termination_message_policy="FallbackToLogsOnError",
         active_deadline_seconds=int(timeout.total_seconds()),
         log_events_on_failure=True,
         **operator_kwargs,
@@ -92,6 +95,49 @@ def build_pod_task(
         kwargs["cmds"] = [*kwargs["cmds"], step, *arguments]
         return StepPodOperator.partial(**kwargs).expand(arguments=map_over)
     return StepPodOperator(arguments=[step, *arguments], **kwargs)
+
+
+def unschedulable_reason(pod: Any, events: Any) -> str | None:
+    """Why the scheduler could not place ``pod``, or ``None`` once it was scheduled.
+
+    The newest ``FailedScheduling`` event's message (e.g. ``0/1 nodes are available: 1 Insufficient
+    nvidia.com/gpu.``), else the ``PodScheduled`` condition's; the preemption detail is left out.
+    """
+    conditions = (pod.status.conditions if pod.status else None) or []
+    scheduled = next((c for c in conditions if c.type == "PodScheduled"), None)
+    if scheduled is not None and scheduled.status == "True":
+        return None
+    failed = [e for e in (getattr(events, "items", None) or []) if e.reason == "FailedScheduling"]
+    failed.sort(key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or ""))
+    message = (failed[-1].message if failed else None) or (scheduled.message if scheduled else None)
+    if not message:
+        return "no scheduling decision was reported" if pod.spec and not pod.spec.node_name else None
+    return message.split(" preemption:")[0].strip()
+
+
+def fail_if_unschedulable(operator: Any, event: dict[str, Any]) -> None:
+    """After a trigger ``timeout``: a pod that was never scheduled fails the task now, without retry.
+
+    Waiting again on a retry cannot help where no node has what the pod asks for; the message names
+    what is missing, from the scheduler's own ``FailedScheduling`` event. The pod is deleted first.
+
+    Raises:
+        AirflowFailException: The pod was not scheduled.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if event.get("status") != "timeout":
+        return
+    pod = operator.hook.get_pod(event["name"], event["namespace"])
+    reason = unschedulable_reason(pod, operator.pod_manager.read_pod_events(pod))
+    if reason is None:
+        return
+    operator.process_pod_deletion(pod, reraise=False)
+    raise AirflowFailException(
+        f"pod {event['namespace']}/{event['name']} was not scheduled within "
+        f"{operator.schedule_timeout_seconds} s: {reason} Give a node what the task's resource profile "
+        "asks for, or raise ML_POD_SCHEDULE_TIMEOUT where nodes are added on demand."
+    )
 
 
 def _container_security_context() -> Any:

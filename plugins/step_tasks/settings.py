@@ -79,6 +79,8 @@ class ExecutionSettings:
     )
     keep_failed_pods: bool = False
     startup_timeout_seconds: int = 600
+    #: A pod no node can take within this time fails at once, naming what no node has (no retry).
+    schedule_timeout_seconds: int = 300
     resources: Mapping[Profile, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     # both modes
     retries: int = 2
@@ -95,6 +97,12 @@ class ExecutionSettings:
     def __post_init__(self) -> None:
         if self.mode not in ("local", "kubernetes"):
             raise SettingsError(f"ML_EXECUTION_MODE={self.mode!r} is not one of: local, kubernetes")
+        for name, seconds in (
+            ("ML_POD_STARTUP_TIMEOUT", self.startup_timeout_seconds),
+            ("ML_POD_SCHEDULE_TIMEOUT", self.schedule_timeout_seconds),
+        ):
+            if seconds < 1:
+                raise SettingsError(f"{name}={seconds} must be a positive number of seconds")
         if self.retries < 0 or self.retries > 10:
             raise SettingsError(f"ML_STEP_RETRIES={self.retries} must be between 0 and 10")
         if self.mode == "kubernetes" and not self.image:
@@ -126,6 +134,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings
         gpu_tolerations=tuple(_json(env, "ML_GPU_TOLERATIONS", list(defaults.gpu_tolerations), list)),
         keep_failed_pods=_flag(env, "ML_KEEP_FAILED_PODS", defaults.keep_failed_pods),
         startup_timeout_seconds=_int(env, "ML_POD_STARTUP_TIMEOUT", defaults.startup_timeout_seconds),
+        schedule_timeout_seconds=_int(env, "ML_POD_SCHEDULE_TIMEOUT", defaults.schedule_timeout_seconds),
+        resources=_resources(env, "ML_RESOURCE_PROFILES", defaults.resources),
         retries=_int(env, "ML_STEP_RETRIES", defaults.retries),
         step_env={name: env[name] for name in FORWARDED_ENV if env.get(name)},
         mlflow_ui_url=env.get("ML_MLFLOW_UI_URL") or _http_only(env.get("MLFLOW_TRACKING_URI", "")),
@@ -133,6 +143,35 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings
         python=env.get("ML_STEP_PYTHON", defaults.python),
         workdir=env.get("ML_STEP_WORKDIR", defaults.workdir),
     )
+
+
+def _resources(
+    env: Mapping[str, str], name: str, default: Mapping[Profile, Resources]
+) -> dict[Profile, Resources]:
+    """Per-profile ``requests``/``limits`` from JSON, each replacing the default's when given.
+
+    ``{"cpu": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}}``
+    """
+    overrides = _json(env, name, {}, dict)
+    unknown = sorted(set(overrides) - set(PROFILES))
+    if unknown:
+        raise SettingsError(f"{name} names unknown profile(s) {unknown}; use {', '.join(PROFILES)}")
+    profiles = dict(default)
+    for profile, override in overrides.items():
+        if not isinstance(override, dict) or set(override) - {"requests", "limits"}:
+            raise SettingsError(f'{name}["{profile}"] must be a JSON dict with "requests" and/or "limits"')
+        quantities = {}
+        for kind in ("requests", "limits"):
+            value = override.get(kind, dict(getattr(default[profile], kind)))
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise SettingsError(
+                    f'{name}["{profile}"]["{kind}"] must map resource names to quantity strings, e.g. "500m"'
+                )
+            quantities[kind] = value
+        profiles[profile] = Resources(
+            quantities["requests"], quantities["limits"], default[profile].execution_timeout
+        )
+    return profiles
 
 
 def _refuse_password(name: str, value: str) -> None:

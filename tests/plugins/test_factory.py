@@ -125,11 +125,40 @@ def test_keep_failed_pods_setting() -> None:
         ({"ML_GPU_TOLERATIONS": "{not json"}, "ML_GPU_TOLERATIONS is not valid JSON"),
         ({"ML_GPU_NODE_SELECTOR": "[]"}, "ML_GPU_NODE_SELECTOR must be a JSON dict"),
         ({"ML_KEEP_FAILED_PODS": "maybe"}, "ML_KEEP_FAILED_PODS='maybe' must be true or false"),
+        ({"ML_POD_SCHEDULE_TIMEOUT": "0"}, "ML_POD_SCHEDULE_TIMEOUT=0 must be a positive number"),
+        ({"ML_RESOURCE_PROFILES": '{"tpu": {}}'}, "ML_RESOURCE_PROFILES names unknown profile"),
+        (
+            {"ML_RESOURCE_PROFILES": '{"cpu": {"requests": {"cpu": 1}}}'},
+            "must map resource names to quantity strings",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
         load_settings(env)
+
+
+def test_pod_waits_for_a_node_only_the_schedule_timeout() -> None:
+    settings = load_settings({"ML_EXECUTION_MODE": "kubernetes", "ML_POD_SCHEDULE_TIMEOUT": "45"})
+    task = step_task("train", profile="gpu", settings=settings)
+    assert task.schedule_timeout_seconds == 45
+    assert task.startup_timeout_seconds == 600
+
+
+def test_failed_step_log_tail_is_the_termination_message() -> None:
+    container = _main_container(_pod(step_task("validate", settings=KUBE)))
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_resource_profiles_setting_replaces_requests_and_limits() -> None:
+    profiles = {"cpu": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}}
+    settings = load_settings(
+        {"ML_EXECUTION_MODE": "kubernetes", "ML_RESOURCE_PROFILES": json.dumps(profiles)}
+    )
+    resources = _main_container(_pod(step_task("validate", settings=settings)))["resources"]
+    assert resources == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    gpu = _main_container(_pod(step_task("train", profile="gpu", settings=settings)))["resources"]
+    assert gpu["limits"]["nvidia.com/gpu"] == "1"
 
 
 def test_every_task_of_every_dag_renders_a_valid_restricted_pod(monkeypatch: pytest.MonkeyPatch) -> None:
