@@ -19,7 +19,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: help install lint test test-faults demo ui bench lock clean chromium
+.PHONY: help install lint test test-faults demo ui bench lock clean chromium test-k8s
 
 help:
 	@echo "make demo    run the main job end to end in local mode (installs what it needs)"
@@ -67,6 +67,12 @@ chromium:
 
 test-faults: install
 	$(BIN)/python -m pytest -m faults tests
+
+# A real single-node Kubernetes cluster (needs root): builds the Kubernetes binaries and helm once
+# (cached outside the repository) and the images through tests/containers, then runs tests/k8s.
+test-k8s: install
+	@if command -v go >/dev/null 2>&1; then bash tests/k8s/build_binaries.sh >/dev/null; fi
+	$(BIN)/python -m pytest -m k8s -rfEs tests/k8s
 
 demo: install
 	$(BIN)/python -m mlsteps.demo

@@ -1,0 +1,860 @@
+"""A real single-node Kubernetes cluster for the k8s tests, everything under one scratch directory.
+
+etcd, kube-apiserver (127.0.0.1 only; RBAC, Node authorizer, NodeRestriction and PodSecurity
+admission), kube-controller-manager and kube-scheduler, a containerd of its own (own root, state
+and socket) and a kubelet that joins as ``system:node:<name>``. Pods get addresses from
+``POD_SUBNET`` on the bridge ``BRIDGE``, whose gateway ``NODE_IP`` is created before anything
+else: host processes that pods must reach (MLflow, the S3 API) bind to it. It is also the node's
+InternalIP. No kube-proxy and no cluster DNS: pods reach the host by that address.
+
+Teardown leaves nothing behind: pods are deleted through the API, remaining containers killed
+through containerd, process groups ended, mounts under the scratch directory unmounted, the
+bridge, network namespaces, iptables chains and cgroups this run added removed, and the kernel
+settings the kubelet changes restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.k8s import pki
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = Path(__file__).with_name("build_binaries.sh")
+
+NODE_NAME = "mlsteps-node"
+BRIDGE = "mlk8s0"
+#: Pod addresses; the bridge holds the gateway, NODE_IP, from the start of the run.
+POD_SUBNET = "10.77.0.0/24"
+NODE_IP = "10.77.0.1"
+#: Cluster IPs of Services (no kube-proxy runs, so nothing routes them: use NODE_IP from pods).
+SERVICE_SUBNET = "10.78.0.0/24"
+#: The sandbox image containerd's CRI uses; built locally (tests/k8s/images.py), never pulled.
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
+CNI_BIN = Path("/usr/lib/cni")
+KERNEL_SETTINGS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+_DEBIAN_PACKAGES = {"etcd": "etcd-server", "containerd": "containerd", "runc": "runc"}
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started; the message names the component and ends with its log."""
+
+
+# --- prerequisites ------------------------------------------------------------------------------
+
+
+def binaries(build: bool = True) -> tuple[Path | None, str | None]:
+    """The directory of kube-* binaries, kubectl and helm (built once into the cache when missing).
+
+    Returns:
+        (bin directory, None), or (None, a one-line reason why they are not available).
+    """
+    env = {**os.environ}
+    if not build:
+        env["ML_K8S_NO_BUILD"] = "1"
+    proc = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, env=env, check=False, timeout=3600
+    )
+    if proc.returncode == 0:
+        return Path(proc.stdout.strip().splitlines()[-1]), None
+    last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    return None, f"no Kubernetes binaries: {last.removeprefix('ERROR: ')}"
+
+
+def host_reason() -> str | None:
+    """A one-line reason why this machine cannot run the cluster, or None when it can."""
+    if os.geteuid() != 0:
+        return "the Kubernetes tests need root (kubelet, containerd, bridge networking)"
+    missing = [
+        name for name in ("etcd", "containerd", "runc", "ctr", "iptables", "ip") if not shutil.which(name)
+    ]
+    if missing or not (CNI_BIN / "bridge").exists():
+        if shutil.which("apt-get") is None:
+            return f"missing {', '.join(missing) or 'the CNI plugins'} and no apt-get to install them"
+        packages = sorted(
+            {_DEBIAN_PACKAGES.get(name, name) for name in missing if name != "ctr"} | {"containerd"}
+        )
+        packages += ["containernetworking-plugins"] if not (CNI_BIN / "bridge").exists() else []
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=900)
+            if proc.returncode != 0:
+                return f"`{' '.join(cmd)}` failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"
+    if not Path("/sys/fs/cgroup").is_dir():
+        return "no /sys/fs/cgroup: the kubelet needs cgroups"
+    taken = _subnet_owner()
+    if taken:
+        return f"the pod subnet {POD_SUBNET} is already routed through {taken}; free it or change POD_SUBNET"
+    return None
+
+
+def _subnet_owner() -> str | None:
+    routes = subprocess.run(["ip", "-j", "route"], capture_output=True, text=True, check=False).stdout
+    subnet = ipaddress.ip_network(POD_SUBNET)
+    for route in json.loads(routes or "[]"):
+        dst = route.get("dst", "")
+        if dst in ("default", "") or route.get("dev") == BRIDGE:
+            continue
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_network(dst, strict=False).overlaps(subnet):
+                return str(route.get("dev"))
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # Children that outlived the leader share its group: end them too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, process: _Process | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.popen.poll() is not None:
+            raise ClusterError(
+                f"{process.name} exited ({process.popen.returncode}) before {what}:\n{process.tail()}"
+            )
+        try:
+            if check():
+                return
+        except (OSError, ssl.SSLError, subprocess.SubprocessError, ValueError):
+            pass
+        time.sleep(0.5)
+    log = f":\n{process.tail()}" if process is not None else ""
+    raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}{log}")
+
+
+# --- host state the run changes and restores ----------------------------------------------------
+
+
+_IPTABLES_TABLES = ("filter", "nat", "mangle")
+
+
+def _chains(tool: str) -> dict[str, set[str]]:
+    chains: dict[str, set[str]] = {}
+    if not shutil.which(tool):
+        return chains
+    for table in _IPTABLES_TABLES:
+        out = subprocess.run([tool, "-t", table, "-S"], capture_output=True, text=True, check=False).stdout
+        chains[table] = {line.split()[1] for line in out.splitlines() if line.startswith(("-N ", "-P "))}
+    return chains
+
+
+@dataclass
+class _HostSnapshot:
+    """What was there before the run, so that teardown removes exactly what the run added."""
+
+    chains: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    netns: set[str] = field(default_factory=set)
+    kernel: dict[str, str] = field(default_factory=dict)
+    created_dirs: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def take(cls) -> _HostSnapshot:
+        snap = cls(chains={tool: _chains(tool) for tool in ("iptables", "ip6tables")})
+        snap.netns = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
+        for name in KERNEL_SETTINGS:
+            with contextlib.suppress(OSError):
+                snap.kernel[name] = Path("/proc/sys", name).read_text().strip()
+        snap.created_dirs = [
+            Path(d) for d in ("/var/run/netns", "/var/log/containers") if not os.path.exists(d)
+        ]
+        return snap
+
+    def restore(self, scratch: Path) -> list[str]:
+        problems: list[str] = []
+        for tool, before in self.chains.items():
+            problems += _remove_new_chains(tool, before)
+        if os.path.isdir("/var/run/netns"):
+            for name in sorted(set(os.listdir("/var/run/netns")) - self.netns):
+                if subprocess.run(
+                    ["ip", "netns", "delete", name], capture_output=True, check=False
+                ).returncode:
+                    problems.append(f"network namespace {name} could not be deleted")
+        for name, value in self.kernel.items():
+            with contextlib.suppress(OSError):
+                Path("/proc/sys", name).write_text(value)
+        logs = Path("/var/log/containers")
+        if logs.is_dir():
+            for link in logs.iterdir():
+                if link.is_symlink() and str(os.readlink(link)).startswith(str(scratch)):
+                    link.unlink()
+        for directory in self.created_dirs:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        return problems
+
+
+def _remove_new_chains(tool: str, before: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for table, chains in _chains(tool).items():
+        # Only the CNI plugins' and the kubelet's: another engine (dockerd) may add its own meanwhile.
+        new = {c for c in chains - before.get(table, set()) if c.startswith(("CNI-", "KUBE-"))}
+        if not new:
+            continue
+        rules = subprocess.run([tool, "-t", table, "-S"], capture_output=True, text=True, check=False).stdout
+        # Rules in chains that stay which jump to a chain that goes.
+        for line in rules.splitlines():
+            parts = shlex.split(line)
+            if (
+                parts[:1] == ["-A"]
+                and parts[1] not in new
+                and "-j" in parts
+                and parts[parts.index("-j") + 1] in new
+            ):
+                subprocess.run([tool, "-t", table, "-D", *parts[1:]], capture_output=True, check=False)
+        for chain in new:
+            subprocess.run([tool, "-t", table, "-F", chain], capture_output=True, check=False)
+        for chain in new:
+            if subprocess.run([tool, "-t", table, "-X", chain], capture_output=True, check=False).returncode:
+                problems.append(f"{tool} chain {table}/{chain} could not be deleted")
+    return problems
+
+
+def _cgroup_hierarchies() -> list[Path]:
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():  # v2: one hierarchy
+        return [root]
+    return [path for path in sorted(root.iterdir()) if path.is_dir() and not path.is_symlink()]
+
+
+def _make_cgroup_root(name: str) -> None:
+    for hierarchy in _cgroup_hierarchies():
+        path = hierarchy / name
+        path.mkdir(exist_ok=True)
+        for setting in ("cpuset.cpus", "cpuset.mems"):  # cpuset v1 children start empty
+            if (path / setting).exists() and not (path / setting).read_text().strip():
+                (path / setting).write_text((hierarchy / setting).read_text())
+
+
+def _remove_cgroup_root(name: str) -> list[str]:
+    problems = []
+    for hierarchy in _cgroup_hierarchies():
+        top = hierarchy / name
+        if not top.is_dir():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda item: -len(item[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError as err:
+                problems.append(f"cgroup {dirpath}: {err.strerror}")
+    return problems
+
+
+def _mounts_under(*prefixes: str) -> list[str]:
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = re.sub(r"\\(\d{3})", lambda m: chr(int(m[1], 8)), line.split()[4])
+        if any(point == p or point.startswith(p.rstrip("/") + "/") for p in prefixes):
+            points.append(point)
+    return sorted(set(points), key=len, reverse=True)
+
+
+def _unmount_all(*prefixes: str) -> list[str]:
+    for _ in range(3):
+        points = _mounts_under(*prefixes)
+        if not points:
+            return []
+        for point in points:
+            if subprocess.run(["umount", point], capture_output=True, check=False).returncode:
+                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    return [f"still mounted: {point}" for point in _mounts_under(*prefixes)]
+
+
+# --- the cluster --------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """A running cluster. ``server`` and ``ca_file`` are what a kubeconfig needs; ``admin_kubeconfig``
+    is cluster-admin (system:masters), for the fixtures only."""
+
+    scratch: Path
+    bin_dir: Path
+    server: str
+    ca_file: Path
+    admin_kubeconfig: Path
+    containerd_socket: Path
+    node_name: str = NODE_NAME
+    #: The node's address on the pod bridge: pods reach host processes bound to it.
+    host_ip: str = NODE_IP
+    pod_subnet: str = POD_SUBNET
+    processes: dict[str, _Process] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return self.scratch / "logs"
+
+    def kubectl(
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl (admin unless ``kubeconfig`` names another identity)."""
+        cmd = [str(self.bin_dir / "kubectl"), "--kubeconfig", str(kubeconfig or self.admin_kubeconfig), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise ClusterError(
+                f"kubectl {' '.join(args[:4])} exited {proc.returncode}: {proc.stderr.strip()}"
+            )
+        return proc
+
+    def kubectl_json(self, *args: str, kubeconfig: Path | None = None) -> dict:
+        return dict(json.loads(self.kubectl(*args, "-o", "json", kubeconfig=kubeconfig).stdout))
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``ctr`` against this cluster's containerd, in the CRI's ``k8s.io`` namespace."""
+        cmd = ["ctr", "--address", str(self.containerd_socket), "--namespace", "k8s.io", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise ClusterError(f"ctr {' '.join(args[:3])} exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def image_names(self) -> set[str]:
+        """References of the images in containerd's k8s.io namespace (as the kubelet sees them)."""
+        return set(self.ctr("images", "list", "--quiet").stdout.split())
+
+    def import_image(self, tag: str) -> None:
+        """Copy an image from the Docker engine into the node: ``docker save | ctr images import``."""
+        save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        imp = subprocess.run(
+            [
+                "ctr",
+                "--address",
+                str(self.containerd_socket),
+                "--namespace",
+                "k8s.io",
+                "images",
+                "import",
+                "-",
+            ],
+            stdin=save.stdout,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert save.stdout is not None
+        save.stdout.close()
+        save_err = save.communicate(timeout=60)[1]
+        if save.returncode or imp.returncode:
+            detail = (save_err or b"").decode(errors="replace").strip() or imp.stderr.strip()
+            raise ClusterError(f"importing image {tag} into the node failed: {detail}")
+
+    def write_kubeconfig(self, path: Path, user: dict, namespace: str = "default") -> Path:
+        """A kubeconfig for this cluster with ``user`` (token or client certificate entries)."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "mlsteps",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
+                }
+            ],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [
+                {"name": "mlsteps", "context": {"cluster": "mlsteps", "user": "user", "namespace": namespace}}
+            ],
+            "current-context": "mlsteps",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+
+class _Starter:
+    """Starts the components one after the other; ``cleanup`` undoes whatever was started."""
+
+    def __init__(self, bin_dir: Path, scratch: Path) -> None:
+        self.bin_dir = bin_dir
+        self.scratch = scratch
+        self.snapshot = _HostSnapshot.take()
+        self.cgroup_root = f"mlk8s-{scratch.name.rsplit('-', 1)[-1]}"
+        self.processes: dict[str, _Process] = {}
+        self.cluster: Cluster | None = None
+        for sub in ("logs", "pki", "etcd", "kubelet", "containerd", "cni/net.d", "cni/ipam", "pod-logs"):
+            (scratch / sub).mkdir(parents=True, exist_ok=True)
+
+    def spawn(self, name: str, argv: Sequence[str]) -> _Process:
+        log = self.scratch / "logs" / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(  # noqa: S603 - our own binaries and arguments
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        proc = _Process(name, popen, log)
+        self.processes[name] = proc
+        return proc
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def bridge(self) -> None:
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+        prefix = ipaddress.ip_network(POD_SUBNET).prefixlen
+        for cmd in (
+            ["ip", "link", "add", BRIDGE, "type", "bridge"],
+            ["ip", "addr", "add", f"{NODE_IP}/{prefix}", "dev", BRIDGE],
+            ["ip", "link", "set", BRIDGE, "up"],
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                raise ClusterError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}")
+
+    def certificates(self) -> dict[str, pki.KeyPair]:
+        ca = pki.Authority(self.scratch / "pki")
+        return {
+            "ca": ca.pair,
+            "sa": pki.service_account_keys(self.scratch / "pki"),
+            "apiserver": ca.issue(
+                "apiserver",
+                "kube-apiserver",
+                server_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+                server_ips=("127.0.0.1", NODE_IP, str(next(ipaddress.ip_network(SERVICE_SUBNET).hosts()))),
+            ),
+            "apiserver-kubelet": ca.issue(
+                "apiserver-kubelet", "kube-apiserver-kubelet-client", organization="system:masters"
+            ),
+            "admin": ca.issue("admin", "mlsteps-admin", organization="system:masters"),
+            "controller-manager": ca.issue("controller-manager", "system:kube-controller-manager"),
+            "scheduler": ca.issue("scheduler", "system:kube-scheduler"),
+            "kubelet-client": ca.issue(
+                "kubelet-client", f"system:node:{NODE_NAME}", organization="system:nodes"
+            ),
+            "kubelet-server": ca.issue(
+                "kubelet-server", NODE_NAME, server_names=(NODE_NAME,), server_ips=(NODE_IP,)
+            ),
+        }
+
+    def etcd(self) -> str:
+        client, peer = free_port(), free_port()
+        url = f"http://127.0.0.1:{client}"
+        proc = self.spawn(
+            "etcd",
+            [
+                "etcd",
+                "--name=mlsteps",
+                f"--data-dir={self.scratch / 'etcd'}",
+                f"--listen-client-urls={url}",
+                f"--advertise-client-urls={url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=mlsteps=http://127.0.0.1:{peer}",
+                "--logger=zap",
+                "--log-level=warn",
+            ],
+        )
+        _wait(
+            "etcd health",
+            lambda: b'"health":"true"' in urllib.request.urlopen(f"{url}/health", timeout=2).read(),
+            60,
+            proc,
+        )
+        return url
+
+    def apiserver(self, certs: dict[str, pki.KeyPair], etcd_url: str) -> tuple[str, Path]:
+        port = free_port()
+        pk = self.scratch / "pki"
+        proc = self.spawn(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--advertise-address={NODE_IP}",
+                # The kubernetes Service's endpoint would be NODE_IP, where nothing listens.
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={pk}",
+                f"--tls-cert-file={certs['apiserver'].cert}",
+                f"--tls-private-key-file={certs['apiserver'].key}",
+                f"--client-ca-file={certs['ca'].cert}",
+                f"--service-account-key-file={certs['sa'].cert}",
+                f"--service-account-signing-key-file={certs['sa'].key}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--api-audiences=https://kubernetes.default.svc",
+                f"--service-cluster-ip-range={SERVICE_SUBNET}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction,PodSecurity",
+                # Privileged pods pass validation, so that PodSecurity admission is what refuses them.
+                "--allow-privileged=true",
+                f"--kubelet-client-certificate={certs['apiserver-kubelet'].cert}",
+                f"--kubelet-client-key={certs['apiserver-kubelet'].key}",
+                f"--kubelet-certificate-authority={certs['ca'].cert}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        server = f"https://127.0.0.1:{port}"
+        context = ssl.create_default_context(cafile=str(certs["ca"].cert))
+        context.load_cert_chain(str(certs["admin"].cert), str(certs["admin"].key))
+
+        def ready() -> bool:
+            return urllib.request.urlopen(f"{server}/readyz", timeout=3, context=context).read() == b"ok"
+
+        _wait("kube-apiserver /readyz", ready, 180, proc)
+        return server, proc.log
+
+    def kubeconfig(self, name: str, server: str, ca: Path, pair: pki.KeyPair) -> Path:
+        cluster = Cluster(self.scratch, self.bin_dir, server, ca, Path(), Path())
+        return cluster.write_kubeconfig(
+            self.scratch / f"{name}.kubeconfig",
+            {"client-certificate": str(pair.cert), "client-key": str(pair.key)},
+        )
+
+    def controllers(self, server: str, certs: dict[str, pki.KeyPair]) -> None:
+        ca = certs["ca"].cert
+        manager_config = self.kubeconfig("controller-manager", server, ca, certs["controller-manager"])
+        self.spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={manager_config}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={certs['sa'].key}",
+                f"--root-ca-file={ca}",
+                f"--cluster-signing-cert-file={ca}",
+                f"--cluster-signing-key-file={certs['ca'].key}",
+                "--v=1",
+            ],
+        )
+        self.spawn(
+            "kube-scheduler",
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig('scheduler', server, ca, certs['scheduler'])}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--v=1",
+            ],
+        )
+
+    def containerd(self) -> Path:
+        base = self.scratch / "containerd"
+        socket_path = base / "containerd.sock"
+        cni = {
+            "cniVersion": "1.0.0",
+            "name": "mlsteps",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": BRIDGE,
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(self.scratch / "cni" / "ipam"),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                # dockerd sets the FORWARD policy to DROP: this plugin lets pod traffic through.
+                {"type": "firewall", "backend": "iptables"},
+            ],
+        }
+        (self.scratch / "cni" / "net.d" / "10-mlsteps.conflist").write_text(json.dumps(cni, indent=2))
+        config = f"""
+version = 2
+root = "{base / "root"}"
+state = "{base / "state"}"
+[grpc]
+  address = "{socket_path}"
+[ttrpc]
+  address = "{base / "containerd.sock.ttrpc"}"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{base / "opt"}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # Without it every sandbox fails here (root without CAP_SYS_RESOURCE).
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = "{shutil.which("runc")}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{self.scratch / "cni" / "net.d"}"
+    max_conf_num = 1
+"""
+        (base / "config.toml").write_text(config)
+        proc = self.spawn(
+            "containerd", ["containerd", "--config", str(base / "config.toml"), "--log-level", "warn"]
+        )
+
+        def answers() -> bool:
+            cmd = ["ctr", "--address", str(socket_path), "version"]
+            return subprocess.run(cmd, capture_output=True, check=False, timeout=10).returncode == 0
+
+        _wait("containerd", answers, 60, proc)
+        return socket_path
+
+    def kubelet(self, server: str, certs: dict[str, pki.KeyPair], socket_path: Path) -> None:
+        _make_cgroup_root(self.cgroup_root)
+        resolv = self.scratch / "resolv.conf"
+        # No cluster DNS: names resolve nowhere; pods reach the host by NODE_IP.
+        resolv.write_text(f"nameserver {NODE_IP}\noptions ndots:1\n")
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": NODE_IP,
+            "port": free_port(),
+            "readOnlyPort": 0,
+            "healthzPort": 0,
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(certs["ca"].cert)},
+            },
+            "authorization": {"mode": "Webhook"},
+            "tlsCertFile": str(certs["kubelet-server"].cert),
+            "tlsPrivateKeyFile": str(certs["kubelet-server"].key),
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": f"/{self.cgroup_root}",
+            # Kubernetes >= 1.35 refuses cgroup v1 without this; this machine has v1.
+            "failCgroupV1": False,
+            "failSwapOn": False,
+            "containerRuntimeEndpoint": f"unix://{socket_path}",
+            "resolvConf": str(resolv),
+            "podLogsDir": str(self.scratch / "pod-logs"),
+            "clusterDomain": "cluster.local",
+            "registerNode": True,
+            "rotateCertificates": False,
+            "serializeImagePulls": False,
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "2%",
+                "imagefs.available": "2%",
+            },
+            "nodeStatusUpdateFrequency": "5s",
+        }
+        (self.scratch / "kubelet.yaml").write_text(yaml.safe_dump(config))
+        kubeconfig = self.kubeconfig("kubelet", server, certs["ca"].cert, certs["kubelet-client"])
+        self.spawn(
+            "kubelet",
+            [
+                str(self.bin_dir / "kubelet"),
+                f"--config={self.scratch / 'kubelet.yaml'}",
+                f"--kubeconfig={kubeconfig}",
+                f"--root-dir={self.scratch / 'kubelet'}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+                "--v=1",
+            ],
+        )
+
+    # -- teardown ---------------------------------------------------------------------------------
+
+    def cleanup(self) -> list[str]:
+        """Undo the run; the problems it could not fix, one line each (empty when all is clean)."""
+        problems: list[str] = []
+        cluster = self.cluster
+        api_up = "kube-apiserver" in self.processes and self.processes["kube-apiserver"].popen.poll() is None
+        kubelet_up = "kubelet" in self.processes and self.processes["kubelet"].popen.poll() is None
+        if cluster is not None and api_up and kubelet_up:
+            # The kubelet stops the sandboxes, which runs the CNI DEL of each pod.
+            with contextlib.suppress(ClusterError, subprocess.TimeoutExpired):
+                cluster.kubectl(
+                    "delete",
+                    "pods",
+                    "--all",
+                    "--all-namespaces",
+                    "--force",
+                    "--grace-period=0",
+                    "--wait=false",
+                    timeout=30,
+                )
+                with contextlib.suppress(ClusterError):
+                    _wait("pod sandboxes to stop", lambda: not _running_tasks(cluster), 45)
+        for name in ("kubelet", "kube-scheduler", "kube-controller-manager"):
+            if name in self.processes:
+                self.processes[name].stop()
+        if (
+            cluster is not None
+            and "containerd" in self.processes
+            and self.processes["containerd"].popen.poll() is None
+        ):
+            _kill_tasks(cluster)
+        for name in ("containerd", "kube-apiserver", "etcd"):
+            if name in self.processes:
+                self.processes[name].stop()
+        problems += _kill_strays(self.scratch)
+        problems += _unmount_all(str(self.scratch))
+        problems += self.snapshot.restore(self.scratch)
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+        problems += _remove_cgroup_root(self.cgroup_root)
+        return problems
+
+
+def _running_tasks(cluster: Cluster) -> list[str]:
+    out = cluster.ctr("tasks", "list", check=False, timeout=20).stdout.splitlines()[1:]
+    return [line.split()[0] for line in out if line.split() and line.split()[-1] == "RUNNING"]
+
+
+def _kill_tasks(cluster: Cluster) -> None:
+    """Containers the kubelet left: killed and removed through containerd (their shims then exit)."""
+    for task in cluster.ctr("tasks", "list", "--quiet", check=False, timeout=20).stdout.split():
+        cluster.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False, timeout=20)
+    deadline = time.monotonic() + 20
+    while _running_tasks(cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for task in cluster.ctr("tasks", "list", "--quiet", check=False, timeout=20).stdout.split():
+        cluster.ctr("tasks", "delete", "--force", task, check=False, timeout=20)
+    for container in cluster.ctr("containers", "list", "--quiet", check=False, timeout=20).stdout.split():
+        cluster.ctr("containers", "delete", container, check=False, timeout=20)
+
+
+def _kill_strays(scratch: Path) -> list[str]:
+    """Processes still holding the scratch directory in their command line (shims): SIGKILL them."""
+    mine = str(scratch)
+    problems = []
+    for _ in range(2):
+        strays = []
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+                continue
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if mine in cmdline:
+                strays.append((int(pid_dir.name), cmdline[:120]))
+        for pid, _cmd in strays:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if not strays:
+            return []
+        time.sleep(1)
+        problems = [f"process {pid} survived: {cmd}" for pid, cmd in strays if Path(f"/proc/{pid}").exists()]
+    return problems
+
+
+def _node_ready(cluster: Cluster) -> bool:
+    proc = cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False, timeout=20)
+    if proc.returncode:
+        return False
+    conditions = json.loads(proc.stdout)["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+@contextlib.contextmanager
+def running_cluster(
+    bin_dir: Path, images: Sequence[str] = (), scratch: Path | None = None
+) -> Iterator[Cluster]:
+    """Start the cluster from nothing, import ``images`` (Docker tags) into the node, yield it Ready.
+
+    Raises:
+        ClusterError: a component failed to start; the message ends with its log.
+    """
+    scratch = scratch or Path(tempfile.mkdtemp(prefix="mlk8s-"))
+    starter = _Starter(bin_dir, scratch)
+    try:
+        starter.bridge()
+        certs = starter.certificates()
+        etcd_url = starter.etcd()
+        server, _log = starter.apiserver(certs, etcd_url)
+        admin = starter.kubeconfig("admin", server, certs["ca"].cert, certs["admin"])
+        starter.controllers(server, certs)
+        socket_path = starter.containerd()
+        cluster = Cluster(
+            scratch, bin_dir, server, certs["ca"].cert, admin, socket_path, processes=starter.processes
+        )
+        starter.cluster = cluster
+        starter.kubelet(server, certs, socket_path)
+        for tag in images:
+            cluster.import_image(tag)
+        _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 180, starter.processes["kubelet"])
+        # The service-account controller is up once the default namespace has its account.
+        _wait(
+            "the default service account",
+            lambda: (
+                cluster.kubectl("get", "serviceaccount", "default", check=False, timeout=20).returncode == 0
+            ),
+            120,
+            starter.processes["kube-controller-manager"],
+        )
+        yield cluster
+    finally:
+        problems = starter.cleanup()
+        if os.environ.get("ML_K8S_KEEP_SCRATCH") != "1":
+            shutil.rmtree(scratch, ignore_errors=True)
+        if problems:
+            raise ClusterError("teardown left things behind:\n" + "\n".join(problems))
