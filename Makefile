@@ -19,7 +19,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: help install lint test test-faults demo ui bench lock clean chromium test-k8s
+.PHONY: help install lint test test-faults demo ui bench lock clean chromium test-k8s test-containers
 
 help:
 	@echo "make demo    run the main job end to end in local mode (installs what it needs)"
@@ -51,7 +51,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint chromium
-	$(BIN)/python -m pytest -m "not faults" -rfEs tests
+	$(BIN)/python -m pytest -m "not faults and not containers and not k8s" -rfEs tests
 
 # The browser test drives Debian's chromium package. Install it when missing and we may (root or
 # passwordless sudo); otherwise say so: tests/ui then skips with the same message.
@@ -73,6 +73,11 @@ test-faults: install
 test-k8s: install
 	@if command -v go >/dev/null 2>&1; then bash tests/k8s/build_binaries.sh >/dev/null; fi
 	$(BIN)/python -m pytest -m k8s -rfEs tests/k8s
+
+# Images built from docker/ and run as pods run them, then the compose stack (needs a Docker engine:
+# installed and started when missing and we are root; otherwise the tests skip saying why).
+test-containers: install
+	$(BIN)/python -m pytest -m containers -rfEs tests/containers
 
 demo: install
 	$(BIN)/python -m mlsteps.demo
