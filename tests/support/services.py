@@ -57,17 +57,17 @@ def _boto_credentials() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def s3_server() -> Iterator[S3Server]:
-    """moto's S3 API as a separate HTTP server process on 127.0.0.1."""
+def s3_server(host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """moto's S3 API as a separate HTTP server process on ``host`` (loopback by default)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", process=process)
-        yield S3Server(f"http://127.0.0.1:{port}")
+        wait_for_http(f"http://{host}:{port}/moto-api/", process=process)
+        yield S3Server(f"http://{host}:{port}")
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -79,8 +79,10 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path, s3: S3Server, bucket: str = "mlflow-artifacts") -> Iterator[MlflowServer]:
-    """``mlflow server`` with a SQLite backend and artifacts proxied to the S3 API."""
+def mlflow_server(
+    workdir: Path, s3: S3Server, bucket: str = "mlflow-artifacts", host: str = "127.0.0.1"
+) -> Iterator[MlflowServer]:
+    """``mlflow server`` on ``host`` with a SQLite backend and artifacts proxied to the S3 API."""
     s3.create_bucket(bucket)
     port = free_port()
     env = {**os.environ, **s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}
@@ -92,7 +94,7 @@ def mlflow_server(workdir: Path, s3: S3Server, bucket: str = "mlflow-artifacts")
             "mlflow",
             "server",
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(port),
             "--workers",
@@ -108,8 +110,8 @@ def mlflow_server(workdir: Path, s3: S3Server, bucket: str = "mlflow-artifacts")
         cwd=workdir,
     )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", timeout=120, process=process)
-        yield MlflowServer(f"http://127.0.0.1:{port}")
+        wait_for_http(f"http://{host}:{port}/health", timeout=120, process=process)
+        yield MlflowServer(f"http://{host}:{port}")
     finally:
         process.terminate()
         try:

@@ -1,0 +1,39 @@
+"""Test DAGs of the Kubernetes fault tests: one step that runs for a while, to act on while its pod runs.
+
+The step is `generate-data` into the pod's own scratch directory (about a minute on two busy cores).
+`k8s_reattach`: the test kills and restarts the triggerer meanwhile. `k8s_timeout`: the task's
+`execution_timeout` (and so the pod's `activeDeadlineSeconds`) is shorter than the step.
+`k8s_kill`: the test marks the running task failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import dag
+
+from step_tasks import step_task
+
+LONG = {"--lake": "/tmp/lake", "--start": "2001-01-01", "--days": 12, "--rows-per-day": 20000, "--seed": 7}
+#: The timed-out task's limit: shorter than the step, longer than a pod's start.
+TIMEOUT = dt.timedelta(seconds=30)
+
+
+@dag(dag_id="k8s_reattach", doc_md=__doc__, schedule=None, catchup=False, tags=["k8s-test"])
+def k8s_reattach() -> None:
+    step_task("generate-data", task_id="long_step", options=LONG, retries=0)
+
+
+@dag(dag_id="k8s_timeout", doc_md=__doc__, schedule=None, catchup=False, tags=["k8s-test"])
+def k8s_timeout() -> None:
+    step_task("generate-data", task_id="long_step", options=LONG, retries=0, execution_timeout=TIMEOUT)
+
+
+@dag(dag_id="k8s_kill", doc_md=__doc__, schedule=None, catchup=False, tags=["k8s-test"])
+def k8s_kill() -> None:
+    step_task("generate-data", task_id="long_step", options=LONG, retries=0)
+
+
+k8s_reattach()
+k8s_timeout()
+k8s_kill()
