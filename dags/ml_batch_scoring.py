@@ -3,7 +3,8 @@
 
 Scores each day's transactions with the champion model and publishes a Parquet partition
 `predictions/<model>/ds=YYYY-MM-DD/` in the lake (S3 in production). The run that starts at
-02:00 UTC scores the day before: `ds` is the start of the run's data interval.
+02:00 UTC scores the day before: `ds` is the start of the run's data interval. A run triggered
+without a logical date scores the day before the trigger.
 
 | step | what it does |
 |---|---|
@@ -29,10 +30,11 @@ from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 from mlsteps.config import load_config
 from step_tasks import DS, dag_default_args, step_task, xcom
 from step_tasks.assets import predictions_asset
+from step_tasks.templates import START_EXPR
 
 CONFIG = load_config()
 PREDICTIONS = predictions_asset(CONFIG.name, CONFIG.model.registered_name)
-NEXT_DAY = "{{ macros.ds_add((data_interval_start or dag_run.run_after) | ds, 1) }}"
+NEXT_DAY = "{{ macros.ds_add(" + START_EXPR + " | ds, 1) }}"
 
 
 @dag(

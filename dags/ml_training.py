@@ -20,7 +20,7 @@ ROC-AUC threshold, and record why you retrained. A rejected challenger is not a 
 succeeds, `promote` is skipped, and `evaluate`'s result says why.
 
 The training window is `[end - training_window_days, end)`, where `end` is the day of the run's
-data interval end (or of the trigger time for a manual run).
+data interval end (or of the trigger time for a run triggered without a logical date).
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from airflow.sdk import CronTriggerTimetable, Param, chain, dag, task
 
 from mlsteps.config import load_config
 from step_tasks import dag_default_args, step_task, xcom
+from step_tasks.templates import END_EXPR
 
 log = logging.getLogger(__name__)
 CONFIG = load_config()
 TRAIN_TASKS = ["train_on_gpu", "train_on_cpu"]
-END = "{{ (data_interval_end or dag_run.run_after) | ds }}"
-START = "{{ macros.ds_add((data_interval_end or dag_run.run_after) | ds, -params.training_window_days) }}"
+END = "{{ " + END_EXPR + " | ds }}"
+START = "{{ macros.ds_add(" + END_EXPR + " | ds, -params.training_window_days) }}"
 # Each pattern ends with `$(?!\n)`: in Python, jsonschema's `$` alone also accepts one trailing newline.
 REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$(?!\n)"
 

@@ -1,15 +1,23 @@
-"""Jinja snippets shared by DAGs. Each renders into exactly one argv element, never a shell."""
+"""Jinja snippets shared by DAGs. Each renders into exactly one argv element, never a shell.
+
+A run triggered without a logical date (Airflow 3's default for ``airflow dags trigger`` and for
+``POST /api/v2/dags/{dag_id}/dagRuns`` with ``"logical_date": null``) has no ``data_interval_*``,
+``logical_date``, ``ds`` or ``ts`` keys in its template context at all, and the DAGs render under
+StrictUndefined: every snippet here reads those keys only through ``default(..., true)``. Such a
+run is about the day before its ``run_after``: its interval is ``[run_after - 1 day, run_after)``.
+"""
 
 from __future__ import annotations
 
-#: The run's reference instant: the data interval end, or run_after for a manual run without one.
-_INSTANT = "(data_interval_end or dag_run.run_after)"
+#: Jinja expressions (no braces) for the run's data interval bounds, for any kind of run.
+START_EXPR = "(data_interval_start | default(dag_run.run_after - macros.timedelta(days=1), true))"
+END_EXPR = "(data_interval_end | default(dag_run.run_after, true))"
 
 #: Data interval bounds as ISO timestamps.
-INTERVAL_START = "{{ (data_interval_start or dag_run.run_after) | ts }}"
-INTERVAL_END = "{{ " + _INSTANT + " | ts }}"
+INTERVAL_START = "{{ " + START_EXPR + " | ts }}"
+INTERVAL_END = "{{ " + END_EXPR + " | ts }}"
 #: The day a daily run is about (the data interval start), as YYYY-MM-DD.
-DS = "{{ (data_interval_start or dag_run.run_after) | ds }}"
+DS = "{{ " + START_EXPR + " | ds }}"
 
 
 def xcom(task_ids: str | list[str], key: str) -> str:
