@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException
 
+from step_tasks.exit_codes import step_failure
 from step_tasks.links import RETURN_KEY, STEP_LINKS, publish_summary
-
-#: Exit code of a step that failed for a reason retrying cannot fix (bad input, refused action).
-EXIT_USER_ERROR = 2
 
 
 class LocalStepOperator(BaseOperator):
@@ -67,9 +65,7 @@ class LocalStepOperator(BaseOperator):
             if returncode != 0:
                 if result_path.exists():  # a failed step's own account (e.g. its report): links read it
                     publish_summary(context, _push_result(context, json.loads(result_path.read_text())))
-                reason = _reason(last_lines) or f"step {self.step} exited with code {returncode}"
-                error = AirflowFailException if returncode == EXIT_USER_ERROR else AirflowException
-                raise error(reason)
+                raise step_failure(self.step, returncode, last_lines)
             if not result_path.exists():
                 raise AirflowException(f"step {self.step} exited 0 but wrote no result to $ML_STEP_RESULT")
             result = json.loads(result_path.read_text())
@@ -105,12 +101,6 @@ def _push_result(context: Any, result: Any) -> Any:
     if ti is not None:
         ti.xcom_push(key=RETURN_KEY, value=result)
     return result
-
-
-def _reason(lines: deque[str]) -> str:
-    """The step's one-line reason: its last ``ERROR:`` line."""
-    errors = [line for line in lines if line.startswith("ERROR: ")]
-    return errors[-1].removeprefix("ERROR: ") if errors else ""
 
 
 def _git_sha(workdir: str) -> str:

@@ -1,4 +1,4 @@
-"""``StepPodOperator``: the KubernetesPodOperator with the step tasks' links and summary.
+"""``StepPodOperator``: the KubernetesPodOperator with the step tasks' links, summary and exit codes.
 
 Kept apart from ``pod.py`` so the provider (slow to import) loads only in kubernetes mode.
 """
@@ -8,12 +8,23 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from step_tasks.exit_codes import step_failure
 from step_tasks.links import STEP_LINKS, publish_summary
+
+#: The pod label that names the step (set by ``pod.step_pod_task``).
+STEP_LABEL = "app.kubernetes.io/component"
 
 
 class StepPodOperator(KubernetesPodOperator):
-    """Runs one step in a pod; its result's summary becomes an XCom and its ids become links."""
+    """Runs one step in a pod; its result's summary becomes an XCom and its ids become links.
+
+    A failed step fails the task as ``LocalStepOperator`` does (``step_tasks.exit_codes``): exit
+    code 2 with ``AirflowFailException`` (no retry), any other with ``AirflowException``, each with
+    the step's last ``ERROR:`` line, read from the container's termination message (the pod sets
+    ``FallbackToLogsOnError``, so that is the tail of the step's log).
+    """
 
     operator_extra_links = STEP_LINKS
 
@@ -22,3 +33,30 @@ class StepPodOperator(KubernetesPodOperator):
 
     def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
         return publish_summary(context, super().trigger_reentry(context, event))
+
+    def cleanup(
+        self, pod: Any, remote_pod: Any, xcom_result: dict | None = None, context: Any = None
+    ) -> None:
+        """The provider's cleanup (both the deferred and the sync path end here), with the step's exit code.
+
+        The provider raises a plain ``AirflowException`` for any failed pod; once the step
+        container has terminated with an exit code, that becomes the step's own failure.
+        """
+        try:
+            super().cleanup(pod=pod, remote_pod=remote_pod, xcom_result=xcom_result, context=context)
+        except (AirflowFailException, AirflowSkipException):
+            raise
+        except AirflowException as err:
+            terminated = base_container_terminated(remote_pod, self.base_container_name)
+            if terminated is None or not terminated.exit_code:
+                raise
+            step = (self.labels or {}).get(STEP_LABEL) or self.task_id
+            lines = str(terminated.message or "").splitlines()
+            raise step_failure(step, terminated.exit_code, lines) from err
+
+
+def base_container_terminated(pod: Any, container: str) -> Any:
+    """The ``V1ContainerStateTerminated`` of ``container`` in ``pod``, or None if it has not terminated."""
+    statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
+    status = next((s for s in statuses if s.name == container), None)
+    return status.state.terminated if status is not None and status.state is not None else None
