@@ -8,16 +8,22 @@
   or an HTTP ``MLFLOW_TRACKING_URI``), "MLflow".
 
 The task links that point here are built by ``step_tasks.links``. Every Airflow process loads
-plugins, so this module imports little: FastAPI and the lake code load on the first request.
+plugins, so this module imports little: FastAPI and boto3 load on the first request. The pages
+read the lake through :class:`ReportStore` (the local filesystem, or S3 through boto3, which the
+amazon provider brings), not through ``mlsteps.lake``, so the lean Airflow image, where mlsteps
+is installed without its dependencies, needs no pyarrow.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import os
 import posixpath
-from functools import cache
+from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -41,6 +47,93 @@ def report_path(requested: str) -> str | None:
     if posixpath.splitext(normalized)[1] not in SERVED_TYPES:
         return None
     return normalized
+
+
+class ReportStore:
+    """Read-only access to the lake's files for the report pages: a local directory or S3.
+
+    The lake URI is resolved as ``mlsteps.lake`` resolves it (``$ML_LAKE_URI``, a path or
+    ``s3://bucket/prefix``; S3 honours the standard AWS variables, ``AWS_ENDPOINT_URL`` included).
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/")
+        parsed = urlparse(self.uri)
+        self._s3: Any = None
+        if parsed.scheme == "s3":
+            import boto3
+
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            self._s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+            self._bucket = parsed.netloc
+            self._prefix = parsed.path.strip("/")
+        elif parsed.scheme in ("", "file"):
+            self._root = Path(parsed.path if parsed.scheme == "file" else self.uri).expanduser().resolve()
+        else:
+            raise ValueError(
+                f"lake URI {uri!r} has unsupported scheme {parsed.scheme!r}; use a path or s3://"
+            )
+
+    def _key(self, relative: str) -> str:
+        return "/".join(part for part in (self._prefix, relative.strip("/")) if part)
+
+    def _local(self, relative: str) -> Path | None:
+        """The local file or directory of ``relative``; None if it would leave the lake (a symlink)."""
+        path = (self._root / relative.strip("/")).resolve()
+        return path if path == self._root or self._root in path.parents else None
+
+    def list_dir(self, relative: str) -> list[str]:
+        """Names directly under a lake-relative directory, sorted; empty if it does not exist."""
+        if self._s3 is None:
+            directory = self._local(relative)
+            return sorted(p.name for p in directory.iterdir()) if directory and directory.is_dir() else []
+        prefix = self._key(relative) + "/"
+        names: set[str] = set()
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=prefix, Delimiter="/"
+        )
+        for page in pages:
+            names.update(
+                entry["Prefix"][len(prefix) :].rstrip("/") for entry in page.get("CommonPrefixes", [])
+            )
+            names.update(entry["Key"][len(prefix) :] for entry in page.get("Contents", []))
+        return sorted(name for name in names if name)
+
+    def exists(self, relative: str) -> bool:
+        """Whether a lake-relative file exists."""
+        if self._s3 is None:
+            path = self._local(relative)
+            return bool(path and path.is_file())
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3.head_object(Bucket=self._bucket, Key=self._key(relative))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def read_bytes(self, relative: str) -> bytes:
+        if self._s3 is None:
+            path = self._local(relative)
+            if path is None:
+                raise FileNotFoundError(relative)
+            return path.read_bytes()
+        return bytes(self._s3.get_object(Bucket=self._bucket, Key=self._key(relative))["Body"].read())
+
+
+@lru_cache(maxsize=4)
+def report_store(uri: str) -> ReportStore:
+    return ReportStore(uri)
+
+
+def _lake_store() -> ReportStore:
+    """The store of the lake the steps write to (``$ML_LAKE_URI``, read per request)."""
+    from mlsteps.lake import default_lake_uri  # the module imports pyarrow only inside Lake's methods
+
+    return report_store(default_lake_uri())
 
 
 def list_reports(lake: Any, limit: int = 500) -> list[str]:
@@ -79,19 +172,17 @@ def _app() -> Any:
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
 
-    from mlsteps.lake import Lake
-
     app = FastAPI(title="ML reports", dependencies=[Depends(requires_authenticated())])
     headers = {"Content-Security-Policy": SANDBOX, "X-Content-Type-Options": "nosniff"}
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
-        return HTMLResponse(_index(list_reports(Lake())), headers=headers)
+        return HTMLResponse(_index(list_reports(_lake_store())), headers=headers)
 
     @app.get("/{requested:path}")
     def report(requested: str) -> Response:
         path = report_path(requested)
-        lake = Lake()
+        lake = _lake_store()
         if path is None or not lake.exists(path):
             raise HTTPException(status_code=404, detail=f"no report at {requested}")
         media_type = SERVED_TYPES[posixpath.splitext(path)[1]]
