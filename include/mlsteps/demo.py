@@ -1,9 +1,13 @@
 """``make demo``: the whole loop on one machine in local mode, through real Airflow DAG runs.
 
-It generates raw events, runs ``ml_training`` and ``ml_batch_scoring`` with ``airflow dags test``
-(real scheduler logic, SQLite metadata DB, steps as subprocesses), then prints what a user would
-look for: the champion, its metrics, the reports and the scored partition. Running it again is
-safe: every step is idempotent, and a second training run meets the champion at the gate.
+It generates raw events, starts Airflow's scheduler, DAG processor and API server over the demo's
+state (SQLite, LocalExecutor, steps as subprocesses: what ``make ui`` runs), and asks for each run
+through the REST API with a stable id (``demo__<logical date>``) and logical date. The scheduler
+runs them, including the retrain that ``ml_drift_monitor`` triggers (``drift__<ds>``), so the UI
+shows the real queued and running times. Each run's outcome is read back from Airflow's records,
+never from logs. Then it prints what a user would look for: the champion, its metrics, the reports
+and the scored partition. Running it again is safe: a run of the same id or logical date is
+replaced, every step is idempotent, and a second training run meets the champion at the gate.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from mlsteps.local_airflow import FINISHED, LocalAirflow, airflow_env, free_port, running
 
 FIRST_DAY = dt.date(2026, 9, 8)  # 30 days of history before the training window
 DAYS = 59  # 2026-09-08 .. 2026-11-05
@@ -24,6 +32,8 @@ SCORED_DAY = dt.date(2026, 11, 5)
 DRIFTED_DAY = dt.date(2026, 11, 6)  # generated with shifted amount, distance and merchant mix
 RETRAIN_RUN_AT = "2026-11-07T03:00:00+00:00"
 ROWS_PER_DAY = 5_000
+DAG_IDS = ("ml_training", "ml_batch_scoring", "ml_drift_monitor")
+RUN_TIMEOUT_S = 1200  # one DAG run, scheduler included
 #: Where ``make ui`` serves the MLflow UI; the demo's task links point there.
 DEMO_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 
@@ -33,7 +43,6 @@ def main() -> int:
     env = demo_environment(root)
     logs = Path(env["ML_STATE_DIR"]) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    _airflow_db(env, logs)
     _say(f"1/6 generating {DAYS} days x {ROWS_PER_DAY} raw card transactions into {env['ML_LAKE_URI']}")
     _run(
         [
@@ -51,17 +60,28 @@ def main() -> int:
         env,
         logs / "generate-data.log",
     )
-    _say("2/6 running DAG ml_training (validate, features, Feast, train, evaluate, promote)")
-    _dag_test("ml_training", TRAINING_RUN_AT, env, logs)
-    _say("3/6 running DAG ml_batch_scoring for ds=" + SCORED_DAY.isoformat())
-    _dag_test("ml_batch_scoring", SCORING_LOGICAL_DATE, env, logs)
+    _say(f"    starting Airflow: scheduler, DAG processor, API server (logs: {logs / 'airflow'})")
+    with demo_airflow(env, logs / "airflow") as airflow:
+        airflow.wait_for_dags(list(DAG_IDS))
+        try:
+            _say("2/6 running DAG ml_training (validate, features, Feast, train, evaluate, promote)")
+            execute_run(airflow, "ml_training", TRAINING_RUN_AT)
+            _say("3/6 running DAG ml_batch_scoring for ds=" + SCORED_DAY.isoformat())
+            execute_run(airflow, "ml_batch_scoring", SCORING_LOGICAL_DATE)
+            _summary(env)
+            _drift_loop(env, logs, airflow)
+        finally:
+            for dag_id in DAG_IDS:  # as `make ui` finds them: nothing starts until a user unpauses
+                airflow.set_paused(dag_id, True)
+        left = report_runs(airflow)
     _summary(env)
-    _drift_loop(env, logs)
+    if left:
+        raise SystemExit(f"{len(left)} run(s) were left queued or running; see the Airflow UI (`make ui`)")
     return 0
 
 
-def _drift_loop(env: dict[str, str], logs: Path) -> None:
-    """A drifted day: scored, detected by the monitor, which asks for a retrain that then runs."""
+def _drift_loop(env: dict[str, str], logs: Path, airflow: LocalAirflow) -> None:
+    """A drifted day: scored, detected by the monitor, which asks for a retrain that the scheduler runs."""
     day = DRIFTED_DAY.isoformat()
     _say(f"4/6 generating a drifted day ds={day} and scoring it")
     _run(
@@ -83,36 +103,125 @@ def _drift_loop(env: dict[str, str], logs: Path) -> None:
         logs / "generate-drifted-day.log",
     )
     next_day = (DRIFTED_DAY + dt.timedelta(days=1)).isoformat()
-    _dag_test("ml_batch_scoring", f"{next_day}T02:00:00+00:00", env, logs, name="ml_batch_scoring-drifted")
+    execute_run(airflow, "ml_batch_scoring", f"{next_day}T02:00:00+00:00")
     _say(f"5/6 running DAG ml_drift_monitor for ds={day}")
-    _dag_test("ml_drift_monitor", f"{day}T06:00:00+00:00", env, logs, conf={"ds": day})
-    from mlsteps.config import load_config
+    execute_run(airflow, "ml_drift_monitor", f"{day}T06:00:00+00:00", conf={"ds": day})
     from mlsteps.lake import Lake
-    from mlsteps.retrain_policy import retrains_prefix
 
-    lake = Lake(env["ML_LAKE_URI"])
-    report = lake.read_json(f"reports/drift/ds={day}/report.json")
-    record_path = f"{retrains_prefix(load_config().model.registered_name)}/{day}.json"
+    report = Lake(env["ML_LAKE_URI"]).read_json(f"reports/drift/ds={day}/report.json")
     _say(
         f"    drift verdict: {report['drift']}; "
         f"drifted columns: {', '.join(report['drifted_columns']) or 'none'}"
     )
-    if not lake.exists(record_path):
+    from mlsteps.retrain_policy import run_id_for
+
+    run_id = run_id_for(DRIFTED_DAY)
+    retrain = airflow.run("ml_training", run_id)
+    if retrain is None:
         _say("    no retrain was requested (cooldown or weekly budget); see the decide_retrain task log")
         return
-    record = lake.read_json(record_path)
     _say(
-        f"    ml_drift_monitor triggered ml_training run {record['run_id']} "
-        f"with conf {json.dumps(record['conf'])}"
+        f"6/6 ml_drift_monitor triggered ml_training run {run_id} with conf {json.dumps(retrain['conf'])}; "
+        "the scheduler runs it"
     )
-    _say("6/6 running that retrain (what the scheduler would do with the queued run)")
-    _dag_test("ml_training", RETRAIN_RUN_AT, env, logs, conf=record["conf"], name="ml_training-retrain")
+    finished = airflow.wait_for_run("ml_training", run_id, RUN_TIMEOUT_S)
+    _say_run(finished)
+    _fail_unless_success(airflow, finished)
     _say("")
     _say(
         "The loop: ml_training (champion) -> ml_batch_scoring (predictions) -> ml_drift_monitor (drift) "
         "-> ml_training (retrain, gated against the champion)"
     )
-    _summary(env)
+
+
+def demo_airflow_env(base: dict[str, str], port: int) -> dict[str, str]:
+    """``make ui``'s services, except that the scheduler starts only the runs someone asked for.
+
+    Without cron or Asset schedules (``use_job_schedule`` off), unpausing a DAG to run the demo's
+    runs never adds a run of its own (``ml_batch_scoring`` would otherwise start yesterday's).
+    """
+    return {
+        **airflow_env(base, Path(base["AIRFLOW_HOME"]), port),
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+    }
+
+
+@contextmanager
+def demo_airflow(base: dict[str, str], logs: Path) -> Iterator[LocalAirflow]:
+    """Airflow's three services over the demo's state, for as long as the demo runs."""
+    with running(demo_airflow_env(base, free_port()), logs, timeout=300) as airflow:
+        yield airflow
+
+
+def demo_run_id(logical_date: str) -> str:
+    """The demo's run id for a logical date: stable, and says who started the run and for when."""
+    return f"demo__{logical_date}"
+
+
+def execute_run(
+    airflow: LocalAirflow,
+    dag_id: str,
+    logical_date: str,
+    conf: dict[str, Any] | None = None,
+    timeout: float = RUN_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Queue a run of ``dag_id`` for ``logical_date`` and let the scheduler run it; Airflow's record of it.
+
+    The DAG is unpaused (the scheduler starts no run of a paused DAG). The outcome printed and
+    checked is the run's state in the metadata DB, read through the REST API.
+
+    Raises:
+        SystemExit: The run failed; the message names the failed tasks.
+    """
+    run_id = demo_run_id(logical_date)
+    airflow.trigger(dag_id, run_id, logical_date, conf)
+    airflow.set_paused(dag_id, False)
+    finished = airflow.wait_for_run(dag_id, run_id, timeout)
+    _say_run(finished)
+    _fail_unless_success(airflow, finished)
+    return finished
+
+
+def run_times(run: dict[str, Any]) -> tuple[float, float]:
+    """(seconds queued, seconds running) of a finished run, from Airflow's record: what the UI shows."""
+    queued, started, ended = (
+        dt.datetime.fromisoformat(run[key]) for key in ("queued_at", "start_date", "end_date")
+    )
+    return (started - queued).total_seconds(), (ended - started).total_seconds()
+
+
+def report_runs(airflow: LocalAirflow) -> list[dict[str, Any]]:
+    """Print every run of the demo's DAGs as Airflow records it; return those still queued or running."""
+    _say("")
+    _say("Airflow's record of the runs (REST API):")
+    for dag_id in DAG_IDS:
+        for run in airflow.api(f"dags/{dag_id}/dagRuns?order_by=run_after&limit=100")["dag_runs"]:
+            _say_run(run)
+    left = airflow.unfinished_runs()
+    for run in left:
+        _say(f"    still {run['state']}: {run['dag_id']} {run['dag_run_id']}")
+    if not left:
+        _say("    no run is queued or running")
+    return left
+
+
+def _say_run(run: dict[str, Any]) -> None:
+    timing = ""
+    if run["state"] in FINISHED and run.get("start_date") and run.get("end_date"):
+        queued, ran = run_times(run)
+        timing = f", queued {queued:.0f} s, ran {ran:.0f} s"
+    logical = (run.get("logical_date") or "none")[:16]
+    _say(f"    {run['dag_id']:<17} {run['dag_run_id']:<36} logical {logical}: {run['state']}{timing}")
+
+
+def _fail_unless_success(airflow: LocalAirflow, run: dict[str, Any]) -> None:
+    if run["state"] != "success":
+        failed = airflow.failed_tasks(run["dag_id"], run["dag_run_id"])
+        raise SystemExit(
+            f"{run['dag_id']} run {run['dag_run_id']} finished {run['state']} (failed tasks: "
+            f"{', '.join(failed) or 'none'}); task logs are under {airflow.env['AIRFLOW_HOME']}/logs"
+        )
 
 
 def demo_environment(root: Path) -> dict[str, str]:
@@ -135,47 +244,6 @@ def demo_environment(root: Path) -> dict[str, str]:
         "PYTHONPATH": str(root / "plugins"),
     }
     return {**os.environ, **{k: v for k, v in defaults.items() if not os.environ.get(k)}}
-
-
-def _airflow_db(env: dict[str, str], logs: Path) -> None:
-    if not (Path(env["AIRFLOW_HOME"]) / "airflow.db").exists():
-        _say("0/6 creating the Airflow metadata database (SQLite)")
-    _run([_airflow(), "db", "migrate"], env, logs / "airflow-db-migrate.log")
-
-
-def _airflow() -> str:
-    return str(Path(sys.executable).with_name("airflow"))
-
-
-def _dag_test(
-    dag_id: str,
-    logical_date: str,
-    env: dict[str, str],
-    logs: Path,
-    conf: dict[str, Any] | None = None,
-    name: str | None = None,
-) -> None:
-    log = logs / f"{name or dag_id}.log"
-    argv = [_airflow(), "dags", "test", dag_id, logical_date]
-    if conf:
-        argv += ["--conf", json.dumps(conf)]
-    _run(argv, env, log, check=False)
-    state = _last_run_state(dag_id, env)
-    if state != "success":
-        tail = "\n".join(log.read_text().splitlines()[-25:])
-        raise SystemExit(f"{dag_id} finished in state {state!r}; see {log}\n{tail}")
-    _say(f"    {dag_id}: success (log: {log})")
-
-
-def _last_run_state(dag_id: str, env: dict[str, str]) -> str:
-    out = subprocess.run(
-        [_airflow(), "dags", "list-runs", dag_id, "--output", "json"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    listing = next((line for line in out.stdout.splitlines() if line.startswith("[")), "[]")
-    runs: list[dict[str, Any]] = json.loads(listing)
-    latest: dict[str, Any] = max(runs, key=lambda run: run.get("end_date") or "", default={})
-    return str(latest.get("state"))
 
 
 def _run(argv: list[str], env: dict[str, str], log: Path, check: bool = True) -> None:

@@ -10,20 +10,27 @@ on loopback. Sign-in is off (every visitor is an admin), which is only right on 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SERVICES = ("api-server", "scheduler", "dag-processor")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: A DAG run in one of these states is over.
+FINISHED = ("success", "failed")
 
 
 def airflow_env(base: Mapping[str, str], airflow_home: Path, port: int) -> dict[str, str]:
@@ -92,6 +99,121 @@ class LocalAirflow:
         health = f"{self.url}/api/v2/monitor/health"
         wait_for_http(health, timeout, self.processes, ready=lambda body: body.count('"healthy"') >= 3)
 
+    def api(self, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
+        """One call to the REST API (``/api/v2/<path>``); sign-in is off on this loopback deployment.
+
+        Raises:
+            ApiError: Airflow answered with an HTTP error (its ``status`` and ``detail``).
+        """
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}/api/v2/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                text = response.read().decode()
+        except urllib.error.HTTPError as err:
+            raise ApiError(
+                err.code, f"{method} {path}: {err.code} {err.read().decode(errors='replace')[:300]}"
+            ) from None
+        return json.loads(text) if text else None
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 180) -> None:
+        """Wait until the DAG processor has parsed ``dag_ids`` into the metadata DB."""
+        deadline = time.monotonic() + timeout
+        missing = list(dag_ids)
+        while time.monotonic() < deadline:
+            missing = [dag_id for dag_id in dag_ids if not self._dag_known(dag_id)]
+            if not missing:
+                return
+            self._check_alive()
+            time.sleep(1)
+        raise TimeoutError(f"the DAG processor did not parse {', '.join(missing)} within {timeout:.0f} s")
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.api(f"dags/{dag_id}", "PATCH", {"is_paused": paused})
+
+    def trigger(
+        self, dag_id: str, run_id: str, logical_date: str | None, conf: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Queue a run with this id and logical date; a run left from before with either is deleted first
+        (stopped first if it is still queued or running).
+
+        ``run_after`` is the logical date too (when given), so runs sort and are labelled by the dates
+        they are about. What the UI measures is real: ``queued_at`` is now, and the scheduler sets
+        ``start_date`` and ``end_date`` when it really starts and finishes the run.
+        """
+        stale = {run_id} if self.run(dag_id, run_id) else set()
+        if logical_date is not None:
+            same_date = self.api(
+                f"dags/{dag_id}/dagRuns?logical_date_gte={_q(logical_date)}&logical_date_lte={_q(logical_date)}"
+            )
+            stale |= {run["dag_run_id"] for run in same_date["dag_runs"]}
+        for old in sorted(stale):
+            path = f"dags/{dag_id}/dagRuns/{_q(old)}"
+            if self.api(path)["state"] not in FINISHED:  # Airflow deletes no queued or running run
+                self.api(path, "PATCH", {"state": "failed"})
+            self.api(path, "DELETE")
+        body = {
+            "dag_run_id": run_id,
+            "logical_date": logical_date,
+            "run_after": logical_date,
+            "conf": conf or {},
+        }
+        return dict(self.api(f"dags/{dag_id}/dagRuns", "POST", body))
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        """The run as Airflow records it, or None when there is no such run."""
+        try:
+            return dict(self.api(f"dags/{dag_id}/dagRuns/{_q(run_id)}"))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        """Poll the run until the scheduler has finished it (success or failed); return Airflow's record.
+
+        Raises:
+            TimeoutError: Still not finished after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        run: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            run = self.run(dag_id, run_id)
+            if run is not None and run["state"] in FINISHED:
+                return run
+            self._check_alive()
+            time.sleep(1)
+        state = run["state"] if run else "absent"
+        raise TimeoutError(f"{dag_id} run {run_id} is still {state} after {timeout:.0f} s")
+
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        """Every run of every DAG that is queued or running."""
+        found = self.api("dags/~/dagRuns?state=queued&state=running&limit=100")
+        return list(found["dag_runs"])
+
+    def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
+        found = self.api(f"dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances?state=failed")
+        return sorted(ti["task_id"] for ti in found["task_instances"])
+
+    def _dag_known(self, dag_id: str) -> bool:
+        try:
+            self.api(f"dags/{dag_id}")
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    def _check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.logs / name}.log")
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -102,6 +224,25 @@ class LocalAirflow:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+class ApiError(RuntimeError):
+    """Airflow's REST API answered with an HTTP error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for_http(

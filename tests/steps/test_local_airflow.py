@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsteps.demo import DEMO_MLFLOW_UI_URL, demo_environment
+from mlsteps.demo import DEMO_MLFLOW_UI_URL, demo_airflow_env, demo_environment
 from mlsteps.local_airflow import airflow_env, mlflow_ui_companion, wait_for_http
 
 
@@ -78,3 +78,12 @@ def test_waiting_accepts_only_a_ready_answer() -> None:
             wait_for_http(f"http://127.0.0.1:{server.server_port}/", 1.5, ready=lambda body: body == "never")
     finally:
         server.shutdown()
+
+
+def test_the_demo_scheduler_starts_only_asked_for_runs_and_make_ui_keeps_schedules(tmp_path: Path) -> None:
+    base = {"AIRFLOW_HOME": str(tmp_path / "airflow")}
+    demo = demo_airflow_env(base, 8124)
+    assert demo["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] == "False"  # no cron or Asset runs of its own
+    assert demo["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "True"
+    assert demo["AIRFLOW_HOME"] == str(tmp_path / "airflow")
+    assert "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE" not in airflow_env(base, tmp_path / "airflow", 8124)
