@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.containers.engine import DockerError, docker, image_exists
+from tests.containers.engine import BUILD_ENV, DockerError, docker, image_exists
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS_DIR = Path(__file__).resolve().parent
@@ -27,7 +28,7 @@ STANDINS_DIR = CONTAINERS_DIR / "standins"
 DOCKER_DIR = REPO_ROOT / "docker"
 
 #: The CA bundle handed to builds as ``EXTRA_CA_CERTS`` (override with ``ML_BUILD_CA_BUNDLE``; an
-#: empty value passes none).
+#: empty value passes none); see ``extra_ca_certs``.
 HOST_CA_BUNDLE = Path(os.environ.get("ML_BUILD_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
 
 DEBIAN_IMAGE = "debian:bookworm"
@@ -42,15 +43,32 @@ REDIS_IMAGE = "redis:7.2-bookworm"
 DEBIAN_MIRROR = os.environ.get("ML_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 DEBIAN_SECURITY_MIRROR = os.environ.get("ML_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
 
+#: Each build's output, one file per tag (the last lines also end up in a failed build's error).
+BUILD_LOG_DIR = Path(tempfile.gettempdir()) / "mlsteps-image-builds"
+
 _DEBOOTSTRAP_TIMEOUT = 1200
 _BUILD_TIMEOUT = 3000
 
 
 def extra_ca_certs() -> str:
-    """The PEM text passed to builds as ``EXTRA_CA_CERTS`` (empty when there is no bundle)."""
+    """The PEM text passed to builds as ``EXTRA_CA_CERTS`` (empty when there is nothing to add).
+
+    Only the certificates of the host bundle that Debian's ca-certificates package does not ship
+    (a proxy's CA, locally added ones): the base images carry the public roots already, and the
+    whole bundle would not fit in one argument.
+    """
     if not str(HOST_CA_BUNDLE) or not HOST_CA_BUNDLE.is_file():
         return ""
-    return HOST_CA_BUNDLE.read_text()
+    blocks = _PEM_BLOCK.findall(HOST_CA_BUNDLE.read_text())
+    packaged = {
+        "".join(block.split())
+        for crt in Path("/usr/share/ca-certificates").rglob("*.crt")
+        for block in _PEM_BLOCK.findall(crt.read_text(errors="replace"))
+    }
+    return "\n".join(block for block in blocks if "".join(block.split()) not in packaged)
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
 
 
 def build(
@@ -83,18 +101,32 @@ def build(
     if not path.is_absolute():
         path = REPO_ROOT / path
     args = dict(build_args or {})
+    env = {}
     if extra_ca and "EXTRA_CA_CERTS" not in args:
-        args["EXTRA_CA_CERTS"] = extra_ca_certs()
+        # Given by name only, so the CLI reads the value from its environment (not from argv).
+        env["EXTRA_CA_CERTS"] = extra_ca_certs()
     cmd = ["build", "--file", str(path), "--tag", tag, "--label", "org.mlsteps.test-build=1"]
     if target:
         cmd += ["--target", target]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
+    if env:
+        cmd += ["--build-arg", "EXTRA_CA_CERTS"]
     cmd.append(str(context))
-    proc = docker(*cmd, check=False, timeout=_BUILD_TIMEOUT)
+    log_path = BUILD_LOG_DIR / (re.sub(r"[^A-Za-z0-9_.-]+", "_", tag) + ".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.run(
+            ["docker", *cmd],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **BUILD_ENV, **env},
+            timeout=_BUILD_TIMEOUT,
+            check=False,
+        )
     if proc.returncode != 0:
-        # The classic builder writes the failing step's output to stdout.
-        raise DockerError(cmd[:4], proc.returncode, (proc.stdout or "") + (proc.stderr or ""))
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+        raise DockerError(cmd[:4], proc.returncode, f"{tail}\n(full log: {log_path})")
     return tag
 
 

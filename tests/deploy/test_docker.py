@@ -1,6 +1,6 @@
 """The Dockerfiles: hadolint-clean, and the facts the pods and the compose stack rely on.
 
-Nothing is built here (no Docker engine): these tests read the Dockerfiles as text.
+These tests read the Dockerfiles as text; tests/containers builds and runs the images.
 """
 
 from __future__ import annotations
@@ -49,9 +49,22 @@ class Stage:
         return users[-1] if users else None
 
 
+def global_args(dockerfile: Path) -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults."""
+    found: dict[str, str] = {}
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("FROM "):
+            break
+        match = re.fullmatch(r"ARG ([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?", line.strip())
+        if match:
+            found[match[1]] = match[2] or ""
+    return found
+
+
 def parse(dockerfile: Path) -> list[Stage]:
-    """The stages of a Dockerfile, enough of it for structural checks."""
+    """The stages of a Dockerfile, enough of it for structural checks (FROM args at their defaults)."""
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    defaults = global_args(dockerfile)
     stages: list[Stage] = []
     for line in text.splitlines():
         line = line.strip()
@@ -62,11 +75,17 @@ def parse(dockerfile: Path) -> list[Stage]:
         if keyword == "FROM":
             match = re.fullmatch(r"(?:--platform=\S+ )?(\S+)(?: AS (\S+))?", args, re.IGNORECASE)
             assert match, f"{dockerfile.name}: cannot read FROM {args}"
-            stages.append(Stage(base=match[1], name=match[2]))
+            base = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults[m[1] or m[2]], match[1])
+            stages.append(Stage(base=base, name=match[2]))
         elif keyword != "ARG" or stages:
             assert stages, f"{dockerfile.name}: {keyword} before FROM"
             stages[-1].instructions.append((keyword, args))
     return stages
+
+
+def pip_installs(stage: Stage) -> list[str]:
+    """The ``pip install ...`` commands of a stage's RUN lines (a CA-bundle preamble may precede them)."""
+    return [cmd.strip() for run in stage.all("RUN") for cmd in re.findall(r"pip install [^&;|]*", run)]
 
 
 def constraint_pins() -> dict[str, str]:
@@ -143,9 +162,16 @@ def test_step_image_runs_as_the_pods_uid_without_entrypoint() -> None:
 
 def test_step_image_installs_pinned_from_constraints_and_works_on_a_read_only_root() -> None:
     build, final = parse(STEP)
-    pip = [run for run in build.all("RUN") if "pip install" in run]
-    assert pip == ["pip install --no-cache-dir -c constraints.txt ./include"]
-    assert "COPY constraints.txt ./" in [f"COPY {args}" for args in build.all("COPY")]
+    installs = [run for run in build.all("RUN") if "uv pip install" in run]
+    assert len(installs) == 2, installs
+    dependencies, package = installs
+    assert "-c constraints.txt" in dependencies
+    assert "--excludes" in dependencies
+    assert "-r include/pyproject.toml" in dependencies
+    assert package.endswith("uv pip install --compile-bytecode --no-deps ./include")
+    assert "COPY constraints.txt docker/step-excludes.txt ./" in [
+        f"COPY {args}" for args in build.all("COPY")
+    ]
     env = final.env()
     assert env["HOME"] == "/tmp"
     assert env["MPLCONFIGDIR"].startswith("/tmp/")
@@ -177,12 +203,14 @@ def test_airflow_image_is_the_official_one_at_our_pin_with_two_targets() -> None
     assert stages[0].base == f"apache/airflow:{pins['apache-airflow']}-python3.11"
     assert [stage.name for stage in stages] == ["base", "airflow-ml", "airflow"]
     base, full, lean = stages
-    assert base.all("RUN") == [
+    assert pip_installs(base) == [
         "pip install --no-cache-dir -c /opt/mlsteps/constraints.txt -r /opt/mlsteps/requirements.txt"
     ]
     # Default target (the last stage): DAG files need only mlsteps.config, so no ML dependencies.
-    assert lean.all("RUN") == ["pip install --no-cache-dir --no-deps /opt/mlsteps/src"]
-    assert full.all("RUN") == ["pip install --no-cache-dir -c /opt/mlsteps/constraints.txt /opt/mlsteps/src"]
+    assert pip_installs(lean) == ["pip install --no-cache-dir --no-deps /opt/mlsteps/src"]
+    assert pip_installs(full) == [
+        "pip install --no-cache-dir -c /opt/mlsteps/constraints.txt /opt/mlsteps/src"
+    ]
     for stage in (full, lean):
         copies = stage.all("COPY")
         assert "--chown=airflow:0 dags /opt/airflow/dags" in copies
@@ -192,7 +220,7 @@ def test_airflow_image_is_the_official_one_at_our_pin_with_two_targets() -> None
 
 def test_mlflow_image_pins_match_the_lock_file() -> None:
     pins = constraint_pins()
-    (run,) = [run for run in parse(MLFLOW)[-1].all("RUN") if "pip install" in run]
+    (run,) = [run for stage in parse(MLFLOW) for run in stage.all("RUN") if "pip install" in run]
     wanted = dict(re.findall(r"([A-Za-z0-9_.-]+)==(\S+)", run))
     assert set(wanted) >= {"mlflow", "boto3", "psycopg2-binary"}
     for name, version in wanted.items():
@@ -231,3 +259,55 @@ def test_compose_builds_stages_that_exist() -> None:
         assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
         if "target" in build:
             assert build["target"] in [stage.name for stage in parse(dockerfile)], name
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_no_syntax_directive_so_builds_need_no_frontend_image(dockerfile: Path) -> None:
+    # `# syntax=` makes BuildKit pull a frontend image from a registry: offline builds fail.
+    directives = [line for line in dockerfile.read_text().splitlines() if re.match(r"#\s*syntax\s*=", line)]
+    assert directives == [], f"{dockerfile.name}: {directives}"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_every_external_base_image_is_a_build_arg_with_a_default(dockerfile: Path) -> None:
+    stage_names: set[str] = set()
+    defaults = global_args(dockerfile)
+    for line in dockerfile.read_text().splitlines():
+        if not line.startswith("FROM "):
+            continue
+        image = line.split()[1]
+        if image not in stage_names:
+            match = re.fullmatch(r"\$\{(\w+)\}", image)
+            assert match, (
+                f"{dockerfile.name}: FROM {image} is not a build arg (offline builds need another base)"
+            )
+            assert re.search(r":\d+\.\d+", defaults.get(match[1], "")), (
+                f"{dockerfile.name}: {match[1]} has no pinned default"
+            )
+        if " AS " in line.upper():
+            stage_names.add(line.split()[-1])
+
+
+@pytest.mark.parametrize("dockerfile", [STEP, MLFLOW], ids=lambda path: path.name)
+def test_extra_ca_certs_are_used_only_in_build_stages(dockerfile: Path) -> None:
+    stages = parse(dockerfile)
+    assert "EXTRA_CA_CERTS" not in global_args(dockerfile), "a global ARG would reach every stage"
+    users = [stage.name for stage in stages if any(a.startswith("EXTRA_CA_CERTS") for a in stage.all("ARG"))]
+    assert users == ["build"], f"{dockerfile.name}: EXTRA_CA_CERTS is declared in stages {users}"
+    final = stages[-1]
+    assert final.base != "build", "the final stage must not build FROM the stage that held the certificates"
+    assert not any("build-ca" in args for args in final.all("COPY") + final.all("ENV"))
+
+
+def test_step_image_leaves_out_type_checkers_and_cuda_in_its_cpu_variant() -> None:
+    excluded = [
+        line.strip()
+        for line in (DOCKER / "step-excludes.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert set(excluded) == {"xgboost", "mypy"}
+    text = STEP.read_text()
+    assert "ARG XGBOOST_VARIANT=cpu" in text
+    # The cpu variant replaces the CUDA wheel by xgboost-cpu at the version constraints.txt pins.
+    assert 'cpu) cp step-excludes.txt excludes.txt && echo "xgboost-cpu==${xgboost_version}"' in text
+    assert "s/^xgboost==" in text
