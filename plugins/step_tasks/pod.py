@@ -128,15 +128,25 @@ def fail_if_unschedulable(operator: Any, event: dict[str, Any]) -> None:
 
     if event.get("status") != "timeout":
         return
-    pod = operator.hook.get_pod(event["name"], event["namespace"])
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        pod = operator.hook.get_pod(event["name"], event["namespace"])
+    except ApiException as err:
+        if err.status == 404:  # gone already: the provider reports that
+            return
+        raise
     reason = unschedulable_reason(pod, operator.pod_manager.read_pod_events(pod))
     if reason is None:
         return
     operator.process_pod_deletion(pod, reraise=False)
+    # The same event also ends a task whose execution_timeout passed first; only name the wait it was.
+    waited = (
+        f" within {operator.schedule_timeout_seconds} s" if "scheduled" in str(event.get("message")) else ""
+    )
     raise AirflowFailException(
-        f"pod {event['namespace']}/{event['name']} was not scheduled within "
-        f"{operator.schedule_timeout_seconds} s: {reason} Give a node what the task's resource profile "
-        "asks for, or raise ML_POD_SCHEDULE_TIMEOUT where nodes are added on demand."
+        f"pod {event['namespace']}/{event['name']} was not scheduled{waited}: {reason} Give a node what the "
+        "task's resource profile asks for, or raise ML_POD_SCHEDULE_TIMEOUT where nodes are added on demand."
     )
 
 

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from step_tasks.exit_codes import step_failure
 from step_tasks.links import STEP_LINKS, publish_summary
+from step_tasks.pod import fail_if_unschedulable
 
 #: The pod label that names the step (set by ``pod.step_pod_task``).
 STEP_LABEL = "app.kubernetes.io/component"
@@ -32,6 +33,7 @@ class StepPodOperator(KubernetesPodOperator):
         return publish_summary(context, super().execute(context))
 
     def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
+        fail_if_unschedulable(self, event)  # before the provider waits on a pod that never started
         return publish_summary(context, super().trigger_reentry(context, event))
 
     def cleanup(

@@ -133,7 +133,7 @@ def step_services(host: str, workdir: Path) -> Iterator[StepServices]:
     """The S3 API, an MLflow server (artifacts on that S3 API) and Redis, all bound to ``host``."""
     with (
         s3_server(host) as s3,
-        mlflow_server(workdir, s3, bucket="k8s-mlflow", host=host) as mlflow,
+        mlflow_server(workdir, s3, bucket="k8s-mlflow", host=host, timeout=300) as mlflow,
         redis_server(host, workdir) as redis,
     ):
         s3.create_bucket(LAKE_BUCKET)

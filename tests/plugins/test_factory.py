@@ -263,3 +263,31 @@ class TestLocalMode:
         with pytest.raises(Exception, match="is not an ISO date"):
             task.execute(context={})
         assert not marker.exists()
+
+
+def test_unschedulable_reason_is_the_schedulers_own_message() -> None:
+    from kubernetes.client import models as k8s
+
+    from step_tasks.pod import unschedulable_reason
+
+    message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are available."
+    pending = k8s.V1Pod(
+        spec=k8s.V1PodSpec(containers=[]),
+        status=k8s.V1PodStatus(
+            phase="Pending",
+            conditions=[k8s.V1PodCondition(type="PodScheduled", status="False", message=message)],
+        ),
+    )
+    events = k8s.CoreV1EventList(
+        items=[
+            k8s.CoreV1Event(
+                involved_object=k8s.V1ObjectReference(),
+                metadata=k8s.V1ObjectMeta(),
+                reason="FailedScheduling",
+                message=message,
+            )
+        ]
+    )
+    assert unschedulable_reason(pending, events) == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    pending.status.conditions[0].status = "True"
+    assert unschedulable_reason(pending, events) is None

@@ -80,7 +80,11 @@ class MlflowServer:
 
 @contextlib.contextmanager
 def mlflow_server(
-    workdir: Path, s3: S3Server, bucket: str = "mlflow-artifacts", host: str = "127.0.0.1"
+    workdir: Path,
+    s3: S3Server,
+    bucket: str = "mlflow-artifacts",
+    host: str = "127.0.0.1",
+    timeout: float = 120,
 ) -> Iterator[MlflowServer]:
     """``mlflow server`` on ``host`` with a SQLite backend and artifacts proxied to the S3 API."""
     s3.create_bucket(bucket)
@@ -110,7 +114,7 @@ def mlflow_server(
         cwd=workdir,
     )
     try:
-        wait_for_http(f"http://{host}:{port}/health", timeout=120, process=process)
+        wait_for_http(f"http://{host}:{port}/health", timeout=timeout, process=process)
         yield MlflowServer(f"http://{host}:{port}")
     finally:
         process.terminate()
