@@ -182,6 +182,9 @@ def _login(url: str) -> str:
 
 
 def _bring_up(stack: Stack) -> None:
+    # The five Airflow services share one image. The classic builder would build it five times
+    # in parallel with nothing cached; built once first, `up --build` finds every layer cached.
+    stack.compose("build", "airflow-init", "mlflow", timeout=BUILD_TIMEOUT)
     stack.compose("up", "--build", "-d", timeout=BUILD_TIMEOUT)
     stack.urls = {
         "airflow": stack.published("airflow-apiserver", 8080),
