@@ -21,9 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from mlsteps.local_airflow import LocalAirflow, airflow_env, wait_for_http
+from mlsteps.local_airflow import ApiError, LocalAirflow, airflow_env, wait_for_http
 from tests.k8s.cluster import Cluster
 from tests.k8s.release import Release
 from tests.support.services import S3_CREDENTIALS, S3Server, free_port, mlflow_server, s3_server
@@ -281,14 +279,6 @@ class PodRecorder:
         return [pod for pod in self.pods.values() if all(pod.labels.get(k) == v for k, v in labels.items())]
 
 
-class ApiError(RuntimeError):
-    """Airflow's REST API answered with an HTTP error."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _q(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
@@ -317,46 +307,21 @@ class K8sAirflow:
 
     # --- the REST API ---------------------------------------------------------------------------
 
-    def api(self, path: str, method: str = "GET", body: Mapping[str, Any] | None = None) -> Any:
+    def api(self, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
         """One call to ``/api/v2/<path>`` (sign-in is off on this loopback deployment)."""
-        request = urllib.request.Request(
-            f"{self.url}/api/v2/{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                text = response.read().decode()
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:400]
-            raise ApiError(err.code, f"{method} {path}: {err.code} {detail}") from None
-        return json.loads(text) if text else None
+        return self.services.api(path, method, body)
 
-    def wait_for_dags(self, dag_ids: list[str], timeout: float = 240) -> None:
-        """Until the DAG processor has stored ``dag_ids`` (without import errors)."""
-        deadline = time.monotonic() + timeout
-        missing = list(dag_ids)
-        while time.monotonic() < deadline:
-            missing = [dag_id for dag_id in missing if not self._dag_known(dag_id)]
-            if not missing:
-                return
-            self._check_alive()
-            time.sleep(1)
-        errors = self.api("importErrors")["import_errors"]
-        raise TimeoutError(f"DAGs {missing} not parsed within {timeout:.0f} s; import errors: {errors}")
-
-    def _dag_known(self, dag_id: str) -> bool:
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 600) -> None:
+        """Until the DAG processor has stored ``dag_ids``; names the import errors otherwise."""
         try:
-            self.api(f"dags/{dag_id}")
-        except ApiError as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+            self.services.wait_for_dags(dag_ids, timeout)
+        except TimeoutError as err:
+            found = self.api("importErrors")["import_errors"]
+            errors = {error["filename"]: error["stack_trace"][-300:] for error in found}
+            raise TimeoutError(f"{err}; import errors: {errors}") from None
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
-        self.api(f"dags/{dag_id}", "PATCH", {"is_paused": paused})
+        self.services.set_paused(dag_id, paused)
 
     def trigger(
         self,
@@ -507,6 +472,9 @@ def airflow_kubernetes_env(
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        # Importing the provider's Kubernetes models alone takes seconds; on two busy cores, more.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
     }
     env = airflow_env(base, home, port)
     for key in NOT_FORWARDED:
