@@ -4,22 +4,42 @@
 # No registry ships Kubernetes' server binaries, and k8s.io/kubernetes' go.mod points its staging
 # modules at local folders, so a small wrapper module requires every one at the matching v0.X.Y.
 #   tests/k8s/build_binaries.sh            prints the bin directory (building what is missing)
+#   ML_K8S_NO_BUILD=1 tests/k8s/build_binaries.sh   the same, but fails (exit 4) instead of building
 set -euo pipefail
 K8S_VERSION=${ML_K8S_VERSION:-v1.35.4}
 HELM_VERSION=${ML_HELM_VERSION:-v3.22.0}
 CACHE=${ML_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlsteps/k8s}
 BIN="$CACHE/kubernetes-$K8S_VERSION-helm-$HELM_VERSION/bin"
 SERVER=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+# A binary counts only when it reports the pinned version (helm checks the chart's kubeVersion
+# against what the API server reports, so the version must be stamped in at build time).
+stamped() {  # stamped <name>
+  case "$1" in
+    kubectl) "$BIN/kubectl" version --client 2>/dev/null | grep -qx "Client Version: $K8S_VERSION" ;;
+    helm) "$BIN/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}" ;;
+    *) "$BIN/$1" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION" ;;
+  esac
+}
 missing=()
-for name in "${SERVER[@]}" helm; do [ -x "$BIN/$name" ] || missing+=("$name"); done
+for name in "${SERVER[@]}" helm; do { [ -x "$BIN/$name" ] && stamped "$name"; } || missing+=("$name"); done
 if [ ${#missing[@]} -eq 0 ]; then echo "$BIN"; exit 0; fi
+if [ -n "${ML_K8S_NO_BUILD:-}" ]; then
+  echo "ERROR: the Kubernetes binaries are not built yet (missing ${missing[*]}): run make test-k8s or $0" >&2
+  exit 4
+fi
 command -v go >/dev/null || { echo "ERROR: go is not on PATH: it builds the Kubernetes binaries" >&2; exit 3; }
 mkdir -p "$BIN"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 staging_version="v0.${K8S_VERSION#v1.}"
 export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local
-build() {  # build <module dir> <output dir> <package>...
-  (cd "$1" && go build -trimpath -ldflags "-s -w" -o "$2/" "${@:3}")
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+K8S_LDFLAGS="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  K8S_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
+HELM_LDFLAGS="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+build() {  # build <module dir> <output dir> <ldflags> <package>...
+  (cd "$1" && go build -trimpath -ldflags "$3" -o "$2/" "${@:4}")
 }
 if printf '%s\n' "${missing[@]}" | grep -qv '^helm$'; then
   mkdir -p "$work/k8s" && cd "$work/k8s"
@@ -34,19 +54,19 @@ if printf '%s\n' "${missing[@]}" | grep -qv '^helm$'; then
   printf 'package main\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\nfunc main() {}\n' > tools.go
   go mod tidy >/dev/null 2>&1 || true
   for name in "${SERVER[@]}"; do
-    [ -x "$BIN/$name" ] && continue
+    printf '%s\n' "${missing[@]}" | grep -qx "$name" || continue
     echo "building $name $K8S_VERSION (minutes on a cold cache)" >&2
     pkg=k8s.io/kubernetes/cmd/$name
-    build "$work/k8s" "$BIN" "$pkg"
+    build "$work/k8s" "$BIN" "$K8S_LDFLAGS" "$pkg"
   done
 fi
-if [ ! -x "$BIN/helm" ]; then
+if printf '%s\n' "${missing[@]}" | grep -qx helm; then
   echo "building helm $HELM_VERSION" >&2
   mkdir -p "$work/helm" && cd "$work/helm"
   go mod init mlsteps.local/helmbuild >/dev/null 2>&1
   echo "require helm.sh/helm/v3 $HELM_VERSION" >> go.mod
   printf 'package main\nimport _ "helm.sh/helm/v3/pkg/action"\nfunc main() {}\n' > tools.go
   go mod tidy >/dev/null 2>&1 || true
-  build "$work/helm" "$BIN" helm.sh/helm/v3/cmd/helm
+  build "$work/helm" "$BIN" "$HELM_LDFLAGS" helm.sh/helm/v3/cmd/helm
 fi
 echo "$BIN"

@@ -58,6 +58,8 @@ KERNEL_SETTINGS = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
+#: Label on an imported image: the Docker image ID it was imported from (to reuse it next run).
+_DOCKER_ID_LABEL = "org.mlsteps.docker-id"
 _DEBIAN_PACKAGES = {"etcd": "etcd-server", "containerd": "containerd", "runc": "runc"}
 
 
@@ -124,6 +126,42 @@ def _subnet_owner() -> str | None:
             if ipaddress.ip_network(dst, strict=False).overlaps(subnet):
                 return str(route.get("dev"))
     return None
+
+
+def image_store() -> Path | None:
+    """containerd's root (image content and unpacked layers), kept between runs like the binaries.
+
+    Importing the 1.5 GB step image takes minutes, so it is imported once per image ID. Everything
+    else (state, sockets, containers, logs) stays in the run's scratch directory. With
+    ``ML_K8S_IMAGE_CACHE=""`` the root is in the scratch directory too.
+    """
+    value = os.environ.get("ML_K8S_IMAGE_CACHE")
+    if value == "":
+        return None
+    if value:
+        return Path(value)
+    cache = os.environ.get("ML_K8S_CACHE") or Path.home() / ".cache" / "mlsteps" / "k8s"
+    return Path(cache) / "containerd-root"
+
+
+def reference(tag: str) -> str:
+    """The reference containerd stores for a Docker tag (``mlsteps:0.1.0`` -> docker.io/library/...)."""
+    name = tag.split(":")[0]
+    if "/" not in name:
+        return f"docker.io/library/{tag}"
+    if "." not in name.split("/")[0] and ":" not in name.split("/")[0]:
+        return f"docker.io/{tag}"
+    return tag
+
+
+def _ctr(
+    socket_path: Path, *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    cmd = ["ctr", "--address", str(socket_path), "--namespace", "k8s.io", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise ClusterError(f"ctr {' '.join(args[:3])} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc
 
 
 def free_port() -> int:
@@ -364,18 +402,30 @@ class Cluster:
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``ctr`` against this cluster's containerd, in the CRI's ``k8s.io`` namespace."""
-        cmd = ["ctr", "--address", str(self.containerd_socket), "--namespace", "k8s.io", *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise ClusterError(f"ctr {' '.join(args[:3])} exited {proc.returncode}: {proc.stderr.strip()}")
-        return proc
+        return _ctr(self.containerd_socket, *args, check=check, timeout=timeout)
 
     def image_names(self) -> set[str]:
         """References of the images in containerd's k8s.io namespace (as the kubelet sees them)."""
         return set(self.ctr("images", "list", "--quiet").stdout.split())
 
-    def import_image(self, tag: str) -> None:
-        """Copy an image from the Docker engine into the node: ``docker save | ctr images import``."""
+    def import_image(self, tag: str) -> bool:
+        """Copy an image from the Docker engine into the node: ``docker save | ctr images import``.
+
+        Returns:
+            False when the node already held this very image (same Docker image ID), else True.
+        """
+        image_id = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if not image_id:
+            raise ClusterError(f"the Docker engine has no image {tag} to import into the node")
+        ref, label = reference(tag), f"{_DOCKER_ID_LABEL}={image_id}"
+        for line in self.ctr("images", "list").stdout.splitlines()[1:]:
+            if line.split()[:1] == [ref] and label in line.split():
+                return False
         save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         imp = subprocess.run(
             [
@@ -391,7 +441,7 @@ class Cluster:
             stdin=save.stdout,
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=1800,
             check=False,
         )
         assert save.stdout is not None
@@ -400,6 +450,8 @@ class Cluster:
         if save.returncode or imp.returncode:
             detail = (save_err or b"").decode(errors="replace").strip() or imp.stderr.strip()
             raise ClusterError(f"importing image {tag} into the node failed: {detail}")
+        self.ctr("images", "label", ref, label)
+        return True
 
     def write_kubeconfig(self, path: Path, user: dict, namespace: str = "default") -> Path:
         """A kubeconfig for this cluster with ``user`` (token or client certificate entries)."""
@@ -431,6 +483,8 @@ class _Starter:
         self.scratch = scratch
         self.snapshot = _HostSnapshot.take()
         self.cgroup_root = f"mlk8s-{scratch.name.rsplit('-', 1)[-1]}"
+        self.containerd_root = image_store() or scratch / "containerd" / "root"
+        self.socket_path = scratch / "containerd" / "containerd.sock"
         self.processes: dict[str, _Process] = {}
         self.cluster: Cluster | None = None
         for sub in ("logs", "pki", "etcd", "kubelet", "containerd", "cni/net.d", "cni/ipam", "pod-logs"):
@@ -597,7 +651,8 @@ class _Starter:
 
     def containerd(self) -> Path:
         base = self.scratch / "containerd"
-        socket_path = base / "containerd.sock"
+        socket_path = self.socket_path
+        self.containerd_root.mkdir(parents=True, exist_ok=True)
         cni = {
             "cniVersion": "1.0.0",
             "name": "mlsteps",
@@ -623,7 +678,7 @@ class _Starter:
         (self.scratch / "cni" / "net.d" / "10-mlsteps.conflist").write_text(json.dumps(cni, indent=2))
         config = f"""
 version = 2
-root = "{base / "root"}"
+root = "{self.containerd_root}"
 state = "{base / "state"}"
 [grpc]
   address = "{socket_path}"
@@ -665,6 +720,7 @@ state = "{base / "state"}"
             return subprocess.run(cmd, capture_output=True, check=False, timeout=10).returncode == 0
 
         _wait("containerd", answers, 60, proc)
+        _remove_containers(socket_path)
         return socket_path
 
     def kubelet(self, server: str, certs: dict[str, pki.KeyPair], socket_path: Path) -> None:
@@ -743,43 +799,45 @@ state = "{base / "state"}"
                     timeout=30,
                 )
                 with contextlib.suppress(ClusterError):
-                    _wait("pod sandboxes to stop", lambda: not _running_tasks(cluster), 45)
+                    _wait("pod sandboxes to stop", lambda: not _running_tasks(cluster.containerd_socket), 45)
         for name in ("kubelet", "kube-scheduler", "kube-controller-manager"):
             if name in self.processes:
                 self.processes[name].stop()
-        if (
-            cluster is not None
-            and "containerd" in self.processes
-            and self.processes["containerd"].popen.poll() is None
-        ):
-            _kill_tasks(cluster)
+        if "containerd" in self.processes and self.processes["containerd"].popen.poll() is None:
+            _remove_containers(self.socket_path)
         for name in ("containerd", "kube-apiserver", "etcd"):
             if name in self.processes:
                 self.processes[name].stop()
         problems += _kill_strays(self.scratch)
-        problems += _unmount_all(str(self.scratch))
+        problems += _unmount_all(str(self.scratch), str(self.containerd_root))
+        # The CRI's per-sandbox files in the kept root: nothing refers to them any more.
+        for leftover in ("sandboxes", "containers"):
+            shutil.rmtree(self.containerd_root / "io.containerd.grpc.v1.cri" / leftover, ignore_errors=True)
         problems += self.snapshot.restore(self.scratch)
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
         problems += _remove_cgroup_root(self.cgroup_root)
         return problems
 
 
-def _running_tasks(cluster: Cluster) -> list[str]:
-    out = cluster.ctr("tasks", "list", check=False, timeout=20).stdout.splitlines()[1:]
+def _running_tasks(socket_path: Path) -> list[str]:
+    out = _ctr(socket_path, "tasks", "list", check=False, timeout=20).stdout.splitlines()[1:]
     return [line.split()[0] for line in out if line.split() and line.split()[-1] == "RUNNING"]
 
 
-def _kill_tasks(cluster: Cluster) -> None:
-    """Containers the kubelet left: killed and removed through containerd (their shims then exit)."""
-    for task in cluster.ctr("tasks", "list", "--quiet", check=False, timeout=20).stdout.split():
-        cluster.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False, timeout=20)
+def _remove_containers(socket_path: Path) -> None:
+    """Containers nobody else removes (left by the kubelet, or by an earlier run that crashed):
+    killed and deleted with their snapshots through containerd (their shims then exit)."""
+    for task in _ctr(socket_path, "tasks", "list", "--quiet", check=False, timeout=20).stdout.split():
+        _ctr(socket_path, "tasks", "kill", "--signal", "SIGKILL", task, check=False, timeout=20)
     deadline = time.monotonic() + 20
-    while _running_tasks(cluster) and time.monotonic() < deadline:
+    while _running_tasks(socket_path) and time.monotonic() < deadline:
         time.sleep(0.5)
-    for task in cluster.ctr("tasks", "list", "--quiet", check=False, timeout=20).stdout.split():
-        cluster.ctr("tasks", "delete", "--force", task, check=False, timeout=20)
-    for container in cluster.ctr("containers", "list", "--quiet", check=False, timeout=20).stdout.split():
-        cluster.ctr("containers", "delete", container, check=False, timeout=20)
+    for task in _ctr(socket_path, "tasks", "list", "--quiet", check=False, timeout=20).stdout.split():
+        _ctr(socket_path, "tasks", "delete", "--force", task, check=False, timeout=20)
+    for container in _ctr(
+        socket_path, "containers", "list", "--quiet", check=False, timeout=20
+    ).stdout.split():
+        _ctr(socket_path, "containers", "delete", container, check=False, timeout=20)
 
 
 def _kill_strays(scratch: Path) -> list[str]:

@@ -1,8 +1,8 @@
 """Fixtures of the Kubernetes tests: one real cluster per session, the chart installed into it.
 
 Every test here is skipped, with one line saying why, where the cluster cannot run: not root, no
-Kubernetes binaries and no Go to build them, no containerd/etcd and no apt-get, no Docker engine
-to build the node's images.
+Kubernetes binaries (`make test-k8s` builds them first, with Go), no containerd/etcd and no
+apt-get, no Docker engine to build the node's images.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def k8s_cluster() -> Iterator[Cluster]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    bin_dir, reason = cluster_module.binaries()
+    # Built by `make test-k8s` first (minutes, once): never from inside a test run.
+    bin_dir, reason = cluster_module.binaries(build=False)
     if bin_dir is None:
         pytest.skip(reason or "no Kubernetes binaries")
     from tests.k8s.node_images import node_images

@@ -8,21 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.cluster import NODE_IP, PAUSE_IMAGE, Cluster
+from tests.k8s.cluster import NODE_IP, PAUSE_IMAGE, Cluster, reference
 from tests.k8s.node_images import SIDECAR_IMAGE, STEP_IMAGE
 from tests.k8s.release import Release
 
 pytestmark = pytest.mark.k8s
-
-
-def _reference(tag: str) -> str:
-    """The reference containerd stores for a short Docker tag (``mlsteps:0.1.0`` -> docker.io/library/...)."""
-    name = tag.split(":")[0]
-    if "/" not in name:
-        return f"docker.io/library/{tag}"
-    if "." not in name.split("/")[0]:
-        return f"docker.io/{tag}"
-    return tag
 
 
 def test_node_is_ready_with_its_internal_ip_on_the_pod_bridge(k8s_cluster: Cluster) -> None:
@@ -36,7 +26,7 @@ def test_node_is_ready_with_its_internal_ip_on_the_pod_bridge(k8s_cluster: Clust
     "tag", [STEP_IMAGE, SIDECAR_IMAGE, PAUSE_IMAGE], ids=["step", "xcom-sidecar", "pause"]
 )
 def test_image_is_in_the_nodes_containerd(k8s_cluster: Cluster, tag: str) -> None:
-    assert _reference(tag) in k8s_cluster.image_names()
+    assert reference(tag) in k8s_cluster.image_names()
 
 
 def _help_pod(name: str, service_account: str) -> dict[str, Any]:

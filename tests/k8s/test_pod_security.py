@@ -40,7 +40,8 @@ def _variant(change: str) -> dict[str, Any]:
     pod = copy.deepcopy(_COMPLIANT)
     container = pod["spec"]["containers"][0]
     if change == "privileged":
-        container["securityContext"]["privileged"] = True
+        # (privileged with allowPrivilegeEscalation false would be invalid before admission)
+        container["securityContext"] = {"privileged": True, "capabilities": {"drop": ["ALL"]}}
     elif change == "no-runAsNonRoot":
         del pod["spec"]["securityContext"]["runAsNonRoot"]
         del pod["spec"]["securityContext"]["runAsUser"]
