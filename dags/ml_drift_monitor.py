@@ -36,6 +36,20 @@ PREDICTIONS = predictions_asset(CONFIG.name, CONFIG.model.registered_name)
 DS = "{{ ti.xcom_pull(task_ids='resolve_ds') }}"
 
 
+class TriggerRetraining(TriggerDagRunOperator):
+    """``TriggerDagRunOperator`` whose ``run_after`` is a template too.
+
+    Airflow infers a triggered run's data interval from its ``run_after``, not its logical date.
+    """
+
+    template_fields = (*TriggerDagRunOperator.template_fields, "run_after")
+
+
+#: The end of the checked day: the retrain's logical date and run_after, so its training window
+#: ([end - window, end)) includes that day, and a late or replayed check trains on the same window.
+DAY_END = "{{ macros.ds_add(ti.xcom_pull(task_ids='resolve_ds'), 1) }}T00:00:00+00:00"
+
+
 @dag(
     dag_id="ml_drift_monitor",
     doc_md=__doc__,
@@ -85,11 +99,13 @@ def ml_drift_monitor() -> None:
         return {"run_id": decision["run_id"], "conf": decision["conf"]}
 
     request = retrain_request(decide.output)
-    trigger_retraining = TriggerDagRunOperator(
+    trigger_retraining = TriggerRetraining(
         task_id="trigger_retraining",
         trigger_dag_id="ml_training",
         trigger_run_id=request["run_id"],
         conf=request["conf"],
+        logical_date=DAY_END,
+        run_after=DAY_END,
         skip_when_already_exists=True,
         wait_for_completion=False,
         doc_md="Start `ml_training` for this drifted day (once: the run id is `drift__<ds>`).",
