@@ -21,6 +21,8 @@ from mlsteps.config import load_config
 from tests.k8s.airflow_services import K8sAirflow, PodRecorder, generate_raw_data, wait_until, yesterday
 
 pytestmark = pytest.mark.k8s
+#: The session fixtures `k8s_airflow` and `pod_recorder` (one Airflow for both modules).
+pytest_plugins = ["tests.k8s.airflow_services"]
 
 CONFIG = load_config()
 MODEL = CONFIG.model.registered_name
@@ -219,7 +221,9 @@ def test_evaluate_report_link_opens_from_the_api_server(k8s_airflow: K8sAirflow,
 def test_every_pod_is_deleted_at_the_end(
     k8s_airflow: K8sAirflow, pod_recorder: PodRecorder, runs: Runs
 ) -> None:
-    wait_until("the step namespace is empty", lambda: not k8s_airflow.pods(), timeout=120)
+    # Every pod the factory builds carries this label (other tests' probe pods do not).
+    factory_pods = {"app.kubernetes.io/name": "mlsteps"}
+    wait_until("no step pod is left", lambda: not k8s_airflow.pods(**factory_pods), timeout=120)
     ours = [pod for pod in pod_recorder.pods.values() if pod.labels.get("dag_id", "").startswith("ml_")]
     assert len(ours) >= len(TRAINING_STEPS) + 1 + len(SCORING_STEPS) + 2 + 2
     assert [pod.name for pod in ours if not pod.deleted] == []

@@ -17,6 +17,8 @@ import pytest
 from tests.k8s.airflow_services import K8sAirflow, PodRecorder, RecordedPod, wait_until
 
 pytestmark = pytest.mark.k8s
+#: The session fixtures `k8s_airflow` and `pod_recorder` (one Airflow for both modules).
+pytest_plugins = ["tests.k8s.airflow_services"]
 
 RUN_TIMEOUT = 600
 #: The test DAGs' limits (tests/k8s/dags/).
