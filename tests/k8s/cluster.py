@@ -16,6 +16,7 @@ settings the kubelet changes restored.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -873,15 +874,59 @@ def _node_ready(cluster: Cluster) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
+#: One test cluster per machine: they share the bridge, the pod subnet and the image store.
+LOCK_FILE = Path("/run/lock/mlsteps-k8s-cluster.lock")
+
+
+@contextlib.contextmanager
+def _machine_lock(timeout: float) -> Iterator[None]:
+    """Hold the machine's cluster lock, waiting up to ``timeout`` seconds for another run to end."""
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK_FILE.open("a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    raise ClusterError(
+                        f"another test cluster still runs on this machine ({holder}) after {timeout:.0f} s: "
+                        "wait for it to end or stop it"
+                    ) from None
+                time.sleep(2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def running_cluster(
     bin_dir: Path, images: Sequence[str] = (), scratch: Path | None = None
 ) -> Iterator[Cluster]:
     """Start the cluster from nothing, import ``images`` (Docker tags) into the node, yield it Ready.
 
+    Only one runs per machine at a time: a second waits for the first (``ML_K8S_LOCK_TIMEOUT``
+    seconds, default 3600).
+
     Raises:
-        ClusterError: a component failed to start; the message ends with its log.
+        ClusterError: a component failed to start (the message ends with its log), or another
+            cluster kept the machine past the timeout.
     """
+    with _machine_lock(float(os.environ.get("ML_K8S_LOCK_TIMEOUT", "3600"))):
+        with _running_cluster(bin_dir, images, scratch) as cluster:
+            yield cluster
+
+
+@contextlib.contextmanager
+def _running_cluster(bin_dir: Path, images: Sequence[str], scratch: Path | None) -> Iterator[Cluster]:
     scratch = scratch or Path(tempfile.mkdtemp(prefix="mlk8s-"))
     starter = _Starter(bin_dir, scratch)
     try:
