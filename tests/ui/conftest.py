@@ -69,10 +69,18 @@ class UiAirflow:
 
 
 @pytest.fixture(scope="module")
-def ui_airflow(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> Iterator[UiAirflow]:
+def ui_extra_env() -> dict[str, str]:
+    """More environment for the module's Airflow services: a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def ui_airflow(
+    tmp_path_factory: pytest.TempPathFactory, s3: S3Server, ui_extra_env: dict[str, str]
+) -> Iterator[UiAirflow]:
     """Raw events up to yesterday, a real mlflow server, then Airflow's three services."""
     root = tmp_path_factory.mktemp("ui")
-    with mlflow_server(root, s3, bucket="ui-mlflow") as mlflow:
+    with mlflow_server(root, s3, bucket="ui-mlflow", timeout=300) as mlflow:  # slow on a busy machine
         base = {
             **os.environ,
             "ML_EXECUTION_MODE": "local",
@@ -81,6 +89,7 @@ def ui_airflow(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> Iterat
             "ML_STATE_DIR": str(root / "state"),
             "MLFLOW_TRACKING_URI": mlflow.tracking_uri,
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            **ui_extra_env,
         }
         for key in ("AWS_ENDPOINT_URL", "ML_STEP_RESULT", "ML_MLFLOW_UI_URL", "ML_REPORTS_URL"):
             base.pop(key, None)
