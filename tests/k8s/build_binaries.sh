@@ -13,11 +13,12 @@ BIN="$CACHE/kubernetes-$K8S_VERSION-helm-$HELM_VERSION/bin"
 SERVER=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 # A binary counts only when it reports the pinned version (helm checks the chart's kubeVersion
 # against what the API server reports, so the version must be stamped in at build time).
-stamped() {  # stamped <name>
+stamped() {  # stamped <name>  (output captured first: grep -q closing the pipe early trips pipefail)
+  local out
   case "$1" in
-    kubectl) "$BIN/kubectl" version --client 2>/dev/null | grep -qx "Client Version: $K8S_VERSION" ;;
-    helm) "$BIN/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}" ;;
-    *) "$BIN/$1" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION" ;;
+    kubectl) out=$("$BIN/kubectl" version --client 2>/dev/null) && grep -qx "Client Version: $K8S_VERSION" <<<"$out" ;;
+    helm) out=$("$BIN/helm" version --short 2>/dev/null) && grep -q "^${HELM_VERSION}" <<<"$out" ;;
+    *) out=$("$BIN/$1" --version 2>/dev/null) && grep -qx "Kubernetes $K8S_VERSION" <<<"$out" ;;
   esac
 }
 missing=()
@@ -67,6 +68,13 @@ if printf '%s\n' "${missing[@]}" | grep -qx helm; then
   echo "require helm.sh/helm/v3 $HELM_VERSION" >> go.mod
   printf 'package main\nimport _ "helm.sh/helm/v3/pkg/action"\nfunc main() {}\n' > tools.go
   go mod tidy >/dev/null 2>&1 || true
+  # As helm's Makefile does: the Kubernetes version `helm template` and `helm lint` assume is the
+  # one of the client-go it is built with (else 1.20, below the chart's kubeVersion).
+  client_go=$(go list -f '{{.Version}}' -m k8s.io/client-go)
+  client_minor=$(echo "$client_go" | cut -d. -f2)
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    HELM_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_minor"
+  done
   build "$work/helm" "$BIN" "$HELM_LDFLAGS" helm.sh/helm/v3/cmd/helm
 fi
 echo "$BIN"

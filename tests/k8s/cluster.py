@@ -425,7 +425,8 @@ class Cluster:
             raise ClusterError(f"the Docker engine has no image {tag} to import into the node")
         ref, label = reference(tag), f"{_DOCKER_ID_LABEL}={image_id}"
         for line in self.ctr("images", "list").stdout.splitlines()[1:]:
-            if line.split()[:1] == [ref] and label in line.split():
+            fields = line.split()  # REF TYPE DIGEST SIZE PLATFORMS LABELS (k=v,k=v)
+            if fields[:1] == [ref] and label in fields[-1].split(","):
                 return False
         save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         imp = subprocess.run(
