@@ -13,11 +13,27 @@ and promotes it only if it passes the evaluation gate.
 | `train_on_cpu` / `train_on_gpu` | XGBoost, logged to MLflow and registered as the `challenger` |
 | `evaluate` | thresholds, plus challenger vs champion on the same holdout (bootstrap CI) |
 | `gate` | skips promotion, visibly, when the evaluation rejects the challenger |
+| `approval_wanted` | skips `approval`, visibly, when this run needs no human approval (`require_approval` off) |
+| `approval` | asks a person in the UI (*Required actions*): Approve or Reject, with a comment |
 | `promote` | moves the MLflow alias `champion` (check-and-set) and appends to the promotion ledger |
+| `record_rejection` | records a rejected (or unanswered) approval beside the ledger; nothing is promoted |
 
 **Trigger with parameters** to train on a GPU (`device`), run an Optuna search, change the window or the
 ROC-AUC threshold, and record why you retrained. A rejected challenger is not a failure: the run
 succeeds, `promote` is skipped, and `evaluate`'s result says why.
+
+**Approval.** With `gates.require_approval: true` in the pipeline config, or the `require_approval`
+parameter ticked for one run, a challenger the gate approved waits in `approval` (state
+*awaiting input*) for a person. The form shows the evaluation summary, champion and challenger
+metrics, why the run retrained, and the report link. *Approve* runs `promote`, which records who,
+when and the comment in the ledger entry and as `mlsteps.approval.*` tags on the version. *Reject*
+runs `record_rejection` instead: nothing is promoted and the run succeeds. No answer within
+`gates.approval_timeout_hours` takes `gates.approval_on_timeout` (reject by default), recorded the
+same way. `promote`'s check-and-set still applies: if the champion changed while the approval
+waited, promotion is refused.
+
+**Notifications** (config `notifications:`) go out when the gate rejects, an approval is asked,
+approved or rejected, a champion is promoted, a drift-triggered retrain starts, or validation fails.
 
 The training window is `[end - training_window_days, end)`, where `end` is the day of the run's
 data interval end (or of the trigger time for a run triggered without a logical date).
@@ -25,13 +41,16 @@ data interval end (or of the trigger time for a run triggered without a logical 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from typing import Any
+from typing import Any, cast
 
-from airflow.sdk import CronTriggerTimetable, Param, chain, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, chain, dag, get_current_context, task
 
 from mlsteps.config import load_config
 from step_tasks import dag_default_args, step_task, xcom
+from step_tasks.approval import DECISION_KEY, PromotionApproval
+from step_tasks.notify import PipelineNotifier, notify_event
 from step_tasks.templates import END_EXPR
 
 log = logging.getLogger(__name__)
@@ -41,6 +60,17 @@ END = "{{ " + END_EXPR + " | ds }}"
 START = "{{ macros.ds_add(" + END_EXPR + " | ds, -params.training_window_days) }}"
 # Each pattern ends with `$(?!\n)`: in Python, jsonschema's `$` alone also accepts one trailing newline.
 REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$(?!\n)"
+
+
+def decision(field: str, filters: str = "") -> str:
+    """A field of the approval's decision (``""`` when no approval ran): one argv element."""
+    pulled = f"ti.xcom_pull(task_ids='approval', key='{DECISION_KEY}')"
+    return "{{ ((" + pulled + " or {}).get('" + field + "', '')" + filters + ") }}"
+
+
+def drift_triggered(context: Any) -> bool:
+    """The run was triggered by the drift monitor (it passes the drifted day)."""
+    return bool((context.get("params") or {}).get("ds"))
 
 
 @dag(
@@ -110,12 +140,23 @@ REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$(?!\n)"
             description="Why this run retrains (recorded on the model version and in the promotion ledger). "
             "Letters, digits, spaces and . , : ; ( ) / + = - _ only.",
         ),
+        "require_approval": Param(
+            CONFIG.gates.require_approval,
+            type="boolean",
+            title="Require human approval",
+            description="Ask a person (the approval task's form) before promoting an approved challenger. "
+            "The default comes from the pipeline config (gates.require_approval).",
+        ),
     },
 )
 def ml_training() -> None:
     interval = {"--start": START, "--end": END}
     validate = step_task(
-        "validate", options=interval, doc_md="Validate the raw events of the training window."
+        "validate",
+        options=interval,
+        doc_md="Validate the raw events of the training window.",
+        on_execute_callback=PipelineNotifier("retrain_triggered", when=drift_triggered),
+        on_failure_callback=PipelineNotifier("validation_failed"),
     )
     build_features = step_task("build-features", options=interval, doc_md="Compute features for the window.")
     materialize = step_task("materialize", options=interval, doc_md="Load the window into the online store.")
@@ -150,8 +191,36 @@ def ml_training() -> None:
             "--model-version": xcom("evaluate", "model_version"),
             "--expected-champion": "{{ (ti.xcom_pull(task_ids='evaluate') or {}).get('champion_version') or 'none' }}",
             "--reason": "{{ params.reason }}",
+            "--approved-by": decision("by"),
+            "--approved-at": decision("at"),
+            "--approval-comment": decision("comment"),
         },
+        trigger_rule="none_failed_min_one_success",
         doc_md="Move the `champion` alias to the approved challenger (check-and-set) and ledger it.",
+        on_success_callback=PipelineNotifier("promoted"),
+    )
+    record_rejection = step_task(
+        "record-decision",
+        task_id="record_rejection",
+        options={
+            "--model-version": xcom("evaluate", "model_version"),
+            "--decision": "rejected",
+            "--decided-by": decision("by"),
+            "--decided-at": decision("at"),
+            "--comment": decision("comment"),
+            "--timed-out": decision("timed_out", " | string | lower"),
+            "--reason": "{{ params.reason }}",
+        },
+        doc_md="Record the rejected promotion (who, when, why) beside the ledger; nothing is promoted.",
+    )
+    approval = PromotionApproval(
+        task_id="approval",
+        promote_task="promote",
+        reject_task="record_rejection",
+        evaluate_task="evaluate",
+        response_timeout=dt.timedelta(hours=CONFIG.gates.approval_timeout_hours),
+        on_timeout=CONFIG.gates.approval_on_timeout,
+        doc_md="Approve or reject promoting the challenger (the task's Required actions).",
     )
 
     @task.branch(task_id="choose_device")
@@ -164,7 +233,16 @@ def ml_training() -> None:
         """Let promotion run only for an approved challenger; log why otherwise."""
         for reason in evaluation.get("reasons", []):
             log.info("gate: %s", reason)
+        if not evaluation.get("approved"):
+            notify_event("gate_rejected", get_current_context(), result=evaluation)
         return bool(evaluation.get("approved"))
+
+    @task.short_circuit(task_id="approval_wanted")
+    def approval_wanted(params: dict[str, Any] | None = None) -> bool:
+        """Skip the approval (and only it) when this run needs none; promote then runs directly."""
+        wanted = bool((params or {}).get("require_approval"))
+        log.info("approval_wanted: human approval is %s for this run", "on" if wanted else "off")
+        return wanted
 
     chain(
         validate,
@@ -174,7 +252,9 @@ def ml_training() -> None:
         choose_device(),
         [train_on_cpu, train_on_gpu],
     )
-    chain([train_on_cpu, train_on_gpu], evaluate, gate(evaluate.output), promote)
+    checked = gate(cast(dict[str, Any], evaluate.output))
+    chain([train_on_cpu, train_on_gpu], evaluate, checked, promote)
+    chain(checked, approval_wanted(), approval, [promote, record_rejection])
 
 
 ml_training()

@@ -47,6 +47,10 @@ STEPS: dict[str, tuple[str, str]] = {
         "mlsteps.promote",
         "Move the champion alias to an approved version (check-and-set, ledgered).",
     ),
+    "record-decision": (
+        "mlsteps.decision",
+        "Record a rejected promotion (who, when, why) beside the ledger; nothing is promoted.",
+    ),
     "rollback": ("mlsteps.rollback", "Move the champion alias back to a previously promoted version."),
     "plan-scoring": ("mlsteps.score_plan", "Pin the model version and split a day's scoring into shards."),
     "score": ("mlsteps.score", "Score a day's features with the pinned model, streaming, into predictions/."),

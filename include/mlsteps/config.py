@@ -153,6 +153,15 @@ class GatesConfig(_Frozen):
     max_auc_drop: float = Field(0.01, ge=0.0, le=1.0, description="Allowed ROC-AUC regression vs champion.")
     bootstrap_samples: int = Field(200, ge=20, le=10_000)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    require_approval: bool = Field(
+        False, description="Ask a person (Airflow's approval form) before promoting an approved challenger."
+    )
+    approval_timeout_hours: float = Field(
+        72.0, gt=0.0, le=24 * 90, description="How long the approval waits for an answer."
+    )
+    approval_on_timeout: Literal["reject", "approve"] = Field(
+        "reject", description="What an unanswered approval becomes once the timeout passes."
+    )
 
 
 class ScoringConfig(_Frozen):
@@ -175,6 +184,53 @@ class DriftConfig(_Frozen):
     weekly_retrain_budget: int = Field(2, ge=0)
 
 
+NotificationEvent = Literal[
+    "gate_rejected",
+    "approval_requested",
+    "approved",
+    "rejected",
+    "promoted",
+    "rolled_back",
+    "retrain_triggered",
+    "validation_failed",
+    "scoring_failed",
+]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
+    "gate_rejected",
+    "approval_requested",
+    "approved",
+    "rejected",
+    "promoted",
+    "rolled_back",
+    "retrain_triggered",
+    "validation_failed",
+    "scoring_failed",
+)
+
+
+class NotificationChannel(_Frozen):
+    """One place messages go. Credentials live in the Airflow connection, never here."""
+
+    type: Literal["smtp", "webhook", "slack"]
+    conn_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,250}$", description="An Airflow connection id.")
+    to: tuple[str, ...] = Field((), description="Recipients (smtp only).")
+
+    @model_validator(mode="after")
+    def _recipients(self) -> NotificationChannel:
+        if self.type == "smtp" and not self.to:
+            raise ValueError("an smtp channel needs at least one recipient in 'to'")
+        if self.type != "smtp" and self.to:
+            raise ValueError(f"'to' is only allowed on smtp channels, not on {self.type}")
+        return self
+
+
+class NotificationsConfig(_Frozen):
+    """Who hears about what. With no channel, messages are only written to the task log."""
+
+    channels: tuple[NotificationChannel, ...] = ()
+    events: tuple[NotificationEvent, ...] = NOTIFICATION_EVENTS
+
+
 class TrainingScheduleConfig(_Frozen):
     """When `ml_training` runs on its own."""
 
@@ -192,6 +248,7 @@ class PipelineConfig(_Frozen):
     training: TrainingScheduleConfig = TrainingScheduleConfig()
     scoring: ScoringConfig = ScoringConfig()
     drift: DriftConfig = DriftConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @field_validator("training", "scoring", mode="after")
     @classmethod

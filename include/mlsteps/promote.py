@@ -6,6 +6,11 @@ or rolled back), this promotion is refused, because its evaluation judged agains
 model. Otherwise ``champion`` moves to the version, ``previous-champion`` keeps the replaced one
 reachable, the version is tagged, and one immutable ledger entry is written. Re-running a
 promotion that already happened changes nothing and writes no second entry.
+
+When a person approved the promotion (the DAG's approval task, ``gates.require_approval``), who,
+when and their comment (``--approved-by``, ``--approved-at``, ``--approval-comment``) go into the
+ledger entry as ``approval`` and onto the version as ``mlsteps.approval.*`` tags. Each value is one
+argv element and is stored as text, never interpreted.
 """
 
 from __future__ import annotations
@@ -34,6 +39,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="The champion evaluate compared against (a version or 'none'); refused if it has changed.",
     )
     parser.add_argument("--reason", default="", help="Why, recorded on the version and in the ledger.")
+    add_approval_arguments(parser)
+
+
+def add_approval_arguments(parser: argparse.ArgumentParser) -> None:
+    """The human decision's options, shared with ``record-decision``."""
+    group = parser.add_argument_group("human approval (recorded as given; empty when none was asked)")
+    group.add_argument("--approved-by", default="", help="Who approved (an Airflow user name).")
+    group.add_argument("--approved-at", default="", help="When they answered (ISO 8601).")
+    group.add_argument("--approval-comment", default="", help="Their comment.")
+
+
+#: The longest comment or name kept; the rest is cut (MLflow tags take 5000 characters).
+MAX_APPROVAL_TEXT = 2000
+
+
+def approval_record(args: argparse.Namespace) -> dict[str, str] | None:
+    """``{"by", "at", "comment"}`` when a person decided, else None."""
+    by, at = str(args.approved_by or "").strip(), str(args.approved_at or "").strip()
+    comment = str(args.approval_comment or "")
+    if not (by or at or comment):
+        return None
+    return {"by": by[:MAX_APPROVAL_TEXT], "at": at[:100], "comment": comment[:MAX_APPROVAL_TEXT]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,7 +83,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{version} was evaluated; someone else promoted or rolled back since, so re-run evaluate"
             )
         lock.ensure_held()
-        entry = ledger_entry(context, client, candidate, "promote", current, args.reason)
+        approval = approval_record(args)
+        entry = ledger_entry(context, client, candidate, "promote", current, args.reason, approval)
         registry.move_champion(client, name, version, current, promotion_tags(entry))
         written = registry.append_ledger(context.lake, name, entry, entries)
     return result(context.lake, name, version, current, written, changed=True)
@@ -136,9 +164,10 @@ def ledger_entry(
     action: str,
     replaced: str | None,
     reason: str,
+    approval: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ledger document of one champion change."""
-    return {
+    """The ledger document of one champion change (with the person's approval when one was asked)."""
+    entry: dict[str, Any] = {
         "action": action,
         "model": version.name,
         "version": str(version.version),
@@ -149,16 +178,32 @@ def ledger_entry(
         "training_run": (version.tags or {}).get("training_run"),
         **context.lineage(),
     }
+    if approval is not None:
+        entry["approval"] = approval
+    return entry
 
 
 def promotion_tags(entry: dict[str, Any]) -> dict[str, str]:
-    """Tags recording on the version when and why it became champion."""
-    return {
+    """Tags recording on the version when and why it became champion (and who approved it)."""
+    tags = {
         "mlsteps.promoted.action": entry["action"],
         "mlsteps.promoted.replaced": entry["replaced"] or NONE,
         "mlsteps.promoted.reason": entry["reason"][:500],
         "mlsteps.promoted.dag_id": entry["dag_id"],
         "mlsteps.promoted.dag_run_id": entry["dag_run_id"],
+    }
+    return {**tags, **approval_tags("approved", entry.get("approval"))}
+
+
+def approval_tags(decision: str, approval: dict[str, str] | None) -> dict[str, str]:
+    """``mlsteps.approval.*`` tags of a person's decision; none when nobody was asked."""
+    if approval is None:
+        return {}
+    return {
+        "mlsteps.approval.decision": decision,
+        "mlsteps.approval.by": approval["by"] or NONE,
+        "mlsteps.approval.at": approval["at"] or NONE,
+        "mlsteps.approval.comment": approval["comment"],
     }
 
 

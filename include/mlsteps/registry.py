@@ -49,6 +49,8 @@ LEDGER_ROOT = "ledger"
 #: Locks live apart from the ledger, so listing the ledger shows entries only.
 LOCK_ROOT = "locks"
 LEDGER_ENTRY = re.compile(r"^\d{8}T\d{12}Z-(promote|rollback)-v\d+\.json$")
+#: A human decision that changed no alias (a rejected promotion); beside the entries, never one of them.
+DECISION_ENTRY = re.compile(r"^\d{8}T\d{12}Z-reject-v\d+\.json$")
 DEFAULT_LEASE_SECONDS = 120.0
 
 
@@ -580,6 +582,16 @@ def read_ledger(lake: Lake, model: str) -> list[dict[str, Any]]:
         if LEDGER_ENTRY.match(name):
             entries.append({**lake.read_json(f"{prefix}/{name}"), "entry": f"{prefix}/{name}"})
     return entries
+
+
+def read_decisions(lake: Lake, model: str) -> list[dict[str, Any]]:
+    """Every recorded rejection of a promotion (who, when, why), oldest first; they move no alias."""
+    prefix = ledger_prefix(model)
+    return [
+        {**lake.read_json(f"{prefix}/{name}"), "entry": f"{prefix}/{name}"}
+        for name in lake.list_dir(prefix)
+        if DECISION_ENTRY.match(name)
+    ]
 
 
 def append_ledger(lake: Lake, model: str, entry: dict[str, Any], previous: list[dict[str, Any]]) -> str:

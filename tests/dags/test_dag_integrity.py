@@ -86,9 +86,28 @@ def test_training_graph(monkeypatch: pytest.MonkeyPatch) -> None:
         ("train_on_gpu", "evaluate"),
         ("evaluate", "gate"),
         ("gate", "promote"),
+        ("gate", "approval_wanted"),
+        ("approval_wanted", "approval"),
+        ("approval", "promote"),
+        ("approval", "record_rejection"),
     }
     assert dag.max_active_runs == 1
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
+
+
+def test_approval_is_airflows_hitl_branch_with_reject_as_the_timeout_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.providers.standard.operators.hitl import HITLBranchOperator
+
+    dag = load_dagbag(monkeypatch, "local").dags["ml_training"]
+    approval = dag.get_task("approval")
+    assert isinstance(approval, HITLBranchOperator)
+    assert approval.options_mapping == {"Approve": "promote", "Reject": "record_rejection"}
+    assert approval.defaults == ["Reject"]
+    assert list(approval.params) == ["comment"]
+    assert dag.params["require_approval"] is False
 
 
 @pytest.mark.parametrize(

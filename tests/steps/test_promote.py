@@ -21,6 +21,7 @@ from mlsteps.registry import (
     champion_lock,
     champion_lock_path,
     ledger_prefix,
+    read_decisions,
     read_ledger,
 )
 from tests.steps.training_fixtures import (
@@ -236,3 +237,110 @@ def test_the_lock_excludes_across_processes(lake_fixture: str, request: pytest.F
 
     assert codes == [0] * 5
     assert Lake(lake_uri).read_bytes("counter") == b"25"
+
+
+HOSTILE_COMMENT = (
+    "ok $(touch /tmp/pwned) `id` {{ var.value.secret }} --expected-champion 9\n<script>x</script>"
+)
+
+
+def test_an_approved_promotion_records_who_when_and_the_comment(
+    model: tuple[str, str], local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, config = model
+    argv = ["promote", "--config", config, "--model-version", "1", "--expected-champion", "none"]
+    argv += ["--approved-by", "alice", "--approved-at", "2026-11-28T07:00:00+00:00"]
+    argv += ["--approval-comment", HOSTILE_COMMENT, "--run-id", "r1"]
+
+    code, _ = run_step(argv, tmp_path / "p.json", monkeypatch)
+
+    assert code == 0
+    (entry,) = read_ledger(Lake(local_lake), name)
+    assert entry["approval"] == {"by": "alice", "at": "2026-11-28T07:00:00+00:00", "comment": HOSTILE_COMMENT}
+    tags = mlflow.MlflowClient().get_model_version(name, "1").tags
+    assert tags["mlsteps.approval.by"] == "alice"
+    assert tags["mlsteps.approval.comment"] == HOSTILE_COMMENT
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_a_promotion_without_approval_records_none(
+    model: tuple[str, str], local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, config = model
+    assert _promote(config, "1", "none", tmp_path, monkeypatch)[0] == 0
+
+    (entry,) = read_ledger(Lake(local_lake), name)
+    assert "approval" not in entry
+    assert "mlsteps.approval.by" not in mlflow.MlflowClient().get_model_version(name, "1").tags
+
+
+def _reject(config: str, version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Any:
+    argv = ["record-decision", "--config", config, "--model-version", version, "--run-id", "r2", *extra]
+    return run_step(argv, tmp_path / "d.json", monkeypatch)
+
+
+def test_a_rejection_is_recorded_beside_the_ledger_and_moves_nothing(
+    model: tuple[str, str], local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, config = model
+    assert _promote(config, "1", "none", tmp_path, monkeypatch)[0] == 0
+
+    code, result = _reject(
+        config, "2", tmp_path, monkeypatch, "--decided-by", "bob", "--comment", "not convinced"
+    )
+
+    assert code == 0
+    assert result["changed"] is False
+    assert "rejected by bob" in result["summary"]
+    assert mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION).version == "1"
+    assert [e["version"] for e in read_ledger(Lake(local_lake), name)] == ["1"]
+    (decision,) = read_decisions(Lake(local_lake), name)
+    assert (decision["action"], decision["version"], decision["champion"]) == ("reject", "2", "1")
+    assert decision["approval"]["by"] == "bob"
+    assert decision["approval"]["comment"] == "not convinced"
+    assert decision["timed_out"] is False
+    assert mlflow.MlflowClient().get_model_version(name, "2").tags["mlsteps.approval.decision"] == "rejected"
+
+
+def test_a_rejected_version_cannot_be_rolled_back_to(
+    model: tuple[str, str], local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, config = model
+    assert _promote(config, "1", "none", tmp_path, monkeypatch)[0] == 0
+    assert _reject(config, "2", tmp_path, monkeypatch, "--decided-by", "bob")[0] == 0
+
+    code, _ = run_step(
+        ["rollback", "--config", config, "--version", "2", "--run-id", "r3"], tmp_path / "r.json", monkeypatch
+    )
+
+    assert code == 2
+    assert mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION).version == "1"
+
+
+def test_a_timed_out_approval_is_recorded_as_no_answer(
+    model: tuple[str, str], local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, config = model
+
+    code, result = _reject(config, "1", tmp_path, monkeypatch, "--decided-by", "", "--timed-out", "true")
+
+    assert code == 0
+    assert "nobody answered in time" in result["summary"]
+    (decision,) = read_decisions(Lake(local_lake), name)
+    assert decision["timed_out"] is True
+    assert decision["approval"]["by"] == "no answer (approval timed out)"
+    assert mlflow.MlflowClient().get_registered_model(name).aliases == {}
+
+
+def test_a_rejection_needs_a_name_or_a_timeout(
+    model: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, config = model
+
+    code, _ = _reject(config, "1", tmp_path, monkeypatch, "--decided-by", "")
+
+    assert code == 2
+    assert "--decided-by is empty" in capsys.readouterr().err

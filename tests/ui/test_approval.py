@@ -1,0 +1,199 @@
+"""Human approval of promotion in running Airflow services, answered through Airflow's HITL REST API.
+
+The real services (API server, scheduler, DAG processor; tests/ui/conftest.py) run ``ml_training``
+with ``require_approval`` on. Three runs, one after the other: the first is approved (with a
+hostile comment, which must be stored as text), the second rejected, the third left unanswered
+until its (short, configured) timeout rejects it. Each ends with the ledger and the ``champion``
+alias as expected.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from mlsteps.config import DEFAULT_CONFIG_PATH, load_config
+from mlsteps.lake import Lake
+from mlsteps.registry import read_decisions, read_ledger
+from tests.ui.conftest import UiAirflow
+
+pytestmark = pytest.mark.slow
+
+MODEL = load_config().model.registered_name
+TIMEOUT_HOURS = 0.04  # 144 s: long enough to answer the other two runs, short enough to wait for
+RUN_TIMEOUT_S = 900
+CONF = {"training_window_days": 10, "n_trials": 0, "min_roc_auc": 0.5, "require_approval": True}
+HOSTILE = "ship it $(touch /tmp/approval-pwned) `id` {{ var.value.secret }} --expected-champion 99\n<b>x</b>"
+
+
+@pytest.fixture(scope="module")
+def ui_extra_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A config whose approval times out quickly; no scheduled runs."""
+    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    config["gates"]["approval_timeout_hours"] = TIMEOUT_HOURS
+    path = tmp_path_factory.mktemp("approval") / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False", "ML_PIPELINE_CONFIG": str(path)}
+
+
+def send(airflow: UiAirflow, method: str, path: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        f"{airflow.url}/api/v2/{path}",
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def trigger(airflow: UiAirflow, run_id: str, reason: str) -> str:
+    airflow.services.wait_for_dags(["ml_training"])
+    send(airflow, "PATCH", "dags/ml_training", {"is_paused": False})
+    send(
+        airflow,
+        "POST",
+        "dags/ml_training/dagRuns",
+        {"dag_run_id": run_id, "logical_date": None, "conf": {**CONF, "reason": reason}},
+    )
+    return run_id
+
+
+def task_state(airflow: UiAirflow, run_id: str, task_id: str) -> str | None:
+    return airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
+
+
+def wait_for_approval(airflow: UiAirflow, run_id: str) -> dict[str, Any]:
+    """Wait until the approval task waits for input; return its HITL detail (the form)."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = task_state(airflow, run_id, "approval")
+        if state == "awaiting_input":
+            return airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails")
+        run = airflow.api(f"dags/ml_training/dagRuns/{run_id}")
+        if run["state"] in ("success", "failed"):
+            pytest.fail(f"{run_id} ended {run['state']} before asking for approval (approval: {state})")
+        time.sleep(3)
+    pytest.fail(f"{run_id}: approval did not wait for input within {RUN_TIMEOUT_S} s")
+
+
+def answer(airflow: UiAirflow, run_id: str, option: str, comment: str) -> Any:
+    return send(
+        airflow,
+        "PATCH",
+        f"dags/ml_training/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails",
+        {"chosen_options": [option], "params_input": {"comment": comment}},
+    )
+
+
+def wait_for_run(airflow: UiAirflow, run_id: str) -> dict[str, str]:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = airflow.api(f"dags/ml_training/dagRuns/{run_id}")
+        if run["state"] in ("success", "failed"):
+            break
+        time.sleep(3)
+    states = {
+        ti["task_id"]: ti["state"]
+        for ti in airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances")["task_instances"]
+    }
+    assert run["state"] == "success", (
+        f"{run_id} ended {run['state']}: {states}; logs in {airflow.services.logs}"
+    )
+    return states
+
+
+def champion(airflow: UiAirflow) -> str | None:
+    aliases = MlflowClient(tracking_uri=airflow.tracking_uri).get_registered_model(MODEL).aliases
+    return str(aliases["champion"]) if "champion" in aliases else None
+
+
+def evaluated_version(airflow: UiAirflow, run_id: str) -> str:
+    entries = airflow.api(
+        f"dags/ml_training/dagRuns/{run_id}/taskInstances/evaluate/xcomEntries/return_value?deserialize=true"
+    )
+    return str(entries["value"]["model_version"])
+
+
+@pytest.fixture(scope="module")
+def approved(ui_airflow: UiAirflow) -> dict[str, Any]:
+    run_id = trigger(ui_airflow, "approve_1", "approval test")
+    form = wait_for_approval(ui_airflow, run_id)
+    response = answer(ui_airflow, run_id, "Approve", HOSTILE)
+    return {"run_id": run_id, "form": form, "response": response, "states": wait_for_run(ui_airflow, run_id)}
+
+
+@pytest.fixture(scope="module")
+def rejected(ui_airflow: UiAirflow, approved: dict[str, Any]) -> dict[str, Any]:
+    run_id = trigger(ui_airflow, "reject_2", "approval test")
+    wait_for_approval(ui_airflow, run_id)
+    response = answer(ui_airflow, run_id, "Reject", "holdout too small")
+    return {"run_id": run_id, "response": response, "states": wait_for_run(ui_airflow, run_id)}
+
+
+@pytest.fixture(scope="module")
+def timed_out(ui_airflow: UiAirflow, rejected: dict[str, Any]) -> dict[str, Any]:
+    run_id = trigger(ui_airflow, "timeout_3", "approval test")
+    wait_for_approval(ui_airflow, run_id)
+    return {"run_id": run_id, "states": wait_for_run(ui_airflow, run_id)}
+
+
+def test_the_form_shows_summary_metrics_reason_and_report_link(approved: dict[str, Any]) -> None:
+    form = approved["form"]
+    assert form["options"] == ["Approve", "Reject"]
+    assert "AUC" in form["body"]
+    assert "no champion" in form["body"]
+    assert "| challenger |" in form["body"]
+    assert "approval test" in form["body"]
+    assert "[Evaluation report](" in form["body"]
+    assert form["subject"].startswith(f"Promote {MODEL} version ")
+
+
+def test_approve_promotes_and_records_the_approver(ui_airflow: UiAirflow, approved: dict[str, Any]) -> None:
+    assert approved["states"]["promote"] == "success"
+    assert approved["states"]["record_rejection"] == "skipped"
+    version = evaluated_version(ui_airflow, approved["run_id"])
+    assert champion(ui_airflow) == version
+    (entry,) = read_ledger(Lake(str(ui_airflow.lake)), MODEL)
+    assert entry["version"] == version
+    assert entry["approval"]["by"] == approved["response"]["responded_by"]["name"]
+    assert entry["approval"]["at"]
+
+
+def test_a_hostile_comment_is_stored_as_text(ui_airflow: UiAirflow, approved: dict[str, Any]) -> None:
+    (entry,) = read_ledger(Lake(str(ui_airflow.lake)), MODEL)
+    assert entry["approval"]["comment"] == HOSTILE
+    tags = MlflowClient(tracking_uri=ui_airflow.tracking_uri).get_model_version(MODEL, entry["version"]).tags
+    assert tags["mlsteps.approval.comment"] == HOSTILE
+    assert not Path("/tmp/approval-pwned").exists()
+
+
+def test_reject_promotes_nothing_and_records_who_and_why(
+    ui_airflow: UiAirflow, rejected: dict[str, Any]
+) -> None:
+    assert rejected["states"]["promote"] == "skipped"
+    assert rejected["states"]["record_rejection"] == "success"
+    assert len(read_ledger(Lake(str(ui_airflow.lake)), MODEL)) == 1
+    decision = read_decisions(Lake(str(ui_airflow.lake)), MODEL)[0]
+    assert decision["version"] == evaluated_version(ui_airflow, rejected["run_id"])
+    assert decision["approval"]["by"] == rejected["response"]["responded_by"]["name"]
+    assert decision["approval"]["comment"] == "holdout too small"
+    assert decision["timed_out"] is False
+    assert champion(ui_airflow) == read_ledger(Lake(str(ui_airflow.lake)), MODEL)[0]["version"]
+
+
+def test_no_answer_in_time_rejects_and_is_recorded(ui_airflow: UiAirflow, timed_out: dict[str, Any]) -> None:
+    assert timed_out["states"]["approval"] == "success"
+    assert timed_out["states"]["promote"] == "skipped"
+    assert timed_out["states"]["record_rejection"] == "success"
+    decisions = read_decisions(Lake(str(ui_airflow.lake)), MODEL)
+    assert [d["timed_out"] for d in decisions] == [False, True]
+    assert decisions[1]["version"] == evaluated_version(ui_airflow, timed_out["run_id"])
+    assert len(read_ledger(Lake(str(ui_airflow.lake)), MODEL)) == 1
