@@ -930,6 +930,7 @@ def running_cluster(
 def _running_cluster(bin_dir: Path, images: Sequence[str], scratch: Path | None) -> Iterator[Cluster]:
     scratch = scratch or Path(tempfile.mkdtemp(prefix="mlk8s-"))
     starter = _Starter(bin_dir, scratch)
+    started = False
     try:
         starter.bridge()
         certs = starter.certificates()
@@ -956,9 +957,12 @@ def _running_cluster(bin_dir: Path, images: Sequence[str], scratch: Path | None)
             starter.processes["kube-controller-manager"],
         )
         yield cluster
+        started = True
     finally:
         problems = starter.cleanup()
-        if os.environ.get("ML_K8S_KEEP_SCRATCH") != "1":
+        # Never delete through a mount that would not come off (it could lead out of the scratch dir).
+        if os.environ.get("ML_K8S_KEEP_SCRATCH") != "1" and not _mounts_under(str(scratch)):
             shutil.rmtree(scratch, ignore_errors=True)
-        if problems:
+        # After a failed start the start's own error is the one to see.
+        if problems and started:
             raise ClusterError("teardown left things behind:\n" + "\n".join(problems))
