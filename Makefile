@@ -71,7 +71,7 @@ test-faults: install
 # A real single-node Kubernetes cluster (needs root): builds the Kubernetes binaries and helm once
 # (cached outside the repository) and the images through tests/containers, then runs tests/k8s.
 test-k8s: install
-	@if command -v go >/dev/null 2>&1; then bash tests/k8s/build_binaries.sh >/dev/null; fi
+	@if [ "$$(id -u)" = 0 ] && command -v go >/dev/null 2>&1; then bash tests/k8s/build_binaries.sh >/dev/null; fi
 	$(BIN)/python -m pytest -m k8s -rfEs tests/k8s
 
 # Images built from docker/ and run as pods run them, then the compose stack (needs a Docker engine:
