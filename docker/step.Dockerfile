@@ -58,8 +58,12 @@ RUN site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths
        done \
     && { /opt/venv/bin/python -m compileall -q -j 0 -x '/plotly/validators/' "$site" \
          || echo "the files above did not compile (templates, not modules): they are never imported"; }
+# The package itself goes to its own directory, so that the runtime stage copies it as a small
+# layer of its own: a code change does not copy the whole environment again.
 COPY include/mlsteps include/mlsteps
-RUN /opt/uv/bin/uv pip install --compile-bytecode --no-deps ./include
+RUN /opt/uv/bin/uv pip install --compile-bytecode --no-deps --target /opt/mlsteps-package ./include \
+    && rm -rf /opt/mlsteps-package/bin \
+    && test -d /opt/venv/lib/python3.11/site-packages
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="mlsteps" \
@@ -69,6 +73,7 @@ LABEL org.opencontainers.image.title="mlsteps" \
 RUN groupadd --system --gid 10001 mlsteps \
     && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /tmp --shell /usr/sbin/nologin mlsteps
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/mlsteps-package /opt/venv/lib/python3.11/site-packages
 # Fixed paths, identical in the Airflow image: the worker forwards ML_PIPELINE_CONFIG and
 # ML_FEAST_STORE_YAML to the pods, so a path valid there must be valid here.
 COPY include/config /opt/mlsteps/config

@@ -168,7 +168,7 @@ def test_step_image_installs_pinned_from_constraints_and_works_on_a_read_only_ro
     assert "-c constraints.txt" in dependencies
     assert "--excludes" in dependencies
     assert "-r include/pyproject.toml" in dependencies
-    assert package.endswith("uv pip install --compile-bytecode --no-deps ./include")
+    assert "uv pip install --compile-bytecode --no-deps --target /opt/mlsteps-package ./include" in package
     assert "COPY constraints.txt docker/step-excludes.txt ./" in [
         f"COPY {args}" for args in build.all("COPY")
     ]
