@@ -88,7 +88,21 @@ def redis_server(host: str, workdir: Path) -> Iterator[str]:
     binary = shutil.which("redis-server") or _apt_install("redis-server", "redis-server")
     port = free_port()
     log = open(workdir / "redis.log", "wb")  # noqa: SIM115 - closed below
-    argv = [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"]
+    # Protected mode would refuse every client not on loopback, the pods included; it listens on
+    # the bridge address only.
+    argv = [
+        binary,
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
     process = subprocess.Popen([*argv, "--dir", str(workdir)], stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_for_redis(host, port, process)

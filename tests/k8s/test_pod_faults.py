@@ -16,7 +16,8 @@ import pytest
 
 from tests.k8s.airflow_services import K8sAirflow, PodRecorder, RecordedPod, wait_until
 
-pytestmark = pytest.mark.k8s
+#: The module fixture runs the DAGs (many minutes on two busy cores); it counts against the first test.
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(3600)]
 #: The session fixtures `k8s_airflow` and `pod_recorder` (one Airflow for both modules).
 pytest_plugins = ["tests.k8s.airflow_services"]
 
