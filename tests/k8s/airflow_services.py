@@ -415,13 +415,11 @@ class K8sAirflow:
         return list(self.api(path)["task_instances"])
 
     def log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
-        """The task's log of one try as plain text (events only)."""
+        """The task's log of one try, one line per record (a record's error details included)."""
         path = f"dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
         content = self.api(f"{path}?full_content=true&map_index={map_index}")["content"]
         if isinstance(content, list):
-            return "\n".join(
-                str(line.get("event", "")) if isinstance(line, dict) else str(line) for line in content
-            )
+            return "\n".join(json.dumps(line, default=str, ensure_ascii=False) for line in content)
         return str(content)
 
     def state_store(self, dag_id: str, run_id: str, task_id: str) -> Any:
