@@ -1,6 +1,6 @@
 """docker-compose.yaml brought up for real: the three DAGs run through the stack's own scheduler.
 
-The stack is built and started once for this module with Compose v2 (`up --build -d`, a project
+The stack is built and started once for this module with Compose v2 (`build`, then `up -d`, a project
 name of its own, `down -v` at the end), from the repository's docker-compose.yaml. The only
 addition is an override that publishes the API server, MLflow and the S3 API on ephemeral
 loopback ports instead of 8080/5000/9000, so the test never collides with anything on this
@@ -182,10 +182,11 @@ def _login(url: str) -> str:
 
 
 def _bring_up(stack: Stack) -> None:
-    # The five Airflow services share one image. The classic builder would build it five times
-    # in parallel with nothing cached; built once first, `up --build` finds every layer cached.
+    # The five Airflow services share one image, and `up --build` with the classic builder builds
+    # it once per service, in parallel, before anything is cached. So: one build per image from
+    # the compose file, then `up` with exactly those images.
     stack.compose("build", "airflow-init", "mlflow", timeout=BUILD_TIMEOUT)
-    stack.compose("up", "--build", "-d", timeout=BUILD_TIMEOUT)
+    stack.compose("up", "-d", "--no-build", timeout=BUILD_TIMEOUT)
     stack.urls = {
         "airflow": stack.published("airflow-apiserver", 8080),
         "mlflow": stack.published("mlflow", 5000),
