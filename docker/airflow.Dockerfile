@@ -26,7 +26,6 @@ RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
     && pip install --no-cache-dir -c /opt/mlsteps/constraints.txt -r /opt/mlsteps/requirements.txt \
     && rm -f /tmp/build-ca.pem
 COPY --chown=airflow:0 include/pyproject.toml /opt/mlsteps/src/pyproject.toml
-COPY --chown=airflow:0 include/mlsteps /opt/mlsteps/src/mlsteps
 # Same fixed paths as the step image (the worker forwards these variables to the pods).
 COPY --chown=airflow:0 include/config /opt/mlsteps/config
 COPY --chown=airflow:0 include/feature_repo /opt/mlsteps/feature_repo
@@ -40,18 +39,28 @@ ENV ML_PIPELINE_CONFIG=/opt/mlsteps/config/pipeline.yaml \
 FROM base AS airflow-ml
 ARG EXTRA_CA_CERTS=""
 # Local mode: each step is a child process of the worker, so the worker needs the whole ML stack.
+# Its dependencies come first, from pyproject.toml alone, so that this long layer survives edits to
+# the code. As in the CPU step image, xgboost-cpu at the pinned version replaces the CUDA build of
+# xgboost (no CUDA, no NCCL), and mypy (feast's SQLAlchemy[mypy] extra) is left out.
 RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
       { cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; printf '%s\n' "$EXTRA_CA_CERTS"; } > /tmp/build-ca.pem; \
       export PIP_CERT=/tmp/build-ca.pem; \
     fi \
-    && pip install --no-cache-dir -c /opt/mlsteps/constraints.txt /opt/mlsteps/src \
-    && rm -f /tmp/build-ca.pem
+    && python -c "import tomllib; deps = tomllib.load(open('/opt/mlsteps/src/pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith('xgboost')))" > /tmp/mlsteps-deps.txt \
+    && sed -n 's/^xgboost==\([^ ]*\).*/xgboost-cpu==\1/p' /opt/mlsteps/constraints.txt >> /tmp/mlsteps-deps.txt \
+    && pip install --no-cache-dir -c /opt/mlsteps/constraints.txt -r /tmp/mlsteps-deps.txt \
+    && pip uninstall --yes mypy \
+    && rm -f /tmp/build-ca.pem /tmp/mlsteps-deps.txt
+COPY --chown=airflow:0 include/mlsteps /opt/mlsteps/src/mlsteps
+# No index is needed here: --no-deps installs only mlsteps itself.
+RUN pip install --no-cache-dir --no-deps /opt/mlsteps/src
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
 # 50000 is the official image's airflow user (numeric, so runAsNonRoot can verify it).
 USER 50000
 
 FROM base AS airflow
+COPY --chown=airflow:0 include/mlsteps /opt/mlsteps/src/mlsteps
 # No index is needed here: --no-deps installs only mlsteps itself.
 RUN pip install --no-cache-dir --no-deps /opt/mlsteps/src
 COPY --chown=airflow:0 dags /opt/airflow/dags

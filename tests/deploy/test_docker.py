@@ -208,11 +208,19 @@ def test_airflow_image_is_the_official_one_at_our_pin_with_two_targets() -> None
     ]
     # Default target (the last stage): DAG files need only mlsteps.config, so no ML dependencies.
     assert pip_installs(lean) == ["pip install --no-cache-dir --no-deps /opt/mlsteps/src"]
+    # The ML stack: dependencies from pyproject.toml first (a layer that survives code edits), the
+    # CPU build of xgboost, then the package alone.
     assert pip_installs(full) == [
-        "pip install --no-cache-dir -c /opt/mlsteps/constraints.txt /opt/mlsteps/src"
+        "pip install --no-cache-dir -c /opt/mlsteps/constraints.txt -r /tmp/mlsteps-deps.txt",
+        "pip install --no-cache-dir --no-deps /opt/mlsteps/src",
     ]
+    dependencies = next(run for run in full.all("RUN") if "mlsteps-deps.txt" in run)
+    assert "xgboost-cpu" in dependencies
+    assert "pip uninstall --yes mypy" in dependencies
     for stage in (full, lean):
         copies = stage.all("COPY")
+        # The code comes after the dependencies, so a code change reuses their layer.
+        assert "--chown=airflow:0 include/mlsteps /opt/mlsteps/src/mlsteps" in copies
         assert "--chown=airflow:0 dags /opt/airflow/dags" in copies
         assert "--chown=airflow:0 plugins /opt/airflow/plugins" in copies
         assert stage.user() == "50000"
