@@ -125,14 +125,13 @@ def send(message: Mapping[str, Any], config: NotificationsConfig | None = None) 
         try:
             SENDERS[channel.type](channel, message)
         except Exception as err:  # a notification must never fail the pipeline task
-            reason = str(err).splitlines()[0] if str(err) else ""
+            # Only the error's type: its text can carry the webhook URL, whose path may be a token.
             log.warning(
-                "notification %s to %s channel %s failed: %s: %s",
+                "notification %s to %s channel %s failed: %s",
                 message["event"],
                 channel.type,
                 channel.conn_id,
                 type(err).__name__,
-                reason[:300],
             )
             failed.append(channel.conn_id)
     return failed
