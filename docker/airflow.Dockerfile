@@ -52,17 +52,28 @@ RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
     && pip uninstall --yes mypy \
     && rm -f /tmp/build-ca.pem /tmp/mlsteps-deps.txt
 COPY --chown=airflow:0 include/mlsteps /opt/mlsteps/src/mlsteps
-# No index is needed here: --no-deps installs only mlsteps itself.
-RUN pip install --no-cache-dir --no-deps /opt/mlsteps/src
+# --no-deps installs only mlsteps itself (its build backend, setuptools, still comes from the index).
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+      { cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; printf '%s\n' "$EXTRA_CA_CERTS"; } > /tmp/build-ca.pem; \
+      export PIP_CERT=/tmp/build-ca.pem; \
+    fi \
+    && pip install --no-cache-dir --no-deps /opt/mlsteps/src \
+    && rm -f /tmp/build-ca.pem
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
 # 50000 is the official image's airflow user (numeric, so runAsNonRoot can verify it).
 USER 50000
 
 FROM base AS airflow
+ARG EXTRA_CA_CERTS=""
 COPY --chown=airflow:0 include/mlsteps /opt/mlsteps/src/mlsteps
-# No index is needed here: --no-deps installs only mlsteps itself.
-RUN pip install --no-cache-dir --no-deps /opt/mlsteps/src
+# --no-deps installs only mlsteps itself (its build backend, setuptools, still comes from the index).
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+      { cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; printf '%s\n' "$EXTRA_CA_CERTS"; } > /tmp/build-ca.pem; \
+      export PIP_CERT=/tmp/build-ca.pem; \
+    fi \
+    && pip install --no-cache-dir --no-deps /opt/mlsteps/src \
+    && rm -f /tmp/build-ca.pem
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
 USER 50000
