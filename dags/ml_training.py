@@ -237,7 +237,7 @@ def ml_training() -> None:
             notify_event("gate_rejected", get_current_context(), result=evaluation)
         return bool(evaluation.get("approved"))
 
-    @task.short_circuit(task_id="approval_wanted")
+    @task.short_circuit(task_id="approval_wanted", ignore_downstream_trigger_rules=False)
     def approval_wanted(params: dict[str, Any] | None = None) -> bool:
         """Skip the approval (and only it) when this run needs none; promote then runs directly."""
         wanted = bool((params or {}).get("require_approval"))

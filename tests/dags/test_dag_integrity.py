@@ -96,6 +96,12 @@ def test_training_graph(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
 
 
+def test_approval_off_skips_only_the_approval_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With approval off, promote still runs: the short-circuit must not skip everything downstream."""
+    dag = load_dagbag(monkeypatch, "local").dags["ml_training"]
+    assert dag.get_task("approval_wanted").ignore_downstream_trigger_rules is False
+
+
 def test_approval_is_airflows_hitl_branch_with_reject_as_the_timeout_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
