@@ -118,8 +118,10 @@ def cli_run(ui_airflow: UiAirflow, rest_run: dict[str, Any]) -> dict[str, Any]:
     argv = [airflow, "dags", "trigger", "ml_batch_scoring", "--output", "json"]
     done = subprocess.run(argv, env=ui_airflow.services.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    # Airflow may log warnings (e.g. "[warning  ] Could not import graphviz") before the JSON line.
-    created = json.loads(done.stdout.strip().splitlines()[-1])[0]
+    # Airflow may log warnings (e.g. "[warning  ] Could not import graphviz") before the JSON.
+    created = json.loads(
+        done.stdout[done.stdout.rindex("\n[") + 1 :] if "\n[" in done.stdout else done.stdout
+    )[0]
     assert created["logical_date"] is None
     return wait_for_run(ui_airflow, "ml_batch_scoring", created["dag_run_id"])
 
