@@ -8,7 +8,7 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -195,17 +195,7 @@ NotificationEvent = Literal[
     "validation_failed",
     "scoring_failed",
 ]
-NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
-    "gate_rejected",
-    "approval_requested",
-    "approved",
-    "rejected",
-    "promoted",
-    "rolled_back",
-    "retrain_triggered",
-    "validation_failed",
-    "scoring_failed",
-)
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = get_args(NotificationEvent)
 
 
 class NotificationChannel(_Frozen):
