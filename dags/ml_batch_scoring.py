@@ -18,7 +18,8 @@ without a logical date scores the day before the trigger.
 
 A rerun replaces the day's partition atomically: never duplicates, never a half-written day.
 Trigger with `alias=challenger` to shadow-score a challenger. Raise `shard_count` to fan out
-large days.
+large days. A task that fails for good sends a `scoring_failed` notification (config
+`notifications:`), with the step's `ERROR:` line as its summary.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 from mlsteps.config import load_config
 from step_tasks import DS, dag_default_args, step_task, xcom
 from step_tasks.assets import predictions_asset
+from step_tasks.notify import PipelineNotifier
 from step_tasks.templates import START_EXPR
 
 CONFIG = load_config()
@@ -44,7 +46,8 @@ NEXT_DAY = "{{ macros.ds_add(" + START_EXPR + " | ds, 1) }}"
     catchup=False,
     max_active_runs=3,
     tags=["ml", "scoring", CONFIG.name],
-    default_args=dag_default_args(),
+    # Any task failing for good (after its retries) sends `scoring_failed` to the pipeline's channels.
+    default_args={**dag_default_args(), "on_failure_callback": PipelineNotifier("scoring_failed")},
     params={
         "alias": Param(
             CONFIG.scoring.alias,

@@ -9,6 +9,8 @@ rollback in the promotion ledger. Trigger it by hand when a new champion misbeha
   model that once passed the evaluation gate.
 
 Nightly scoring picks up the new champion on its next run; nothing else needs to change.
+
+A `rolled_back` notification goes to the pipeline's channels (config `notifications:`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from airflow.sdk import Param, dag
 
 from mlsteps.config import load_config
 from step_tasks import dag_default_args, step_task
+from step_tasks.notify import PipelineNotifier
 
 CONFIG = load_config()
 
@@ -54,6 +57,7 @@ def ml_rollback() -> None:
         "rollback",
         options={"--version": "{{ params.version }}", "--reason": "{{ params.reason }}"},
         doc_md=f"Move `champion` of `{CONFIG.model.registered_name}` back and ledger it.",
+        on_success_callback=PipelineNotifier("rolled_back"),
     )
 
 

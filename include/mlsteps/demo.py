@@ -5,9 +5,11 @@ state (SQLite, LocalExecutor, steps as subprocesses: what ``make ui`` runs), and
 through the REST API with a stable id (``demo__<logical date>``) and logical date. The scheduler
 runs them, including the retrain that ``ml_drift_monitor`` triggers (``drift__<ds>``), so the UI
 shows the real queued and running times. Each run's outcome is read back from Airflow's records,
-never from logs. Then it prints what a user would look for: the champion, its metrics, the reports
-and the scored partition. Running it again is safe: a run of the same id or logical date is
-replaced, every step is idempotent, and a second training run meets the champion at the gate.
+never from logs. Then it prints what a user would look for: the champion, its metrics, the reports,
+the scored partition, and the notifications the runs sent (to a webhook receiver the demo runs on
+loopback, ``mlsteps.demo_webhook``). Running it again is safe: a run of the same id or logical
+date is replaced, every step is idempotent, and a second training run meets the champion at the
+gate.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mlsteps.demo_webhook import demo_webhook, notifying_env
 from mlsteps.local_airflow import FINISHED, LocalAirflow, airflow_env, free_port, running
 
 FIRST_DAY = dt.date(2026, 9, 8)  # 30 days of history before the training window
@@ -61,7 +64,12 @@ def main() -> int:
         logs / "generate-data.log",
     )
     _say(f"    starting Airflow: scheduler, DAG processor, API server (logs: {logs / 'airflow'})")
-    with demo_airflow(env, logs / "airflow") as airflow:
+    with (
+        demo_webhook() as webhook,
+        demo_airflow(
+            notifying_env(env, webhook.port, Path(env["ML_STATE_DIR"]) / "demo"), logs / "airflow"
+        ) as airflow,
+    ):
         airflow.wait_for_dags(list(DAG_IDS))
         try:
             _say("2/6 running DAG ml_training (validate, features, Feast, train, evaluate, promote)")
@@ -74,7 +82,9 @@ def main() -> int:
             for dag_id in DAG_IDS:  # as `make ui` finds them: nothing starts until a user unpauses
                 airflow.set_paused(dag_id, True)
         left = report_runs(airflow)
+        messages = webhook.received()
     _summary(env)
+    _say_notifications(messages, webhook.port)
     if left:
         raise SystemExit(f"{len(left)} run(s) were left queued or running; see the Airflow UI (`make ui`)")
     return 0
@@ -285,6 +295,13 @@ def _summary(env: dict[str, str]) -> None:
             f"({manifest['rows_out']} rows, {rate:.2%} flagged, model v{manifest['model_version']})"
         )
     _say(f"UIs: `make ui` serves Airflow on http://127.0.0.1:8080 and MLflow on {DEMO_MLFLOW_UI_URL}")
+
+
+def _say_notifications(messages: list[dict[str, Any]], port: int) -> None:
+    """What the pipeline announced (config ``notifications:``); the demo's channel is a loopback webhook."""
+    _say(f"Notifications ({len(messages)}, to the demo's webhook receiver on 127.0.0.1:{port}):")
+    for message in messages:
+        _say(f"    {str(message.get('text', '')).splitlines()[0]}")
 
 
 def _html_files(lake: Any, prefix: str) -> list[str]:

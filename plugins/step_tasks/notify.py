@@ -159,12 +159,15 @@ def send_webhook(channel: NotificationChannel, message: Mapping[str, Any]) -> No
 
     endpoint = str(_connection(channel.conn_id).extra_dejson.get("endpoint", ""))
     hook = HttpHook(method="POST", http_conn_id=channel.conn_id)
-    hook.run(
-        endpoint=endpoint,
-        data=json.dumps(dict(message)),
-        headers={"Content-Type": "application/json"},
-        extra_options={"timeout": SEND_TIMEOUT_S},
+    # The hook builds the session (auth, headers from the connection); the request is sent here,
+    # not by ``hook.run``, which logs the URL on a connection error, and a webhook's path is
+    # often its token.
+    session = hook.get_conn(headers={"Content-Type": "application/json"})
+    response = session.post(
+        hook.url_from_endpoint(endpoint), data=json.dumps(dict(message)), timeout=SEND_TIMEOUT_S
     )
+    if response.status_code >= 400:
+        raise RuntimeError(f"the webhook answered HTTP {response.status_code}")
 
 
 def send_smtp(channel: NotificationChannel, message: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client import ApiClient
 
 from step_tasks.settings import SettingsError, load_settings
 from tests.faults.test_hostile_params import defaults, render_argv, step_tasks, template_context
+from tests.integration.test_notifications import Webhook
 from tests.support.airflow import load_dagbag
+from tests.support.services import free_port
 
 CANARY = "canary-5e1f0c9a-do-not-leak"
 #: Recorded on purpose (the DAG run id / reason): where it shows up, a leaked canary would too.
@@ -214,6 +218,38 @@ def _every_object(lake: Any) -> list[str]:
 # --- a whole DAG run: logs, XCom, rendered fields, the metadata DB --------------------------------
 
 
+def notify_through_canary_connections(monkeypatch: pytest.MonkeyPatch, directory: Path, port: int) -> None:
+    """Notification channels whose connections hold the canary: a webhook that answers, and a webhook
+    and an SMTP server that do not (their failures are logged), each with the canary in its password
+    and the dead webhook with it in its path, where chat tools put their token."""
+    config = yaml.safe_load(Path(os.environ["ML_PIPELINE_CONFIG"]).read_text())
+    config["notifications"] = {
+        "channels": [
+            {"type": "webhook", "conn_id": "ml_webhook_canary"},
+            {"type": "webhook", "conn_id": "ml_webhook_down_canary"},
+            {"type": "smtp", "conn_id": "ml_smtp_canary", "to": ["ml-team@example.com"]},
+        ]
+    }
+    path = directory / "notifying.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("ML_PIPELINE_CONFIG", str(path))
+    down = free_port()
+    connections = {
+        "ML_WEBHOOK_CANARY": {"conn_type": "http", "host": "127.0.0.1", "port": port, "password": CANARY},
+        "ML_WEBHOOK_DOWN_CANARY": {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": down,
+            "login": "bot",
+            "password": CANARY,
+            "extra": {"endpoint": f"services/{CANARY}"},
+        },
+        "ML_SMTP_CANARY": {"conn_type": "smtp", "host": "127.0.0.1", "port": down, "password": CANARY},
+    }
+    for conn_id, connection in connections.items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id}", json.dumps(connection))
+
+
 @pytest.fixture(scope="module")
 def airflow_db() -> None:
     airflow = Path(sys.executable).with_name("airflow")
@@ -244,8 +280,6 @@ def test_dag_run_leaves_no_secret_in_logs_xcom_or_metadata(
     promoted: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
 ) -> None:
     """ml_rollback run by dag.test with credentials in the worker's environment and connections."""
-    import os
-
     from mlflow import MlflowClient
 
     from mlsteps.lake import Lake
@@ -253,6 +287,8 @@ def test_dag_run_leaves_no_secret_in_logs_xcom_or_metadata(
 
     for key, value in secret_env().items():
         monkeypatch.setenv(key, value)
+    webhook = Webhook()
+    notify_through_canary_connections(monkeypatch, tmp_path, webhook.port)
     dag = load_dagbag(monkeypatch, "local").dags["ml_rollback"]
 
     run = dag.test(
@@ -277,7 +313,10 @@ def test_dag_run_leaves_no_secret_in_logs_xcom_or_metadata(
     assert MARKER in tags
     assert files_containing(home, MARKER), "the run is in the metadata DB (conf, rendered fields)"
     assert "rollback" in captured.out + captured.err, "the task log was captured"
+    assert webhook.events() == ["rolled_back"], "the notifier ran: its failing channels were tried too"
+    assert "notification rolled_back to smtp channel ml_smtp_canary failed" in captured.out + captured.err
     assert CANARY not in captured.out + captured.err
+    assert CANARY not in json.dumps(webhook.received)
     assert CANARY not in xcom
     assert CANARY not in ledger
     assert CANARY not in tags

@@ -192,3 +192,17 @@ def test_a_gate_rejection_is_announced_with_the_report_link(
     assert "rejected (" in rejected[0]["summary"]
     assert rejected[0]["links"]["report"].endswith(".html")
     assert task_states(run)["promote"] == "skipped"
+
+
+def test_a_scoring_day_without_data_is_announced_as_failed(
+    pipeline: Pipeline, drift_run: Any, notifying: dict[str, str], webhook: Webhook
+) -> None:
+    empty_day = dt.datetime(2026, 12, 20, 2, tzinfo=dt.UTC)  # ds 2026-12-19: no raw events
+
+    run = pipeline.run("ml_batch_scoring", empty_day, {}, **notifying)
+
+    assert str(run.state) == "failed"
+    failed = [m for m in webhook.received if m["event"] == "scoring_failed"]
+    assert [m["task_id"] for m in failed] == ["validate"]
+    assert failed[0]["summary"].startswith("validate failed: ")
+    assert failed[0]["links"]["run"].startswith(f"{AIRFLOW_UI}/dags/ml_batch_scoring/runs/")
