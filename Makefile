@@ -51,7 +51,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint chromium
-	$(BIN)/python -m pytest -m "not faults and not containers and not k8s" -rfEs tests
+	$(BIN)/python -m pytest -m "not faults and not containers and not k8s" -rfEs --durations=30 tests
 
 # The browser test drives Debian's chromium package. Install it when missing and we may (root or
 # passwordless sudo); otherwise say so: tests/ui then skips with the same message.
@@ -66,18 +66,18 @@ chromium:
 	else echo "NOTE: no apt-get to install chromium: the browser test will be SKIPPED (or set ML_CHROMIUM)"; fi
 
 test-faults: install
-	$(BIN)/python -m pytest -m faults tests
+	$(BIN)/python -m pytest -m faults --durations=15 tests
 
 # A real single-node Kubernetes cluster (needs root): builds the Kubernetes binaries and helm once
 # (cached outside the repository) and the images through tests/containers, then runs tests/k8s.
 test-k8s: install
 	@if [ "$$(id -u)" = 0 ] && command -v go >/dev/null 2>&1; then bash tests/k8s/build_binaries.sh >/dev/null; fi
-	$(BIN)/python -m pytest -m k8s -rfEs tests/k8s
+	$(BIN)/python -m pytest -m k8s -rfEs --durations=15 tests/k8s
 
 # Images built from docker/ and run as pods run them, then the compose stack (needs a Docker engine:
 # installed and started when missing and we are root; otherwise the tests skip saying why).
 test-containers: install
-	$(BIN)/python -m pytest -m containers -rfEs tests/containers
+	$(BIN)/python -m pytest -m containers -rfEs --durations=15 tests/containers
 
 demo: install
 	$(BIN)/python -m mlsteps.demo

@@ -408,7 +408,7 @@ class K8sAirflow:
 
     def links(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, str]:
         path = f"dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/links?map_index={map_index}"
-        return {name: url for name, url in dict(self.api(path)).items() if url}
+        return {name: url for name, url in dict(self.api(path)["extra_links"]).items() if url}
 
     def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
         path = f"dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/tries"

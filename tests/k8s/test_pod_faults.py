@@ -128,7 +128,9 @@ def test_timed_out_task_fails_and_its_pod_is_deleted(
 ) -> None:
     ti = _ti(k8s_airflow, faults, "k8s_timeout", "long_step")
     assert (ti["state"], ti["try_number"]) == ("failed", 1)
-    assert _seconds(ti) < TASK_TIMEOUT_SECONDS + 60
+    # The step alone runs for minutes; the worker's start and the DAG parse before and after the
+    # deferral take up to a minute each on two busy cores.
+    assert _seconds(ti) < TASK_TIMEOUT_SECONDS + 150
     [pod] = _pods(pod_recorder, "k8s_timeout")
     assert pod.deleted
     assert pod.exit_code != 0  # stopped before the step could finish
@@ -152,7 +154,9 @@ def test_killed_task_deletes_its_running_pod(
 def test_gpu_task_fails_fast_without_retry(k8s_airflow: K8sAirflow, faults: Faults) -> None:
     ti = _ti(k8s_airflow, faults, "k8s_gpu_profile", "train_on_gpu")
     assert (ti["state"], ti["try_number"]) == ("failed", 1)
-    assert _seconds(ti) < GPU_SCHEDULE_TIMEOUT + 90  # not the 600 s start-up timeout
+    # Not the 600 s start-up timeout: the schedule timeout, plus the worker's start and the DAG
+    # parse before and after the deferral (up to a minute each on two busy cores).
+    assert _seconds(ti) < GPU_SCHEDULE_TIMEOUT + 180
 
 
 def test_gpu_failure_names_the_missing_resource(k8s_airflow: K8sAirflow, faults: Faults) -> None:
@@ -179,7 +183,8 @@ def test_reattach_keeps_the_same_pod(pod_recorder: PodRecorder, faults: Faults) 
     pods = _pods(pod_recorder, "k8s_reattach")
     assert [pod.name for pod in pods] == [faults.pod_when_killed]
     assert pods[0].exit_code == 0
-    assert pods[0].deleted
+    # Deleted as the task ends; the watch hears of it moments later.
+    wait_until("the reattached task's pod is deleted", lambda: pods[0].deleted, timeout=60)
 
 
 def test_reattached_task_has_the_pods_result(k8s_airflow: K8sAirflow, faults: Faults) -> None:

@@ -1,10 +1,11 @@
 """Human approval of promotion in running Airflow services, answered through Airflow's HITL REST API.
 
 The real services (API server, scheduler, DAG processor; tests/ui/conftest.py) run ``ml_training``
-with ``require_approval`` on. Three runs, one after the other: the first is approved (with a
-hostile comment, which must be stored as text), the second rejected, the third left unanswered
-until its (short, configured) timeout rejects it. Each ends with the ledger and the ``champion``
-alias as expected.
+with ``require_approval`` on. Three runs, one after the other: the first is approved by a person in
+headless Chromium (the task's Required actions tab: the summary and report link shown, a hostile
+comment typed, which must be stored as text, then Approve clicked), the second rejected through
+the REST API, the third left unanswered until its (short, configured) timeout rejects it. Each
+ends with the ledger and the ``champion`` alias as expected.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ MODEL = load_config().model.registered_name
 TIMEOUT_HOURS = 0.04  # 144 s: long enough to answer the other two runs, short enough to wait for
 RUN_TIMEOUT_S = 900
 CONF = {"training_window_days": 10, "n_trials": 0, "min_roc_auc": 0.5, "require_approval": True}
-HOSTILE = "ship it $(touch /tmp/approval-pwned) `id` {{ var.value.secret }} --expected-champion 99\n<b>x</b>"
+#: Typed into the form's one-line comment field, so without a newline.
+HOSTILE = "ship it $(touch /tmp/approval-pwned) `id` {{ var.value.secret }} --expected-champion 99 <b>x</b>"
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +124,46 @@ def evaluated_version(airflow: UiAirflow, run_id: str) -> str:
     return str(entries["value"]["model_version"])
 
 
+def approve_in_the_browser(browser: Any, airflow: UiAirflow, run_id: str, artifacts: Path) -> dict[str, Any]:
+    """Open the task's Required actions tab as a person would, check what it shows, type a comment
+    and click Approve; return what the page showed."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, base_url=airflow.url)
+    page = context.new_page()
+    try:
+        tab = f"/dags/ml_training/runs/{run_id}/tasks/approval/required_actions"
+        page.goto(tab, wait_until="networkidle")
+        approve = page.get_by_test_id("hitl-option-Approve")
+        approve.wait_for(timeout=60_000)
+        summary = evaluation_summary(airflow, run_id)
+        page.get_by_text(summary[:40]).first.wait_for()
+        report = page.get_by_role("link", name="Evaluation report")
+        shown = {"summary": summary, "report_href": report.get_attribute("href")}
+        page.locator("#element_comment").fill(HOSTILE)
+        page.screenshot(path=str(artifacts / "10-approval-form.png"), full_page=True)
+        approve.click()
+        expect(approve).to_be_disabled(timeout=60_000)  # answered: the options are locked
+        page.screenshot(path=str(artifacts / "11-approval-answered.png"), full_page=True)
+    finally:
+        context.close()
+    return shown
+
+
+def evaluation_summary(airflow: UiAirflow, run_id: str) -> str:
+    entry = airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances/evaluate/xcomEntries/summary")
+    return str(entry["value"]).strip('"')
+
+
 @pytest.fixture(scope="module")
-def approved(ui_airflow: UiAirflow) -> dict[str, Any]:
+def approved(ui_airflow: UiAirflow, browser: Any, artifacts: Path) -> dict[str, Any]:
+    """Approved in Chromium: the first run, the one a person answers in the UI."""
     run_id = trigger(ui_airflow, "approve_1", "approval test")
     form = wait_for_approval(ui_airflow, run_id)
-    response = answer(ui_airflow, run_id, "Approve", HOSTILE)
-    return {"run_id": run_id, "form": form, "response": response, "states": wait_for_run(ui_airflow, run_id)}
+    shown = approve_in_the_browser(browser, ui_airflow, run_id, artifacts)
+    states = wait_for_run(ui_airflow, run_id)
+    response = ui_airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails")
+    return {"run_id": run_id, "form": form, "shown": shown, "response": response, "states": states}
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +190,16 @@ def test_the_form_shows_summary_metrics_reason_and_report_link(approved: dict[st
     assert "approval test" in form["body"]
     assert "[Evaluation report](" in form["body"]
     assert form["subject"].startswith(f"Promote {MODEL} version ")
+
+
+def test_the_page_shows_the_summary_and_the_report_link(approved: dict[str, Any]) -> None:
+    assert approved["shown"]["summary"]
+    assert str(approved["shown"]["report_href"]).startswith("/ml-reports/reports/evaluation/")
+
+
+def test_clicking_approve_answers_with_the_chosen_option(approved: dict[str, Any]) -> None:
+    assert approved["response"]["response_received"] is True
+    assert approved["response"]["chosen_options"] == ["Approve"]
 
 
 def test_approve_promotes_and_records_the_approver(ui_airflow: UiAirflow, approved: dict[str, Any]) -> None:
