@@ -1,7 +1,8 @@
 """The project's DAGs end to end with every step in a pod on the real cluster.
 
 Airflow runs outside the cluster in kubernetes mode (tests/k8s/airflow_services.py). The module
-triggers, through the REST API: ``ml_training`` for the day before yesterday's end (cpu profile),
+triggers, through the REST API: ``ml_training`` for the day before yesterday's end (cpu profile,
+with human approval: the test approves through the REST API, then ``promote`` runs in its pod),
 ``ml_batch_scoring`` with no logical date (it scores yesterday, a drifted day, in two mapped shards),
 then ``ml_drift_monitor`` for yesterday, which asks ``ml_training`` for a retrain. ``ml_training`` is
 paused by then, so the requested retrain stays queued; its request is what is checked.
@@ -30,7 +31,13 @@ MODEL = CONFIG.model.registered_name
 WINDOW_DAYS = 8
 #: Days of raw events before the training window: the features' 30-day look-back, and a margin.
 LOOK_BACK_DAYS = 30
-TRAINING_CONF = {"training_window_days": WINDOW_DAYS, "min_roc_auc": 0.6, "reason": "k8s end to end"}
+TRAINING_CONF = {
+    "training_window_days": WINDOW_DAYS,
+    "min_roc_auc": 0.6,
+    "reason": "k8s end to end",
+    "require_approval": True,
+}
+APPROVAL_COMMENT = "approved in the k8s test"
 TRAINING_STEPS = {
     "validate",
     "build_features",
@@ -51,6 +58,8 @@ class Runs:
     run_ids: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The approval task's answer (the REST API's HITL detail).
+    approval: dict[str, Any] = field(default_factory=dict)
 
     @property
     def window_start(self) -> dt.date:
@@ -80,7 +89,7 @@ def runs(k8s_airflow: K8sAirflow, pod_recorder: PodRecorder) -> Runs:
         "--rows-per-day", "2000", "--customers", "300", "--drift-from", result.day.isoformat(),
     )  # fmt: skip
     logical = f"{result.day.isoformat()}T03:00:00+00:00"
-    _run(k8s_airflow, result, "ml_training", TRAINING_CONF, logical_date=logical)
+    _run(k8s_airflow, result, "ml_training", TRAINING_CONF, logical_date=logical, approve=True)
     k8s_airflow.set_paused("ml_training", True)  # the retrain the monitor asks for stays queued
     _run(k8s_airflow, result, "ml_batch_scoring", {"shard_count": 2}, logical_date=None)
     _run(k8s_airflow, result, "ml_drift_monitor", {"ds": result.day.isoformat()}, logical_date=None)
@@ -88,11 +97,20 @@ def runs(k8s_airflow: K8sAirflow, pod_recorder: PodRecorder) -> Runs:
 
 
 def _run(
-    airflow: K8sAirflow, runs: Runs, dag_id: str, conf: dict[str, Any], logical_date: str | None
+    airflow: K8sAirflow,
+    runs: Runs,
+    dag_id: str,
+    conf: dict[str, Any],
+    logical_date: str | None,
+    approve: bool = False,
 ) -> None:
     started = time.monotonic()
     run_id = airflow.trigger(dag_id, conf, logical_date=logical_date)
     runs.run_ids[dag_id] = run_id
+    if approve:
+        airflow.wait_for_task(dag_id, run_id, "approval", ("awaiting_input",), RUN_TIMEOUT)
+        time.sleep(10)  # not before the scheduler's next loop (tests/ui/test_approval.py, ANSWER_AFTER_S)
+        runs.approval = airflow.answer(dag_id, run_id, "approval", "Approve", APPROVAL_COMMENT)
     runs.records[dag_id] = airflow.wait_for_run(dag_id, run_id, RUN_TIMEOUT)
     runs.seconds[dag_id] = time.monotonic() - started
     print(f"\n{dag_id} run {run_id}: {runs.records[dag_id]['state']} in {runs.seconds[dag_id]:.0f} s")
@@ -108,6 +126,15 @@ def test_training_run_succeeds_on_the_cpu_profile(k8s_airflow: K8sAirflow, runs:
     assert states["train_on_cpu"] == "success"
     assert states["train_on_gpu"] == "skipped"
     assert states["promote"] == "success"
+
+
+def test_approved_promotion_records_the_approver_in_the_ledger(runs: Runs) -> None:
+    from mlsteps.lake import Lake
+    from mlsteps.registry import read_ledger
+
+    (entry,) = read_ledger(Lake(), MODEL)
+    assert entry["approval"]["comment"] == APPROVAL_COMMENT
+    assert entry["approval"]["by"] == runs.approval["responded_by"]["name"]
 
 
 def test_each_training_step_ran_in_its_own_pod_and_exited_0(pod_recorder: PodRecorder, runs: Runs) -> None:
