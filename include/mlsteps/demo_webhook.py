@@ -54,18 +54,23 @@ class DemoWebhook:
         with self._lock:
             return list(self.messages)
 
+    def start(self) -> None:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
 
 @contextmanager
 def demo_webhook() -> Iterator[DemoWebhook]:
     """A running receiver, shut down on exit."""
     webhook = DemoWebhook()
-    thread = threading.Thread(target=webhook._server.serve_forever, daemon=True)
-    thread.start()
+    webhook.start()
     try:
         yield webhook
     finally:
-        webhook._server.shutdown()
-        webhook._server.server_close()
+        webhook.stop()
 
 
 def notifying_env(env: dict[str, str], port: int, directory: Path) -> dict[str, str]:
