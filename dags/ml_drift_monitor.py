@@ -23,12 +23,13 @@ import logging
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, chain, dag, task
+from airflow.sdk import chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlsteps.config import load_config
 from step_tasks import dag_default_args, step_task
 from step_tasks.assets import predictions_asset
+from step_tasks.params import day_param
 
 log = logging.getLogger(__name__)
 CONFIG = load_config()
@@ -59,12 +60,8 @@ DAY_END = "{{ macros.ds_add(ti.xcom_pull(task_ids='resolve_ds'), 1) }}T00:00:00+
     tags=["ml", "monitoring", CONFIG.name],
     default_args=dag_default_args(),
     params={
-        "ds": Param(
-            None,
-            type=["null", "string"],
-            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)",
-            title="Day to check",
-            description="YYYY-MM-DD of a scored day. Leave empty when a predictions event starts the run.",
+        "ds": day_param(
+            "Day to check", "YYYY-MM-DD of a scored day. Leave empty when a predictions event starts the run."
         ),
     },
 )

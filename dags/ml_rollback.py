@@ -20,6 +20,7 @@ from airflow.sdk import Param, dag
 from mlsteps.config import load_config
 from step_tasks import dag_default_args, step_task
 from step_tasks.notify import PipelineNotifier
+from step_tasks.params import reason_param
 
 CONFIG = load_config()
 
@@ -41,15 +42,7 @@ CONFIG = load_config()
             title="Version to restore",
             description="A model version number that was champion before, or 'previous'.",
         ),
-        "reason": Param(
-            "manual rollback",
-            type="string",
-            minLength=1,
-            maxLength=200,
-            pattern=r"^[A-Za-z0-9 _.,:;()/+=-]*$(?!\n)",
-            title="Reason",
-            description="Why you roll back; recorded in the promotion ledger.",
-        ),
+        "reason": reason_param("manual rollback", "Why you roll back; recorded in the promotion ledger."),
     },
 )
 def ml_rollback() -> None:

@@ -47,10 +47,11 @@ from typing import Any, cast
 
 from airflow.sdk import CronTriggerTimetable, Param, chain, dag, get_current_context, task
 
-from mlsteps.config import load_config
+from mlsteps.config import GatesConfig, ModelConfig, load_config
 from step_tasks import dag_default_args, step_task, xcom
 from step_tasks.approval import DECISION_KEY, PromotionApproval
 from step_tasks.notify import PipelineNotifier, notify_event
+from step_tasks.params import config_param, day_param, reason_param
 from step_tasks.templates import END_EXPR
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,6 @@ CONFIG = load_config()
 TRAIN_TASKS = ["train_on_gpu", "train_on_cpu"]
 END = "{{ " + END_EXPR + " | ds }}"
 START = "{{ macros.ds_add(" + END_EXPR + " | ds, -params.training_window_days) }}"
-# Each pattern ends with `$(?!\n)`: in Python, jsonschema's `$` alone also accepts one trailing newline.
-REASON_PATTERN = r"^[A-Za-z0-9 _.,:;()/+=-]*$(?!\n)"
 
 
 def decision(field: str, filters: str = "") -> str:
@@ -91,36 +90,30 @@ def drift_triggered(context: Any) -> bool:
             description="Where XGBoost trains. cuda runs the train step on the gpu profile (a GPU node in "
             "kubernetes mode) and fails rather than fall back to CPU if no GPU is usable.",
         ),
-        "n_trials": Param(
+        "n_trials": config_param(
             CONFIG.model.n_trials,
-            type="integer",
-            minimum=0,
-            maximum=200,
+            ModelConfig,
+            "n_trials",
             title="Optuna trials",
             description="Hyper-parameter search trials; 0 trains once with the configured parameters.",
         ),
-        "min_roc_auc": Param(
+        "min_roc_auc": config_param(
             CONFIG.gates.min_roc_auc,
-            type="number",
-            minimum=0.5,
-            maximum=1.0,
+            GatesConfig,
+            "min_roc_auc",
             title="Minimum holdout ROC-AUC",
             description="The challenger is rejected below this ROC-AUC on the holdout.",
         ),
-        "training_window_days": Param(
+        "training_window_days": config_param(
             CONFIG.model.training_window_days,
-            type="integer",
-            minimum=CONFIG.model.holdout_days + 2,
-            maximum=365,
+            ModelConfig,
+            "training_window_days",
+            minimum=CONFIG.model.holdout_days + 1,  # the config's own rule: longer than the holdout
             title="Training window (days)",
             description=f"Days of data before the run date; the last {CONFIG.model.holdout_days} are the holdout.",
         ),
-        "ds": Param(
-            None,
-            type=["null", "string"],
-            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)",
-            title="Drifted day",
-            description="Set by ml_drift_monitor when drift triggered this run: the day that drifted.",
+        "ds": day_param(
+            "Drifted day", "Set by ml_drift_monitor when drift triggered this run: the day that drifted."
         ),
         "drifted_columns": Param(
             [],
@@ -130,15 +123,8 @@ def drift_triggered(context: Any) -> bool:
             title="Drifted columns",
             description="Set by ml_drift_monitor: the columns whose drift triggered this run.",
         ),
-        "reason": Param(
-            "scheduled",
-            type="string",
-            minLength=1,
-            maxLength=200,
-            pattern=REASON_PATTERN,
-            title="Reason",
-            description="Why this run retrains (recorded on the model version and in the promotion ledger). "
-            "Letters, digits, spaces and . , : ; ( ) / + = - _ only.",
+        "reason": reason_param(
+            "scheduled", "Why this run retrains (recorded on the model version and in the promotion ledger)."
         ),
         "require_approval": Param(
             CONFIG.gates.require_approval,

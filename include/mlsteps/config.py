@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -270,9 +271,10 @@ class PipelineConfig(_Frozen):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def config_path() -> Path:
-    """The config file in use: ``$ML_PIPELINE_CONFIG``, else the default under ``include/config``."""
-    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The config file in use: ``$ML_PIPELINE_CONFIG`` of ``env`` (this process's environment by
+    default), else the default under ``include/config``."""
+    return Path((os.environ if env is None else env).get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:

@@ -24,10 +24,12 @@ CONN_ID = "ml_demo_webhook"
 
 
 class DemoWebhook:
-    """Every JSON message POSTed to ``http://127.0.0.1:<port>/``, in arrival order."""
+    """Every JSON message POSTed to ``http://127.0.0.1:<port>/<path>``, in arrival order."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        #: The request path of each message (a webhook connection may name an endpoint).
+        self.paths: list[str] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -41,6 +43,7 @@ class DemoWebhook:
                 else:
                     with receiver._lock:
                         receiver.messages.append(message)
+                        receiver.paths.append(self.path)
                     self.send_response(200)
                 self.end_headers()
 
@@ -53,6 +56,10 @@ class DemoWebhook:
     def received(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.messages)
+
+    def events(self) -> list[str]:
+        """The ``event`` of each message, in arrival order."""
+        return [str(message.get("event")) for message in self.received()]
 
     def start(self) -> None:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -78,7 +85,7 @@ def notifying_env(env: dict[str, str], port: int, directory: Path) -> dict[str, 
 
     Returns ``env`` unchanged when the config in use already has notification channels.
     """
-    source = config_path() if not env.get(CONFIG_ENV_VAR) else Path(env[CONFIG_ENV_VAR])
+    source = config_path(env)
     if load_config(source).notifications.channels:
         return env
     document = yaml.safe_load(source.read_text())

@@ -118,12 +118,13 @@ HOSTILE: list[str] = [
 #: Characters that a shell or Jinja would act on: no accepted string Param may contain any of them.
 ACTIVE = re.compile(r"[$`{}|&<>\n\r\x00*~!'\"\\]")
 
-#: Typed Params, with values out of range or of the wrong type; every one must be refused.
+#: Typed Params, with values out of range (the config field's limits: step_tasks/params.py) or of the
+#: wrong type; every one must be refused.
 BAD_TYPED: dict[tuple[str, str], list[Any]] = {
     ("ml_training", "device"): ["gpu", "CUDA", "cuda\n", 1, True, None, "cpu; touch x"],
-    ("ml_training", "n_trials"): [-1, 201, 10**9, 2.5, "5", True, None, math.inf],
-    ("ml_training", "min_roc_auc"): [0.49, 1.01, math.inf, -math.inf, "0.9", True, None, 1e308],
-    ("ml_training", "training_window_days"): [4, 366, 0, -5, "30", 2.5],
+    ("ml_training", "n_trials"): [-1, 501, 10**9, 2.5, "5", True, None, math.inf],
+    ("ml_training", "min_roc_auc"): [-0.01, 1.01, math.inf, -math.inf, "0.9", True, None, 1e308],
+    ("ml_training", "training_window_days"): [4, 3651, 0, -5, "30", 2.5],
     ("ml_training", "drifted_columns"): [["a b"], ["x"] * 201, "amount", [1], ["$(id)"], ["amount\n"]],
     ("ml_training", "ds"): ["2026-11-01\n", "2026-1-1", "yesterday", 20261101],
     ("ml_batch_scoring", "shard_count"): [0, 65, -1, 2.5, "4", 10**12, None],

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from mlsteps.demo_webhook import DemoWebhook, demo_webhook
 from step_tasks.settings import SettingsError, load_settings
 from tests.faults.test_hostile_params import defaults, render_argv, step_tasks, template_context
-from tests.integration.test_notifications import Webhook
 from tests.support.airflow import load_dagbag
 from tests.support.services import free_port
 
@@ -275,9 +275,16 @@ def promoted(
     return {"name": name, "lake": local_lake, "tracking_uri": mlflow_tracking.tracking_uri}
 
 
+@pytest.fixture
+def webhook() -> Iterator[DemoWebhook]:
+    with demo_webhook() as hook:
+        yield hook
+
+
 @pytest.mark.faults
 def test_dag_run_leaves_no_secret_in_logs_xcom_or_metadata(
     promoted: dict[str, Any],
+    webhook: DemoWebhook,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture,
@@ -291,7 +298,6 @@ def test_dag_run_leaves_no_secret_in_logs_xcom_or_metadata(
 
     for key, value in secret_env().items():
         monkeypatch.setenv(key, value)
-    webhook = Webhook()
     notify_through_canary_connections(monkeypatch, tmp_path, webhook.port)
     dag = load_dagbag(monkeypatch, "local").dags["ml_rollback"]
 
@@ -324,7 +330,7 @@ def test_dag_run_leaves_no_secret_in_logs_xcom_or_metadata(
     assert webhook.events() == ["rolled_back"], "the notifier ran: its failing channels were tried too"
     assert "notification rolled_back to smtp channel ml_smtp_canary failed" in logged
     assert CANARY not in logged
-    assert CANARY not in json.dumps(webhook.received)
+    assert CANARY not in json.dumps(webhook.received())
     assert CANARY not in xcom
     assert CANARY not in ledger
     assert CANARY not in tags

@@ -1,18 +1,17 @@
 """Notifications from real ml_training runs (``dag.test()``) to a real SMTP server and a real webhook.
 
-An ``aiosmtpd`` SMTP server and an ``http.server`` receiver listen on loopback; the pipeline config
-names them only by Airflow connection id, and the connections (``AIRFLOW_CONN_*``) hold host and
-port. A third channel points at a closed port: its failure is logged and fails no task.
+An ``aiosmtpd`` SMTP server and a JSON receiver (the demo's, ``mlsteps.demo_webhook``) listen on
+loopback; the pipeline config names them only by Airflow connection id, and the connections
+(``AIRFLOW_CONN_*``) hold host and port. A third channel points at a closed port: its failure is
+logged and fails no task.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections.abc import Iterator
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from mlsteps.config import DEFAULT_CONFIG_PATH
+from mlsteps.demo_webhook import DemoWebhook, demo_webhook
 from tests.integration.conftest import Pipeline, task_states
 from tests.support.services import free_port
 
@@ -37,39 +37,10 @@ DRIFT_CONF = {
 }
 
 
-class Webhook:
-    """A JSON receiver on loopback: every POST body, decoded."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                received.append({"path": self.path, **json.loads(body)})
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self) -> list[str]:
-        return [message["event"] for message in self.received]
-
-
 @pytest.fixture(scope="module")
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    try:
+def webhook() -> Iterator[DemoWebhook]:
+    with demo_webhook() as hook:
         yield hook
-    finally:
-        hook.server.shutdown()
 
 
 class Mailbox:
@@ -101,7 +72,9 @@ def mailbox() -> Iterator[Mailbox]:
 
 
 @pytest.fixture(scope="module")
-def notifying(webhook: Webhook, mailbox: Mailbox, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def notifying(
+    webhook: DemoWebhook, mailbox: Mailbox, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     """A config with three channels, and the connections they name (credentials only there)."""
     config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     config["gates"]["min_pr_auc"] = 0.0  # tiny data: the run must promote
@@ -151,13 +124,13 @@ def test_a_failing_channel_fails_no_task(drift_run: Any) -> None:
     assert states["promote"] == "success"
 
 
-def test_the_webhook_hears_the_drift_retrain_and_the_promotion(drift_run: Any, webhook: Webhook) -> None:
+def test_the_webhook_hears_the_drift_retrain_and_the_promotion(drift_run: Any, webhook: DemoWebhook) -> None:
     assert webhook.events() == ["retrain_triggered", "promoted"]
-    assert {message["path"] for message in webhook.received} == {"/hook"}
+    assert set(webhook.paths) == {"/hook"}
 
 
-def test_a_message_carries_the_summary_and_links(drift_run: Any, webhook: Webhook) -> None:
-    promoted = next(m for m in webhook.received if m["event"] == "promoted")
+def test_a_message_carries_the_summary_and_links(drift_run: Any, webhook: DemoWebhook) -> None:
+    promoted = next(m for m in webhook.received() if m["event"] == "promoted")
     assert "champion is now version" in promoted["summary"]
     assert (
         promoted["links"]["run"] == f"{AIRFLOW_UI}/dags/ml_training/runs/{quote(drift_run.run_id, safe='')}"
@@ -174,20 +147,20 @@ def test_the_mail_arrives_by_smtp(drift_run: Any, mailbox: Mailbox) -> None:
     assert "champion is now version" in mailbox.mails[1].get_payload()
 
 
-def test_no_connection_detail_is_in_a_message(drift_run: Any, webhook: Webhook, mailbox: Mailbox) -> None:
-    everything = json.dumps(webhook.received) + "".join(str(mail) for mail in mailbox.mails)
+def test_no_connection_detail_is_in_a_message(drift_run: Any, webhook: DemoWebhook, mailbox: Mailbox) -> None:
+    everything = json.dumps(webhook.received()) + "".join(str(mail) for mail in mailbox.mails)
     assert "127.0.0.1" not in everything
 
 
 def test_a_gate_rejection_is_announced_with_the_report_link(
-    pipeline: Pipeline, drift_run: Any, notifying: dict[str, str], webhook: Webhook
+    pipeline: Pipeline, drift_run: Any, notifying: dict[str, str], webhook: DemoWebhook
 ) -> None:
     conf = {"training_window_days": 10, "reason": "manual", "min_roc_auc": 0.9999}
 
     run = pipeline.run("ml_training", RUN_AT + dt.timedelta(days=1), conf, **notifying)
 
     assert str(run.state) == "success"
-    rejected = [m for m in webhook.received if m["event"] == "gate_rejected"]
+    rejected = [m for m in webhook.received() if m["event"] == "gate_rejected"]
     assert len(rejected) == 1
     assert "rejected (" in rejected[0]["summary"]
     assert rejected[0]["links"]["report"].endswith(".html")
@@ -195,14 +168,14 @@ def test_a_gate_rejection_is_announced_with_the_report_link(
 
 
 def test_a_scoring_day_without_data_is_announced_as_failed(
-    pipeline: Pipeline, drift_run: Any, notifying: dict[str, str], webhook: Webhook
+    pipeline: Pipeline, drift_run: Any, notifying: dict[str, str], webhook: DemoWebhook
 ) -> None:
     empty_day = dt.datetime(2026, 12, 20, 2, tzinfo=dt.UTC)  # ds 2026-12-19: no raw events
 
     run = pipeline.run("ml_batch_scoring", empty_day, {}, **notifying)
 
     assert str(run.state) == "failed"
-    failed = [m for m in webhook.received if m["event"] == "scoring_failed"]
+    failed = [m for m in webhook.received() if m["event"] == "scoring_failed"]
     assert [m["task_id"] for m in failed] == ["validate"]
     assert "no data landed" in failed[0]["summary"]  # the step's own reason
     assert failed[0]["links"]["run"].startswith(f"{AIRFLOW_UI}/dags/ml_batch_scoring/runs/")

@@ -396,12 +396,6 @@ class K8sAirflow:
             time.sleep(1)
         raise TimeoutError(f"{dag_id}.{task_id} is {ti.get('state')}, not {states}, after {timeout:.0f} s")
 
-    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, comment: str) -> dict[str, Any]:
-        """Answer a human-in-the-loop task as a person does through the REST API."""
-        path = f"dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
-        body = {"chosen_options": [option], "params_input": {"comment": comment}}
-        return dict(self.api(path, "PATCH", body))
-
     def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
         path = f"dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}"
         self.api(path, "PATCH", {"new_state": state})

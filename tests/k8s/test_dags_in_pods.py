@@ -20,6 +20,7 @@ import pytest
 
 from mlsteps.config import load_config
 from tests.k8s.airflow_services import K8sAirflow, PodRecorder, generate_raw_data, wait_until, yesterday
+from tests.support import hitl
 
 #: The module fixture runs the DAGs (many minutes on two busy cores); it counts against the first test.
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(3600)]
@@ -108,9 +109,8 @@ def _run(
     run_id = airflow.trigger(dag_id, conf, logical_date=logical_date)
     runs.run_ids[dag_id] = run_id
     if approve:
-        airflow.wait_for_task(dag_id, run_id, "approval", ("awaiting_input",), RUN_TIMEOUT)
-        time.sleep(10)  # not before the scheduler's next loop (tests/ui/test_approval.py, ANSWER_AFTER_S)
-        runs.approval = airflow.answer(dag_id, run_id, "approval", "Approve", APPROVAL_COMMENT)
+        hitl.wait_for_input(airflow.services, dag_id, run_id, "approval", RUN_TIMEOUT)
+        runs.approval = hitl.answer(airflow.services, dag_id, run_id, "approval", "Approve", APPROVAL_COMMENT)
     runs.records[dag_id] = airflow.wait_for_run(dag_id, run_id, RUN_TIMEOUT)
     runs.seconds[dag_id] = time.monotonic() - started
     print(f"\n{dag_id} run {run_id}: {runs.records[dag_id]['state']} in {runs.seconds[dag_id]:.0f} s")

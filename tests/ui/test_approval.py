@@ -4,118 +4,43 @@ The real services (API server, scheduler, DAG processor; tests/ui/conftest.py) r
 with ``require_approval`` on. Three runs, one after the other: the first is approved by a person in
 headless Chromium (the task's Required actions tab: the summary and report link shown, a hostile
 comment typed, which must be stored as text, then Approve clicked), the second rejected through
-the REST API, the third left unanswered until its (short, configured) timeout rejects it. Each
-ends with the ledger and the ``champion`` alias as expected.
+the REST API, the third left unanswered until its (short, configured: tests/ui/conftest.py) timeout
+rejects it. Each ends with the ledger and the ``champion`` alias as expected. This module runs
+first on the shared services, so the first run finds no champion.
 """
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 
-from mlsteps.config import DEFAULT_CONFIG_PATH, load_config
+from mlsteps.config import load_config
 from mlsteps.lake import Lake
 from mlsteps.registry import read_decisions, read_ledger
+from tests.support import hitl
 from tests.ui.conftest import UiAirflow
 
 pytestmark = pytest.mark.slow
 
 MODEL = load_config().model.registered_name
-TIMEOUT_HOURS = 0.025  # 90 s: long enough to answer the other two runs, short enough to wait for
-#: Seconds between the task waiting for input and the answer. Airflow 3.3.2's scheduler handles the
-#: executor's report of the task's first part in its next loop; an answer that resumes the task
-#: before that report is handled is taken for an external state change, and the try is failed.
-#: A person never answers that fast; a test must wait.
-ANSWER_AFTER_S = 10
 RUN_TIMEOUT_S = 900
 CONF = {"training_window_days": 10, "n_trials": 0, "min_roc_auc": 0.5, "require_approval": True}
 #: Typed into the form's one-line comment field, so without a newline.
 HOSTILE = "ship it $(touch /tmp/approval-pwned) `id` {{ var.value.secret }} --expected-champion 99 <b>x</b>"
 
 
-@pytest.fixture(scope="module")
-def ui_extra_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A config whose approval times out quickly; no scheduled runs."""
-    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    config["gates"]["approval_timeout_hours"] = TIMEOUT_HOURS
-    path = tmp_path_factory.mktemp("approval") / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False", "ML_PIPELINE_CONFIG": str(path)}
-
-
-def send(airflow: UiAirflow, method: str, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        f"{airflow.url}/api/v2/{path}",
-        data=json.dumps(body).encode(),
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def trigger(airflow: UiAirflow, run_id: str, reason: str) -> str:
-    airflow.services.wait_for_dags(["ml_training"])
-    send(airflow, "PATCH", "dags/ml_training", {"is_paused": False})
-    send(
-        airflow,
-        "POST",
-        "dags/ml_training/dagRuns",
-        {"dag_run_id": run_id, "logical_date": None, "conf": {**CONF, "reason": reason}},
-    )
-    return run_id
-
-
-def task_state(airflow: UiAirflow, run_id: str, task_id: str) -> str | None:
-    return airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
-
-
-def wait_for_approval(airflow: UiAirflow, run_id: str) -> dict[str, Any]:
-    """Wait until the approval task waits for input; return its HITL detail (the form)."""
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        state = task_state(airflow, run_id, "approval")
-        if state == "awaiting_input":
-            time.sleep(ANSWER_AFTER_S)
-            return airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails")
-        run = airflow.api(f"dags/ml_training/dagRuns/{run_id}")
-        if run["state"] in ("success", "failed"):
-            pytest.fail(f"{run_id} ended {run['state']} before asking for approval (approval: {state})")
-        time.sleep(3)
-    pytest.fail(f"{run_id}: approval did not wait for input within {RUN_TIMEOUT_S} s")
-
-
-def answer(airflow: UiAirflow, run_id: str, option: str, comment: str) -> Any:
-    return send(
-        airflow,
-        "PATCH",
-        f"dags/ml_training/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails",
-        {"chosen_options": [option], "params_input": {"comment": comment}},
-    )
+def start_training(airflow: UiAirflow, run_id: str) -> dict[str, Any]:
+    """A run that asks for approval; its form, once the approval task waits for an answer."""
+    airflow.start_run("ml_training", {**CONF, "reason": "approval test"}, run_id=run_id)
+    return hitl.wait_for_input(airflow.services, "ml_training", run_id, "approval", RUN_TIMEOUT_S)
 
 
 def wait_for_run(airflow: UiAirflow, run_id: str) -> dict[str, str]:
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        run = airflow.api(f"dags/ml_training/dagRuns/{run_id}")
-        if run["state"] in ("success", "failed"):
-            break
-        time.sleep(3)
-    states = {
-        ti["task_id"]: ti["state"]
-        for ti in airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances")["task_instances"]
-    }
-    assert run["state"] == "success", (
-        f"{run_id} ended {run['state']}: {states}; logs in {airflow.services.logs}"
-    )
-    return states
+    airflow.finished_run("ml_training", run_id, RUN_TIMEOUT_S)
+    return airflow.task_states("ml_training", run_id)
 
 
 def champion(airflow: UiAirflow) -> str | None:
@@ -164,8 +89,9 @@ def evaluation_summary(airflow: UiAirflow, run_id: str) -> str:
 @pytest.fixture(scope="module")
 def approved(ui_airflow: UiAirflow, browser: Any, artifacts: Path) -> dict[str, Any]:
     """Approved in Chromium: the first run, the one a person answers in the UI."""
-    run_id = trigger(ui_airflow, "approve_1", "approval test")
-    form = wait_for_approval(ui_airflow, run_id)
+    assert not read_ledger(Lake(str(ui_airflow.lake)), MODEL), "test_approval runs first on the services"
+    run_id = "approve_1"
+    form = start_training(ui_airflow, run_id)
     shown = approve_in_the_browser(browser, ui_airflow, run_id, artifacts)
     states = wait_for_run(ui_airflow, run_id)
     response = ui_airflow.api(f"dags/ml_training/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails")
@@ -174,16 +100,17 @@ def approved(ui_airflow: UiAirflow, browser: Any, artifacts: Path) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def rejected(ui_airflow: UiAirflow, approved: dict[str, Any]) -> dict[str, Any]:
-    run_id = trigger(ui_airflow, "reject_2", "approval test")
-    wait_for_approval(ui_airflow, run_id)
-    response = answer(ui_airflow, run_id, "Reject", "holdout too small")
+    run_id = "reject_2"
+    start_training(ui_airflow, run_id)
+    comment = "holdout too small"
+    response = hitl.answer(ui_airflow.services, "ml_training", run_id, "approval", "Reject", comment)
     return {"run_id": run_id, "response": response, "states": wait_for_run(ui_airflow, run_id)}
 
 
 @pytest.fixture(scope="module")
 def timed_out(ui_airflow: UiAirflow, rejected: dict[str, Any]) -> dict[str, Any]:
-    run_id = trigger(ui_airflow, "timeout_3", "approval test")
-    wait_for_approval(ui_airflow, run_id)
+    run_id = "timeout_3"
+    start_training(ui_airflow, run_id)
     return {"run_id": run_id, "states": wait_for_run(ui_airflow, run_id)}
 
 

@@ -99,21 +99,22 @@ def number_field(form: Any, param: str) -> Any:
 @pytest.fixture(scope="module")
 def triggered_run(page: Any, ui_airflow: UiAirflow, artifacts: Path) -> dict[str, Any]:
     """Trigger ml_training from the form with a short window; wait until the scheduler finished it."""
+    earlier = {run["dag_run_id"] for run in ui_airflow.api("dags/ml_training/dagRuns?limit=100")["dag_runs"]}
     form = open_trigger_form(page)
     number_field(form, "training_window_days").fill(str(WINDOW_DAYS))
     form.locator("#element_reason").fill("browser test")
     shot(page, artifacts, "04-trigger-filled")
     form.get_by_test_id("trigger-dag-submit").click()
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        runs = ui_airflow.api("dags/ml_training/dagRuns?order_by=-run_after&limit=1")["dag_runs"]
-        run = runs[0] if runs else {}
-        if run.get("state") in ("success", "failed"):
-            break
-        time.sleep(5)
-    assert run.get("state") == "success", f"run {run} did not succeed; logs: {ui_airflow.services.logs}"
+    deadline = time.monotonic() + 120
+    created: list[str] = []
+    while not created and time.monotonic() < deadline:
+        runs = ui_airflow.api("dags/ml_training/dagRuns?limit=100")["dag_runs"]
+        created = [run["dag_run_id"] for run in runs if run["dag_run_id"] not in earlier]
+        time.sleep(1)
+    assert len(created) == 1, f"the form created {created} (runs before: {sorted(earlier)})"
+    run = ui_airflow.finished_run("ml_training", created[0], RUN_TIMEOUT_S)
     assert run["conf"]["training_window_days"] == WINDOW_DAYS
+    assert run["conf"]["reason"] == "browser test"
     return run
 
 

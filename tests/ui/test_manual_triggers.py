@@ -13,9 +13,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,8 @@ import pytest
 
 from tests.ui.conftest import UiAirflow
 
-#: Services start, then two DAG runs one after the other: more than the suite's per-test default.
+#: Two DAG runs one after the other (and the services start when this module runs alone): more
+#: than the suite's per-test default.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 RUN_TIMEOUT_S = 600
@@ -33,56 +31,6 @@ TRAINING_CONF = {
     "min_roc_auc": 0.5,
     "reason": "manual trigger test",
 }
-
-
-@pytest.fixture(scope="module")
-def ui_extra_env() -> dict[str, str]:
-    """No scheduled runs: the only runs are the ones these tests trigger."""
-    return {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
-
-
-def send(airflow: UiAirflow, method: str, path: str, body: dict[str, Any]) -> Any:
-    """A JSON request to the REST API (sign-in is off on this loopback deployment)."""
-    request = urllib.request.Request(
-        f"{airflow.url}/api/v2/{path}",
-        data=json.dumps(body).encode(),
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def unpause(airflow: UiAirflow, dag_id: str, timeout: float = 180) -> None:
-    """Unpause ``dag_id`` once the DAG processor has parsed it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            send(airflow, "PATCH", f"dags/{dag_id}", {"is_paused": False})
-            return
-        except urllib.error.HTTPError as err:
-            if err.code != 404 or time.monotonic() > deadline:
-                raise
-        time.sleep(2)
-
-
-def wait_for_run(airflow: UiAirflow, dag_id: str, run_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        run = airflow.api(f"dags/{dag_id}/dagRuns/{run_id}")
-        if run.get("state") in ("success", "failed"):
-            break
-        time.sleep(3)
-    if run.get("state") != "success":
-        states = {
-            ti["task_id"]: ti["state"]
-            for ti in airflow.api(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        }
-        pytest.fail(
-            f"{dag_id} run {run_id} ended {run.get('state')}: {states}; logs in {airflow.services.logs}"
-        )
-    return run
 
 
 def rendered_options(airflow: UiAirflow, dag_id: str, run_id: str, task_id: str) -> dict[str, str]:
@@ -101,19 +49,17 @@ def run_after_day(run: dict[str, Any]) -> dt.date:
 @pytest.fixture(scope="module")
 def rest_run(ui_airflow: UiAirflow) -> dict[str, Any]:
     """``ml_training`` triggered through the REST API with ``"logical_date": null``, finished."""
-    unpause(ui_airflow, "ml_training")
-    created = send(
-        ui_airflow, "POST", "dags/ml_training/dagRuns", {"logical_date": None, "conf": TRAINING_CONF}
-    )
+    created = ui_airflow.start_run("ml_training", TRAINING_CONF)
     assert created["logical_date"] is None
     assert created["data_interval_end"] is None
-    return wait_for_run(ui_airflow, "ml_training", created["dag_run_id"])
+    return ui_airflow.finished_run("ml_training", created["dag_run_id"], RUN_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
 def cli_run(ui_airflow: UiAirflow, rest_run: dict[str, Any]) -> dict[str, Any]:
     """``ml_batch_scoring``, scoring with the REST run's champion, triggered by ``airflow dags trigger``."""
-    unpause(ui_airflow, "ml_batch_scoring")
+    ui_airflow.services.wait_for_dags(["ml_batch_scoring"])
+    ui_airflow.services.set_paused("ml_batch_scoring", False)
     airflow = str(Path(sys.executable).with_name("airflow"))
     argv = [airflow, "dags", "trigger", "ml_batch_scoring", "--output", "json"]
     done = subprocess.run(argv, env=ui_airflow.services.env, capture_output=True, text=True, timeout=120)
@@ -123,7 +69,7 @@ def cli_run(ui_airflow: UiAirflow, rest_run: dict[str, Any]) -> dict[str, Any]:
         done.stdout[done.stdout.rindex("\n[") + 1 :] if "\n[" in done.stdout else done.stdout
     )[0]
     assert created["logical_date"] is None
-    return wait_for_run(ui_airflow, "ml_batch_scoring", created["dag_run_id"])
+    return ui_airflow.finished_run("ml_batch_scoring", created["dag_run_id"], RUN_TIMEOUT_S)
 
 
 def test_rest_trigger_without_logical_date_succeeds(rest_run: dict[str, Any]) -> None:
