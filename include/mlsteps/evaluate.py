@@ -39,6 +39,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALIBRATION_BINS = 10
+#: The gate settings a verdict depends on (``gates.*``); the approval settings are not thresholds.
+THRESHOLD_FIELDS = (
+    "min_roc_auc",
+    "min_pr_auc",
+    "max_log_loss",
+    "max_auc_drop",
+    "bootstrap_samples",
+    "confidence",
+)
 #: Equal-width score bins of the score distribution figure.
 SCORE_BINS = 50
 
@@ -111,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **verdict_document(name, challenger, judgement, checks),
         "training_run": snapshot.manifest["training_run"],
         "gates": {**config.gates.model_dump(), "min_roc_auc": min_roc_auc},
+        "thresholds": effective_thresholds(config.gates, min_roc_auc),
         "holdout": {"rows": int(len(y)), "positives": int(y.sum())},
         **context.lineage(),
     }
@@ -126,9 +136,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "champion_version",
         "metrics",
         "comparison",
+        "thresholds",
     )
     return {
-        "summary": summary(challenger, judgement.champion, document["approved"], checks),
+        "summary": summary(challenger, judgement.champion, document["approved"], checks, min_roc_auc),
         **{key: document[key] for key in result_keys},
         "run_id": challenger_version.run_id,
         "experiment_id": client.get_run(str(challenger_version.run_id)).info.experiment_id,
@@ -277,6 +288,15 @@ def calibration_bins(
 # --- gates --------------------------------------------------------------------------------
 
 
+def effective_thresholds(gates: GatesConfig, min_roc_auc: float) -> dict[str, Any]:
+    """The thresholds this evaluation applies: the config's gates, with this run's ROC-AUC minimum.
+
+    Recorded in the step's result and on the version (``registry.THRESHOLDS_TAG``), so ``promote``,
+    ``trace`` and the UI show what a version was judged against, not only the report.
+    """
+    return {**gates.model_dump(include=set(THRESHOLD_FIELDS)), "min_roc_auc": min_roc_auc}
+
+
 def threshold_checks(metrics: dict[str, Any], gates: GatesConfig, min_roc_auc: float) -> list[Check]:
     """The absolute gates: minimum ROC-AUC and PR-AUC, and maximum log loss when configured."""
     checks = [
@@ -414,12 +434,15 @@ def _grouped_auc(group: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float
     )
 
 
-def summary(challenger: Scored, champion: Scored | None, approved: bool, checks: list[Check]) -> str:
-    """One line, e.g. ``AUC 0.9312 vs champion 0.9107: approved``."""
+def summary(
+    challenger: Scored, champion: Scored | None, approved: bool, checks: list[Check], min_roc_auc: float
+) -> str:
+    """One line, e.g. ``version 3: AUC 0.9312 vs champion 0.9107: approved (minimum AUC 0.80)``."""
     against = f" vs champion {champion.metrics['roc_auc']:.4f}" if champion else ", no champion"
     failed = sum(not check.passed for check in checks)
     verdict = "approved" if approved else f"rejected ({failed} check(s) failed)"
-    return f"version {challenger.version}: AUC {challenger.metrics['roc_auc']:.4f}{against}: {verdict}"
+    auc = challenger.metrics["roc_auc"]
+    return f"version {challenger.version}: AUC {auc:.4f}{against}: {verdict} (minimum AUC {min_roc_auc:.2f})"
 
 
 # --- report and MLflow --------------------------------------------------------------------
@@ -620,6 +643,7 @@ def record_in_mlflow(
         registry.EVALUATED_AGAINST_TAG: document["champion_version"] or "none",
         "mlsteps.evaluation.roc_auc": str(document["metrics"]["challenger"]["roc_auc"]),
         "mlsteps.evaluation.ds": ds,
+        registry.THRESHOLDS_TAG: json.dumps(document["thresholds"], sort_keys=True, separators=(",", ":")),
     }
     for key, value in tags.items():
         client.set_model_version_tag(version.name, version.version, key, value)

@@ -45,6 +45,8 @@ PIPELINE_TAG = "mlsteps.pipeline"
 APPROVED_TAG = "mlsteps.evaluation.approved"
 #: Set by `evaluate` on the version: the champion version it compared against, or "none".
 EVALUATED_AGAINST_TAG = "mlsteps.evaluation.champion_version"
+#: Set by `evaluate` on the version: the gate thresholds it applied (compact JSON).
+THRESHOLDS_TAG = "mlsteps.evaluation.thresholds"
 LEDGER_ROOT = "ledger"
 #: Locks live apart from the ledger, so listing the ledger shows entries only.
 LOCK_ROOT = "locks"

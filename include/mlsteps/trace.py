@@ -394,6 +394,7 @@ def evaluation_link(lake: Lake, version: ModelVersion) -> Link:
         "approved": verdict == "true",
         "against_champion": tags.get(registry.EVALUATED_AGAINST_TAG),
         "roc_auc": tags.get("mlsteps.evaluation.roc_auc"),
+        "thresholds": json.loads(tags[registry.THRESHOLDS_TAG]) if registry.THRESHOLDS_TAG in tags else None,
     }
     if not lake.exists(report):
         return link.broken(f"evaluation report {lake.url(report)} is missing")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -12,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from mlsteps.config import GatesConfig
 from mlsteps.evaluate import Comparison, champion_check, paired_bootstrap, weighted_auc
 from mlsteps.lake import Lake
-from mlsteps.registry import APPROVED_TAG, CHAMPION
+from mlsteps.registry import APPROVED_TAG, CHAMPION, THRESHOLDS_TAG
 from tests.steps.report_fixtures import assert_figures, external_references, png_size
 from tests.steps.training_fixtures import (
     build_features,
@@ -135,6 +136,53 @@ def test_worse_challenger_is_rejected_and_the_champion_stays(
     alone = assert_figures(first.read_text(), FIGURES)
     assert png_size(figures["Score distribution"])[0] > 1.6 * png_size(alone["Score distribution"])[0]
     assert external_references(html) == []
+
+
+@pytest.fixture
+def evaluated_with_a_run_minimum(
+    tracking: str, local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict]:
+    """Version 1 of a fresh model, evaluated with ``--min-roc-auc 0.6`` (the config says otherwise)."""
+    name = unique_model_name()
+    config = write_config(tmp_path, name, gates={"min_pr_auc": 0.05})
+    build_snapshot(local_lake, "good")
+    assert (
+        run_step(["train", "--config", config, "--training-run", "good"], tmp_path / "t.json", monkeypatch)[0]
+        == 0
+    )
+    argv = [
+        "evaluate",
+        "--config",
+        config,
+        "--model-version",
+        "1",
+        "--training-run",
+        "good",
+        "--min-roc-auc",
+        "0.6",
+    ]
+    code, result = run_step(argv, tmp_path / "e.json", monkeypatch)
+    assert code == 0
+    return name, result
+
+
+def test_the_result_records_the_thresholds_applied(evaluated_with_a_run_minimum: tuple[str, dict]) -> None:
+    _, result = evaluated_with_a_run_minimum
+    assert result["thresholds"]["min_roc_auc"] == 0.6  # this run's, not the config's
+    assert result["thresholds"]["min_pr_auc"] == 0.05
+    assert set(result["thresholds"]) == {
+        "min_roc_auc", "min_pr_auc", "max_log_loss", "max_auc_drop", "bootstrap_samples", "confidence",
+    }  # fmt: skip
+
+
+def test_the_version_carries_the_thresholds_applied(evaluated_with_a_run_minimum: tuple[str, dict]) -> None:
+    name, result = evaluated_with_a_run_minimum
+    tag = mlflow.MlflowClient().get_model_version(name, "1").tags[THRESHOLDS_TAG]
+    assert json.loads(tag) == result["thresholds"]
+
+
+def test_the_summary_names_the_minimum_applied(evaluated_with_a_run_minimum: tuple[str, dict]) -> None:
+    assert evaluated_with_a_run_minimum[1]["summary"].endswith("(minimum AUC 0.60)")
 
 
 @pytest.mark.parametrize(("pipeline", "expected"), [("", "has no mlsteps.pipeline tag"), ("other", "=other")])

@@ -121,6 +121,7 @@ def test_trace_follows_a_scored_row_back_to_the_raw_interval(
 
     evaluation = chain["evaluation"]
     assert evaluation["facts"]["approved"] is True
+    assert evaluation["facts"]["thresholds"]["min_roc_auc"] == config.gates.min_roc_auc
     assert evaluation["record"].endswith(f"reports/evaluation/ds=2026-10-11/{pipeline.model}-v1/report.json")
 
     (entry,) = read_ledger(lake, pipeline.model)
