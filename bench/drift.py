@@ -88,10 +88,8 @@ def prepare(seed: int, rows: int, features: int) -> dict[str, Any]:
     import numpy as np
     import pyarrow as pa
 
-    from mlsteps.drift import reference_prefix
-    from mlsteps.features import features_prefix
     from mlsteps.lake import Lake, partition
-    from mlsteps.scoring import predictions_prefix
+    from mlsteps.layout import features_prefix, predictions_prefix, reference_prefix
 
     settings, lake = config(), Lake()
     kinds = columns(features)
@@ -129,7 +127,7 @@ def prepare(seed: int, rows: int, features: int) -> dict[str, Any]:
         lake, partition(features_prefix(settings), day), current.drop_columns([SCORE]), {"producer": "bench"}
     )
     scored = {"producer": "bench", "model_version": version, "ds": day.isoformat()}
-    _commit(lake, predictions_prefix(settings, day), current.select([SCORE]), scored)
+    _commit(lake, predictions_prefix(settings.model.registered_name, day), current.select([SCORE]), scored)
     return {"ds": day.isoformat(), "model_version": version, "drifted_columns": truth, "kinds": kinds}
 
 
@@ -179,9 +177,8 @@ def evidently_default(ds: str, version: str, kinds: dict[str, str]) -> dict[str,
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    from mlsteps.drift import reference_prefix
-    from mlsteps.features import features_prefix
     from mlsteps.lake import Lake, partition
+    from mlsteps.layout import features_prefix, reference_prefix
 
     settings, lake = config(), Lake()
     baseline_rss = current_rss_mb()

@@ -24,8 +24,8 @@ HEAVY = ("feast", "evidently", "sklearn", "optuna", "matplotlib", "boto3", "scip
 
 
 def _partition_dir(ds: str) -> Path:
-    from mlsteps.features import features_prefix
     from mlsteps.lake import Lake, partition
+    from mlsteps.layout import features_prefix
 
     lake = Lake()
     return Path(lake.path(partition(features_prefix(config()), ds)))

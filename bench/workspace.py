@@ -230,8 +230,9 @@ def write_scoring_partitions(sizes: list[int], seed: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from mlsteps.features import arrow_schema, features_prefix
+    from mlsteps.features import arrow_schema
     from mlsteps.lake import Lake, Staging, partition
+    from mlsteps.layout import features_prefix
 
     settings = config()
     lake = Lake(os.environ["ML_LAKE_URI"])

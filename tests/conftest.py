@@ -48,6 +48,13 @@ def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 
 
 @pytest.fixture
+def tracking(mlflow_tracking: MlflowServer, s3_env: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This process (and its children) log to the session's ``mlflow server``; its tracking URI."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
+    return str(mlflow_tracking.tracking_uri)
+
+
+@pytest.fixture
 def local_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh local-directory lake, exported as ML_LAKE_URI."""
     uri = str(tmp_path / "lake")

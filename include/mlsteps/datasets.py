@@ -9,11 +9,11 @@ so a feature is encoded the same way everywhere.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.errors import StepError
+from mlsteps.layout import snapshot_prefix, training_run_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,18 +22,6 @@ if TYPE_CHECKING:
     from mlsteps.lake import Lake
 
 SPLITS = ("train", "holdout")
-
-
-def training_run_name(run_id: str) -> str:
-    """A lake-safe, deterministic snapshot name from an Airflow run id (or any label)."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("._")[:100]
-    if not slug:
-        raise StepError("a training run needs a name: pass --training-run or --run-id")
-    return slug
-
-
-def snapshot_prefix(training_run: str) -> str:
-    return f"training/{training_run_name(training_run)}"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsteps.demo_webhook import demo_webhook, notifying_env
+from mlsteps.layout import REPORTS_ROOT, drift_report_prefix, report_kind_prefix
 from mlsteps.local_airflow import FINISHED, LocalAirflow, airflow_env, free_port, running
 
 FIRST_DAY = dt.date(2026, 9, 8)  # 30 days of history before the training window
@@ -118,7 +119,7 @@ def _drift_loop(env: dict[str, str], logs: Path, airflow: LocalAirflow) -> None:
     execute_run(airflow, "ml_drift_monitor", f"{day}T06:00:00+00:00", conf={"ds": day})
     from mlsteps.lake import Lake
 
-    report = Lake(env["ML_LAKE_URI"]).read_json(f"reports/drift/ds={day}/report.json")
+    report = Lake(env["ML_LAKE_URI"]).read_json(f"{drift_report_prefix(day)}/report.json")
     _say(
         f"    drift verdict: {report['drift']}; "
         f"drifted columns: {', '.join(report['drifted_columns']) or 'none'}"
@@ -270,7 +271,7 @@ def _summary(env: dict[str, str]) -> None:
 
     from mlsteps.config import load_config
     from mlsteps.lake import Lake
-    from mlsteps.scoring import predictions_prefix
+    from mlsteps.layout import predictions_prefix
 
     config, lake = load_config(), Lake()
     client = MlflowClient()
@@ -283,15 +284,16 @@ def _summary(env: dict[str, str]) -> None:
         if any(word in key for word in ("auc", "loss", "f1", "brier")) and "_ci_" not in key:
             _say(f"    {key:<28} {metrics[key]:.4f}")
     _say("Reports:")
-    for kind in lake.list_dir("reports"):
-        for day in lake.list_dir(f"reports/{kind}")[-2:]:
-            for path in _html_files(lake, f"reports/{kind}/{day}"):
+    for kind in lake.list_dir(REPORTS_ROOT):
+        for day in lake.list_dir(report_kind_prefix(kind))[-2:]:
+            for path in _html_files(lake, f"{report_kind_prefix(kind)}/{day}"):
                 _say(f"    {lake.url(path)}")
-    manifest: dict[str, Any] | None = lake.manifest(predictions_prefix(config, SCORED_DAY))
+    scored = predictions_prefix(config.model.registered_name, SCORED_DAY)
+    manifest: dict[str, Any] | None = lake.manifest(scored)
     if manifest:
         rate = manifest["positives"] / max(manifest["rows_out"], 1)
         _say(
-            f"Predictions: {lake.url(predictions_prefix(config, SCORED_DAY))} "
+            f"Predictions: {lake.url(scored)} "
             f"({manifest['rows_out']} rows, {rate:.2%} flagged, model v{manifest['model_version']})"
         )
     _say(f"UIs: `make ui` serves Airflow on http://127.0.0.1:8080 and MLflow on {DEMO_MLFLOW_UI_URL}")

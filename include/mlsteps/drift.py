@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteps.context import StepContext, parse_day
 from mlsteps.errors import StepError
-from mlsteps.lake import Lake, partition
+from mlsteps.lake import Lake
+from mlsteps.layout import drift_report_prefix, reference_prefix
 from mlsteps.registry import run_url
 from mlsteps.reports import Report, save_report
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPORT_KIND = "drift"
 #: Panels in the distribution figure: drifted columns first, then the score.
 MAX_DISTRIBUTION_PANELS = 12
 
@@ -174,7 +174,7 @@ def monitor_drift(context: StepContext, day: dt.date) -> dict[str, Any]:
     document = drift_document(context, inputs, samples, features, score, excluded)
     document["seconds"] = round(time.monotonic() - started, 3)
     report = build_report(document, features, score, samples, inputs.score_column)
-    uris = save_report(lake, partition(f"reports/{REPORT_KIND}", day), report, document)
+    uris = save_report(lake, drift_report_prefix(day), report, document)
     run_id, experiment_id = log_to_mlflow(context, document, report)
     return {
         "ds": day.isoformat(),
@@ -196,16 +196,12 @@ def monitor_drift(context: StepContext, day: dt.date) -> dict[str, Any]:
 # --- inputs ---------------------------------------------------------------------------------------
 
 
-def reference_prefix(config: PipelineConfig, version: str) -> str:
-    """Where ``train`` commits a model version's reference sample."""
-    return f"reference/{config.model.registered_name}/{version}"
-
-
 def locate_inputs(lake: Lake, config: PipelineConfig, day: dt.date) -> DriftInputs:
     """Find the committed predictions, reference and features of a day, or refuse in one sentence."""
-    from mlsteps.scoring import predictions_prefix, scoring_input
+    from mlsteps.layout import predictions_prefix
+    from mlsteps.scoring import scoring_input
 
-    predictions_at = predictions_prefix(config, day)
+    predictions_at = predictions_prefix(config.model.registered_name, day)
     predictions = lake.manifest(predictions_at)
     if predictions is None:
         raise StepError(

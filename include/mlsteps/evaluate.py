@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteps import registry
 from mlsteps.context import StepContext, parse_day
-from mlsteps.datasets import TrainingSet, load_training_set, model_input, training_run_name
+from mlsteps.datasets import TrainingSet, load_training_set, model_input
 from mlsteps.errors import StepError
+from mlsteps.layout import evaluation_report_prefix, training_run_name
 from mlsteps.reports import Report, save_report
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     ds = (args.ds or dt.datetime.now(dt.UTC).date()).isoformat()
     report = build_report(document, y, challenger, judgement.champion)
-    uris = save_report(context.lake, f"reports/evaluation/ds={ds}/{name}-v{version}", report, document)
+    uris = save_report(context.lake, evaluation_report_prefix(ds, name, version), report, document)
     record_in_mlflow(client, challenger_version, document, report, ds)
     result_keys = (
         "approved",

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteps.config import PipelineConfig
 from mlsteps.errors import StepError
-from mlsteps.features import column_value_type, feature_columns, feature_types, features_prefix
+from mlsteps.features import column_value_type, feature_columns, feature_types
 from mlsteps.lake import Lake, partition
+from mlsteps.layout import features_prefix
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureStore, FeatureView, RepoConfig

@@ -20,6 +20,7 @@ from mlsteps.config import PipelineConfig
 from mlsteps.context import DataInterval, StepContext, add_interval_arguments
 from mlsteps.errors import StepError
 from mlsteps.lake import Lake, partition
+from mlsteps.layout import features_prefix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,11 +82,6 @@ def build_batch(
 
 
 # --- the feature contract (pure) ------------------------------------------------------------
-
-
-def features_prefix(config: PipelineConfig) -> str:
-    """The lake-relative directory holding the dataset's feature partitions (Feast's FileSource)."""
-    return f"features/{config.dataset.name}"
 
 
 def aggregate_name(column: str, function: str, window: str) -> str:

@@ -127,7 +127,7 @@ def feature_batches(
     lake: Lake, config: PipelineConfig, days: list[dt.date]
 ) -> dict[str, dict[str, str] | None]:
     """For each day, the pass its committed features were computed in (None: not recorded)."""
-    from mlsteps.features import features_prefix
+    from mlsteps.layout import features_prefix
 
     batches: dict[str, dict[str, str] | None] = {}
     for day in days:

@@ -13,8 +13,8 @@ from typing import Any
 
 from mlsteps.context import DataInterval, StepContext, add_interval_arguments
 from mlsteps.errors import StepError
-from mlsteps.features import features_prefix
 from mlsteps.lake import partition
+from mlsteps.layout import features_prefix
 
 log = logging.getLogger(__name__)
 

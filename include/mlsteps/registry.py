@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlsteps.errors import StepError
+from mlsteps.layout import champion_lock_path, ledger_prefix
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -47,9 +48,6 @@ APPROVED_TAG = "mlsteps.evaluation.approved"
 EVALUATED_AGAINST_TAG = "mlsteps.evaluation.champion_version"
 #: Set by `evaluate` on the version: the gate thresholds it applied (compact JSON).
 THRESHOLDS_TAG = "mlsteps.evaluation.thresholds"
-LEDGER_ROOT = "ledger"
-#: Locks live apart from the ledger, so listing the ledger shows entries only.
-LOCK_ROOT = "locks"
 LEDGER_ENTRY = re.compile(r"^\d{8}T\d{12}Z-(promote|rollback)-v\d+\.json$")
 #: A human decision that changed no alias (a rejected promotion); beside the entries, never one of them.
 DECISION_ENTRY = re.compile(r"^\d{8}T\d{12}Z-reject-v\d+\.json$")
@@ -559,21 +557,11 @@ def _iso(timestamp: float) -> str:
 # --- the ledger ---------------------------------------------------------------------------
 
 
-def ledger_prefix(model: str) -> str:
-    """Where a registered model's promotion ledger lives in the lake."""
-    return f"{LEDGER_ROOT}/{model}"
-
-
 def champion_lock(
     lake: Lake, model: str, purpose: str, lease_seconds: float = DEFAULT_LEASE_SECONDS
 ) -> LakeLock:
     """The lock that serializes every change of a model's ``champion`` alias and ledger."""
     return LakeLock(lake, champion_lock_path(model), lease_seconds=lease_seconds, purpose=purpose)
-
-
-def champion_lock_path(model: str) -> str:
-    """The lake-relative lock object that guards a model's champion alias and ledger."""
-    return f"{LOCK_ROOT}/{model}/champion.lock"
 
 
 def read_ledger(lake: Lake, model: str) -> list[dict[str, Any]]:

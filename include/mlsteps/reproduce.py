@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 from mlsteps import registry
 from mlsteps.config import PipelineConfig
 from mlsteps.context import DataInterval, StepContext, parse_instant
-from mlsteps.datasets import snapshot_prefix
 from mlsteps.errors import StepError
 from mlsteps.lake import MARKER, Lake, partition
+from mlsteps.layout import snapshot_prefix
 from mlsteps.lineage import (
     MODEL_SHA256_TAG,
     VERSIONS_TAG,

@@ -15,7 +15,8 @@ from typing import Any
 
 from mlsteps.context import StepContext, parse_day
 from mlsteps.errors import StepError
-from mlsteps.lake import Lake, partition
+from mlsteps.lake import Lake
+from mlsteps.layout import drift_report_prefix, retrains_prefix
 
 WEEK = dt.timedelta(days=7)
 
@@ -27,10 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_id_for(day: dt.date) -> str:
     """The ``ml_training`` run id a drifted day asks for (deterministic: replays collapse into it)."""
     return f"drift__{day.isoformat()}"
-
-
-def retrains_prefix(model: str) -> str:
-    return f"monitoring/{model}/retrains"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +106,7 @@ def _trigger(day: dt.date, report: dict[str, Any], reasons: list[str]) -> dict[s
 
 
 def _drift_report(lake: Lake, day: dt.date) -> dict[str, Any]:
-    path = f"{partition('reports/drift', day)}/report.json"
+    path = f"{drift_report_prefix(day)}/report.json"
     if not lake.exists(path):
         raise StepError(f"no drift report at {lake.url(path)}; run the drift step for ds={day} first")
     return dict(lake.read_json(path))

@@ -18,10 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlsteps.datasets import training_run_name
 from mlsteps.errors import StepError
-from mlsteps.features import features_prefix
 from mlsteps.lake import Lake, Staging, partition
+from mlsteps.layout import features_prefix, predictions_prefix, training_run_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
     import xgboost as xgb
 
     from mlsteps.config import PipelineConfig
-
-
-def predictions_prefix(config: PipelineConfig, day: dt.date) -> str:
-    return partition(f"predictions/{config.model.registered_name}", day)
 
 
 @dataclass(frozen=True)
@@ -81,7 +76,7 @@ class PinnedModel:
 def staging_for(lake: Lake, config: PipelineConfig, day: dt.date, run_id: str) -> Staging:
     """The staging area shared by every shard of one DAG run (deterministic, so retries reuse it)."""
     attempt = training_run_name(run_id or f"manual-{day}")
-    return Staging(lake, predictions_prefix(config, day), attempt)
+    return Staging(lake, predictions_prefix(config.model.registered_name, day), attempt)
 
 
 def load_booster(model: PinnedModel) -> xgb.Booster:

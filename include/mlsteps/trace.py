@@ -19,12 +19,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlsteps import registry
+from mlsteps import layout, registry
 from mlsteps.config import PipelineConfig
 from mlsteps.context import StepContext, parse_day
-from mlsteps.datasets import snapshot_prefix
 from mlsteps.errors import StepError
 from mlsteps.lake import MARKER, Lake, partition
+from mlsteps.layout import snapshot_prefix
 from mlsteps.lineage import MODEL_SHA256_TAG, VERSIONS_TAG, partition_digest
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def predictions_link(
     lake: Lake, name: str, day: dt.date, column: str, value: str
 ) -> tuple[Link, dict[str, Any] | None, list[dict[str, Any]]]:
     """The committed predictions partition, its manifest, and the rows for ``column=value``."""
-    prefix = partition(f"predictions/{name}", day)
+    prefix = layout.predictions_prefix(name, day)
     link = Link("predictions", lake.url(f"{prefix}/{MARKER}"))
     manifest = lake.manifest(prefix)
     if manifest is None:
@@ -388,7 +388,7 @@ def evaluation_link(lake: Lake, version: ModelVersion) -> Link:
         return Link("evaluation", "registry tags").broken(
             f"version {version.version} carries no evaluation verdict ({registry.APPROVED_TAG})"
         )
-    report = f"reports/evaluation/ds={day}/{version.name}-v{version.version}/report.json"
+    report = f"{layout.evaluation_report_prefix(day, version.name, version.version)}/report.json"
     link = Link("evaluation", lake.url(report))
     link.facts = {
         "approved": verdict == "true",
@@ -416,9 +416,7 @@ def promotion_link(lake: Lake, version: ModelVersion, predictions: dict[str, Any
     else:  # partitions scored before promotions were recorded: the ledger is searched instead
         found = _ledger_entry_before(lake, version, predictions.get("committed_at"))
         entry = found["entry"] if found else None
-        link = Link(
-            "promotion", lake.url(entry) if entry else f"ledger {registry.ledger_prefix(version.name)}"
-        )
+        link = Link("promotion", lake.url(entry) if entry else f"ledger {layout.ledger_prefix(version.name)}")
         link.facts["found_by"] = "ledger search (the partition predates recorded promotions)"
     if entry is None:
         if alias == registry.CHAMPION:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteps import registry
 from mlsteps.context import StepContext
-from mlsteps.datasets import TrainingSet, load_training_set, model_input, snapshot_prefix
+from mlsteps.datasets import TrainingSet, load_training_set, model_input
 from mlsteps.errors import StepError
+from mlsteps.layout import reference_prefix, snapshot_prefix
 from mlsteps.lineage import (
     MODEL_SHA256_TAG,
     VERSIONS_TAG,
@@ -569,11 +570,6 @@ def importance_figure(booster: xgb.Booster, top: int = 25) -> Figure:
 
 
 # --- reference sample ---------------------------------------------------------------------
-
-
-def reference_prefix(config: PipelineConfig, version: str) -> str:
-    """Where a version's reference sample is committed: ``reference/<model>/<version>``."""
-    return f"reference/{config.model.registered_name}/{version}"
 
 
 def save_reference(context: StepContext, snapshot: TrainingSet, booster: xgb.Booster, version: str) -> str:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteps.config import PipelineConfig
 from mlsteps.context import DataInterval, StepContext, parse_instant
-from mlsteps.datasets import save_training_set, training_run_name
+from mlsteps.datasets import save_training_set
 from mlsteps.errors import StepError
-from mlsteps.features import categorical_columns, feature_columns, feature_types, features_prefix
+from mlsteps.features import categorical_columns, feature_columns, feature_types
 from mlsteps.lake import Lake, partition
+from mlsteps.layout import features_prefix, training_run_name
 from mlsteps.lineage import config_document, feature_batches, package_versions, raw_record
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ from mlsteps.config import ColumnSpec, DatasetConfig
 from mlsteps.context import DataInterval, StepContext, add_interval_arguments
 from mlsteps.errors import StepError
 from mlsteps.lake import Lake, partition
+from mlsteps.layout import validation_report_prefix
 from mlsteps.reports import Report, save_report
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         problems += check_events(frame, dataset, interval)
     rows = 0 if frame is None else len(frame)
     purpose = "scoring" if args.without_label else "training"
-    report_prefix = f"reports/validation/ds={interval.start.date().isoformat()}/{purpose}"
+    report_prefix = validation_report_prefix(interval.start.date(), purpose)
     document = {
         "dataset": dataset.name,
         "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},

@@ -9,14 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pytest
 
 from mlsteps.errors import StepError
 from mlsteps.lake import Lake
-from mlsteps.registry import CHAMPION, PREVIOUS_CHAMPION, champion_lock_path, read_ledger
+from mlsteps.layout import champion_lock_path
+from mlsteps.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
 from tests.steps.training_fixtures import (
     race_promotions,
     register_stub_versions,
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.faults
 
 CONTENDERS = 10
 TRIALS = 20
-
-
-@pytest.fixture
-def tracking(mlflow_tracking: Any, s3_env: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    return str(mlflow_tracking.tracking_uri)
 
 
 def _register_more(name: str, count: int) -> list[str]:

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pytest
 
 from mlsteps.lake import MARKER, STAGING, Lake, partition
-from mlsteps.registry import CHAMPION, PREVIOUS_CHAMPION, champion_lock_path, read_ledger
+from mlsteps.layout import champion_lock_path
+from mlsteps.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.training_fixtures import (
     FEATURES,

@@ -35,12 +35,6 @@ REFUSAL = "refusing to use a model without this pipeline's lineage"
 KEYS = ["transaction_id", "customer_id", "event_time"]
 
 
-@pytest.fixture
-def tracking(mlflow_tracking: Any, s3_env: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    return str(mlflow_tracking.tracking_uri)
-
-
 def _by_hand(name: str, **tags: str) -> str:
     """A version registered by hand: whatever tags the person set, but not this pipeline's lineage."""
     version = mlflow.MlflowClient().create_model_version(

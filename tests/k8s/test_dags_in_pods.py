@@ -174,9 +174,9 @@ def test_predictions_partition_is_committed_with_the_champion(k8s_airflow: K8sAi
     from mlflow import MlflowClient
 
     from mlsteps.lake import Lake
-    from mlsteps.scoring import predictions_prefix
+    from mlsteps.layout import predictions_prefix
 
-    manifest = Lake().manifest(predictions_prefix(CONFIG, runs.day))
+    manifest = Lake().manifest(predictions_prefix(CONFIG.model.registered_name, runs.day))
     assert manifest is not None, "no _SUCCESS.json for the scored day"
     plan = _xcom(k8s_airflow, runs, "ml_batch_scoring", "plan_scoring")
     assert str(manifest["model_version"]) == str(plan["model_version"])

@@ -17,10 +17,11 @@ import yaml
 
 from mlsteps.cli import main
 from mlsteps.config import load_config
-from mlsteps.drift import monitoring_experiment, reference_prefix, sample_partition, sample_positions
+from mlsteps.drift import monitoring_experiment, sample_partition, sample_positions
 from mlsteps.features import arrow_schema, feature_columns, feature_types
 from mlsteps.lake import Lake, partition
-from mlsteps.scoring import features_prefix, predictions_prefix
+from mlsteps.layout import predictions_prefix, reference_prefix
+from mlsteps.scoring import features_prefix
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.report_fixtures import assert_figures, external_references
 
@@ -36,11 +37,8 @@ RESULT_KEYS = {
 DAY_OF_WEEK = "event_time_day_of_week"
 
 
-@pytest.fixture(autouse=True)
-def tracking(mlflow_tracking: Any, s3_env: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every drift run logs to the loopback MLflow server (artifacts on the loopback S3 API)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    return str(mlflow_tracking.tracking_uri)
+#: Every drift run logs to the loopback MLflow server (artifacts on the loopback S3 API).
+pytestmark = pytest.mark.usefixtures("tracking")
 
 
 @pytest.fixture
@@ -131,7 +129,7 @@ def commit_day(lake: Lake, seed: int, drifted: tuple[str, ...] = (), scores_drif
     predictions = pa.Table.from_pandas(
         keys.assign(score=scores.astype("float32"), decision=scores >= 0.5), preserve_index=False
     )
-    staging = lake.stage(predictions_prefix(config, DAY))
+    staging = lake.stage(predictions_prefix(config.model.registered_name, DAY))
     staging.write_parquet("shard-00000.parquet", predictions)
     lake.commit(
         staging,
@@ -220,7 +218,7 @@ def test_uncommitted_predictions_are_refused(
     lake = Lake(local_lake)
     commit_reference(lake, 5)
     commit_day(lake, 5)
-    lake.delete(f"{predictions_prefix(load_config(config_file), DAY)}/_SUCCESS.json")
+    lake.delete(f"{predictions_prefix(load_config(config_file).model.registered_name, DAY)}/_SUCCESS.json")
 
     code, result = run_drift(tmp_path, monkeypatch)
 

@@ -27,12 +27,6 @@ from tests.steps.training_fixtures import (
 FIGURES = ["ROC curves", "Precision-recall curves", "Confusion matrices", "Score distribution", "Calibration"]
 
 
-@pytest.fixture
-def tracking(mlflow_tracking, s3_env, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    return str(mlflow_tracking.tracking_uri)
-
-
 def test_good_challenger_without_champion_is_approved_and_reported(
     tracking: str, s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,9 +26,10 @@ from mlsteps.feature_store import (
     feature_view_name,
     load_repo_config,
 )
-from mlsteps.features import feature_columns, features_prefix, lookback_days
+from mlsteps.features import feature_columns, lookback_days
 from mlsteps.generate import generate_events
 from mlsteps.lake import MARKER, Lake, partition
+from mlsteps.layout import features_prefix
 from tests.conftest import DEFAULT_CONFIG
 from tests.support.services import S3Server, free_port
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from pathlib import Path
 
@@ -12,30 +11,16 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mlsteps.cli import main
 from mlsteps.config import PipelineConfig, load_config
 from mlsteps.errors import StepError
-from mlsteps.features import (
-    categorical_columns,
-    compute_features,
-    feature_columns,
-    features_prefix,
-    lookback_days,
-)
+from mlsteps.features import categorical_columns, compute_features, feature_columns, lookback_days
 from mlsteps.generate import generate_events
 from mlsteps.lake import MARKER, Lake, partition
+from mlsteps.layout import features_prefix
+from tests.steps.training_fixtures import run_step
 
 START = dt.date(2026, 3, 1)
 SMALL = ["--rows-per-day", "400", "--customers", "300"]
-
-
-def run_step(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict]:
-    """Run one step in-process; return its exit code and JSON result."""
-    result = tmp_path / f"result-{argv[0]}.json"
-    result.unlink(missing_ok=True)
-    monkeypatch.setenv("ML_STEP_RESULT", str(result))
-    code = main(argv)
-    return code, json.loads(result.read_text()) if result.exists() else {}
 
 
 def utc(text: str) -> pd.Timestamp:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from mlsteps.cli import main
 from mlsteps.config import PipelineConfig, load_config
 from mlsteps.context import StepContext
 from mlsteps.errors import StepError
@@ -25,20 +23,13 @@ from mlsteps.feature_store import (
     load_repo_config,
     store_yaml_path,
 )
-from mlsteps.features import feature_columns, features_prefix
+from mlsteps.features import feature_columns
 from mlsteps.lake import MARKER, Lake, partition
+from mlsteps.layout import features_prefix
+from tests.steps.training_fixtures import run_step
 
 PRODUCTION_YAML = FEATURE_REPO / "feature_store.production.yaml"
 SMALL = ["--rows-per-day", "400", "--customers", "300"]
-
-
-def run_step(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict]:
-    """Run one step in-process; return its exit code and JSON result."""
-    result = tmp_path / f"result-{argv[0]}.json"
-    result.unlink(missing_ok=True)
-    monkeypatch.setenv("ML_STEP_RESULT", str(result))
-    code = main(argv)
-    return code, json.loads(result.read_text()) if result.exists() else {}
 
 
 @pytest.fixture

@@ -13,14 +13,13 @@ import pytest
 
 from mlsteps.errors import StepError
 from mlsteps.lake import Lake
+from mlsteps.layout import champion_lock_path, ledger_prefix
 from mlsteps.registry import (
     CHAMPION,
     EVALUATED_AGAINST_TAG,
     PREVIOUS_CHAMPION,
     LakeLock,
     champion_lock,
-    champion_lock_path,
-    ledger_prefix,
     read_decisions,
     read_ledger,
 )
@@ -31,12 +30,6 @@ from tests.steps.training_fixtures import (
     unique_model_name,
     write_config,
 )
-
-
-@pytest.fixture
-def tracking(mlflow_tracking, s3_env, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    return str(mlflow_tracking.tracking_uri)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import pytest
 
 from mlsteps.cli import main
 from mlsteps.lake import Lake
-from mlsteps.retrain_policy import decide, retrains_prefix, run_id_for
+from mlsteps.layout import retrains_prefix
+from mlsteps.retrain_policy import decide, run_id_for
 
 NOW = dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC)
 DRIFT = {"drift": True, "drifted_columns": ["amount", "distance_from_home_km"]}

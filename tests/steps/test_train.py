@@ -15,12 +15,6 @@ from mlsteps.train import SCORE_COLUMN, predict
 from tests.steps.training_fixtures import build_snapshot, run_step, unique_model_name, write_config
 
 
-@pytest.fixture
-def tracking(mlflow_tracking, s3_env, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    return str(mlflow_tracking.tracking_uri)
-
-
 def test_train_logs_everything_and_registers_a_challenger(
     tracking: str, local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 from pathlib import Path
 
@@ -14,24 +13,17 @@ import pytest
 from mlsteps.cli import main
 from mlsteps.config import PipelineConfig, load_config
 from mlsteps.context import DataInterval
-from mlsteps.datasets import load_training_set, training_run_name
+from mlsteps.datasets import load_training_set
 from mlsteps.errors import StepError
-from mlsteps.features import feature_columns, features_prefix
+from mlsteps.features import feature_columns
 from mlsteps.lake import Lake, partition
+from mlsteps.layout import features_prefix, training_run_name
 from mlsteps.training_set import labelled_events, split_by_time
 from tests.conftest import DEFAULT_CONFIG
+from tests.steps.training_fixtures import run_step
 
 END = "2026-03-15"
 WINDOW = ["--end", END, "--window-days", "10"]
-
-
-def run_step(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict]:
-    """Run one step in-process; return its exit code and JSON result."""
-    result = tmp_path / f"result-{argv[0]}.json"
-    result.unlink(missing_ok=True)
-    monkeypatch.setenv("ML_STEP_RESULT", str(result))
-    code = main(argv)
-    return code, json.loads(result.read_text()) if result.exists() else {}
 
 
 @pytest.fixture(scope="module")

@@ -90,10 +90,13 @@ def build_snapshot(
     return save_training_set(Lake(lake_uri), training_run, train, holdout, metadata)
 
 
-def run_step(argv: list[str], result_file: Path, monkeypatch: Any) -> tuple[int, dict[str, Any]]:
-    """Run one step through the CLI in-process; return its exit code and JSON result (empty on failure)."""
-    if result_file.exists():
-        result_file.unlink()
+def run_step(argv: list[str], result: Path, monkeypatch: Any) -> tuple[int, dict[str, Any]]:
+    """Run one step through the CLI in-process; return its exit code and JSON result (empty on failure).
+
+    ``result`` is the result file, or a directory to write ``result-<step>.json`` in.
+    """
+    result_file = result / f"result-{argv[0]}.json" if result.is_dir() else result
+    result_file.unlink(missing_ok=True)
     monkeypatch.setenv("ML_STEP_RESULT", str(result_file))
     code = main(argv)
     result = json.loads(result_file.read_text()) if result_file.exists() else {}
