@@ -163,7 +163,7 @@ def ml_training() -> None:
     evaluate = step_task(
         "evaluate",
         options={
-            "--model-version": xcom(TRAIN_TASKS, "model_version"),
+            "--model-version": xcom(TRAIN_TASKS, "model_version", step="train"),
             "--training-run": "{{ run_id }}",
             "--min-roc-auc": "{{ params.min_roc_auc }}",
             "--ds": END,
@@ -175,7 +175,7 @@ def ml_training() -> None:
         "promote",
         options={
             "--model-version": xcom("evaluate", "model_version"),
-            "--expected-champion": "{{ (ti.xcom_pull(task_ids='evaluate') or {}).get('champion_version') or 'none' }}",
+            "--expected-champion": xcom("evaluate", "champion_version", default="none"),
             "--reason": "{{ params.reason }}",
             "--approved-by": decision("by"),
             "--approved-at": decision("at"),

@@ -27,6 +27,7 @@ from mlsteps.datasets import TrainingSet, load_training_set, model_input
 from mlsteps.errors import StepError
 from mlsteps.layout import evaluation_report_prefix, training_run_name
 from mlsteps.reports import Report, save_report
+from mlsteps.results import EvaluateResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ds", type=parse_day, help="Day the report is filed under (default: today, UTC).")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> EvaluateResult:
     context = StepContext.from_args(args)
     config = context.config
     name = config.model.registered_name
@@ -129,24 +130,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report = build_report(document, y, challenger, judgement.champion)
     uris = save_report(context.lake, evaluation_report_prefix(ds, name, version), report, document)
     record_in_mlflow(client, challenger_version, document, report, ds)
-    result_keys = (
-        "approved",
-        "reasons",
-        "model_name",
-        "model_version",
-        "champion_version",
-        "metrics",
-        "comparison",
-        "thresholds",
+    return EvaluateResult(
+        summary=summary(challenger, judgement.champion, document["approved"], checks, min_roc_auc),
+        approved=document["approved"],
+        reasons=document["reasons"],
+        model_name=document["model_name"],
+        model_version=document["model_version"],
+        champion_version=document["champion_version"],
+        metrics=document["metrics"],
+        comparison=document["comparison"],
+        thresholds=document["thresholds"],
+        run_id=challenger_version.run_id,
+        experiment_id=client.get_run(str(challenger_version.run_id)).info.experiment_id,
+        training_run=document["training_run"],
+        report_html=uris["report_html"],
+        report_json=uris["report_json"],
     )
-    return {
-        "summary": summary(challenger, judgement.champion, document["approved"], checks, min_roc_auc),
-        **{key: document[key] for key in result_keys},
-        "run_id": challenger_version.run_id,
-        "experiment_id": client.get_run(str(challenger_version.run_id)).info.experiment_id,
-        "training_run": document["training_run"],
-        **uris,
-    }
 
 
 def verdict_document(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from mlsteps.context import StepContext, parse_day
 from mlsteps.errors import StepError
+from mlsteps.results import PlanScoringResult
 from mlsteps.scoring import check_signature, input_columns, load_booster, resolve_model, scoring_input
 
 
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-count", type=int, default=1, help="Number of scoring shards (1-64).")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> PlanScoringResult:
     context = StepContext.from_args(args)
     config = context.config
     if not 1 <= args.shard_count <= 64:
@@ -30,14 +30,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ["--model-version", model.version, "--shard-index", str(i), "--shard-count", str(args.shard_count)]
         for i in range(args.shard_count)
     ]
-    return {
-        "model_name": model.name,
-        "model_version": model.version,
-        "alias": alias,
-        "rows": source.rows,
-        "shard_count": args.shard_count,
-        "shards": shards,
-        "summary": f"{source.rows} rows of ds={args.ds} to score with {model.name}@{alias} "
-        f"= v{model.version} "
-        f"in {args.shard_count} shard(s)",
-    }
+    return PlanScoringResult(
+        model_name=model.name,
+        model_version=model.version,
+        alias=alias,
+        rows=source.rows,
+        shard_count=args.shard_count,
+        shards=shards,
+        summary=f"{source.rows} rows of ds={args.ds} to score with {model.name}@{alias} "
+        f"= v{model.version} in {args.shard_count} shard(s)",
+    )

@@ -30,6 +30,7 @@ from mlsteps.lineage import (
     config_document,
     package_versions,
 )
+from mlsteps.results import RegisteredRun, TrainResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> TrainResult:
     context = StepContext.from_args(args)
     config = context.config
     n_trials = config.model.n_trials if args.n_trials is None else args.n_trials
@@ -119,13 +120,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def result(
     config: PipelineConfig,
-    logged: dict[str, Any],
+    logged: RegisteredRun,
     metrics: dict[str, Any],
     seconds: float,
     tags: dict[str, str],
     reference: str,
     reused: bool = False,
-) -> dict[str, Any]:
+) -> TrainResult:
     """The step result: ids and URIs of the run and version, metrics, timing and device."""
     again = " (already registered by an earlier attempt of this DAG run)" if reused else ""
     summary = (
@@ -133,17 +134,17 @@ def result(
         f"{seconds:.1f} s on {tags[DEVICE_TAG]}: registered {config.model.registered_name} version "
         f"{logged['model_version']} as {registry.CHALLENGER}{again}"
     )
-    return {
-        "summary": summary,
+    return TrainResult(
+        summary=summary,
         **logged,
-        "metrics": metrics,
-        "training_seconds": seconds,
-        "device": tags[DEVICE_TAG],
-        "n_trials": int(tags[TRIALS_TAG]),
-        "reference_uri": reference,
-        "training_run": tags["training_run"],
-        "reused": reused,
-    }
+        metrics=metrics,
+        training_seconds=seconds,
+        device=tags[DEVICE_TAG],
+        n_trials=int(tags[TRIALS_TAG]),
+        reference_uri=reference,
+        training_run=tags["training_run"],
+        reused=reused,
+    )
 
 
 # --- retries --------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def earlier_attempt(config: PipelineConfig, tags: dict[str, str]) -> ModelVersio
 
 def reuse(
     context: StepContext, snapshot: TrainingSet, version: ModelVersion, tags: dict[str, str]
-) -> dict[str, Any]:
+) -> TrainResult:
     """Finish what an earlier attempt started: the reference sample and the challenger alias."""
     config = context.config
     name, number = config.model.registered_name, str(version.version)
@@ -188,14 +189,14 @@ def reuse(
         "validation_auc": values.get("validation_auc", float("nan")),
         "best_iteration": int(values.get("best_iteration", -1)),
     }
-    logged = {
-        "run_id": version.run_id,
-        "experiment_id": run.info.experiment_id if run else None,
-        "model_name": name,
-        "model_version": number,
-        "model_uri": f"models:/{name}/{number}",
-        "run_url": registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
-    }
+    logged = RegisteredRun(
+        run_id=version.run_id,
+        experiment_id=run.info.experiment_id if run else None,
+        model_name=name,
+        model_version=number,
+        model_uri=f"models:/{name}/{number}",
+        run_url=registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
+    )
     return result(
         config, logged, metrics, float(values.get("training_seconds", 0.0)), tags, reference, reused=True
     )
@@ -404,7 +405,7 @@ def predict(booster: xgb.Booster, frame: pd.DataFrame, config: PipelineConfig) -
 
 def log_to_mlflow(
     context: StepContext, snapshot: TrainingSet, fit: Fit, tags: dict[str, str]
-) -> dict[str, Any]:
+) -> RegisteredRun:
     """Log params, metrics, datasets, the model and a plot; register the version and alias it challenger."""
     import mlflow
 
@@ -426,14 +427,14 @@ def log_to_mlflow(
             mlflow.log_dict({"trials": fit.trials}, "optuna_trials.json")
         model_uri = log_model(fit.booster, snapshot)
         version = register(config, model_uri, tags, active.info.run_id)
-    return {
-        "run_id": active.info.run_id,
-        "experiment_id": active.info.experiment_id,
-        "model_name": config.model.registered_name,
-        "model_version": version,
-        "model_uri": f"models:/{config.model.registered_name}/{version}",
-        "run_url": registry.run_url(active.info.experiment_id, active.info.run_id),
-    }
+    return RegisteredRun(
+        run_id=active.info.run_id,
+        experiment_id=active.info.experiment_id,
+        model_name=config.model.registered_name,
+        model_version=version,
+        model_uri=f"models:/{config.model.registered_name}/{version}",
+        run_url=registry.run_url(active.info.experiment_id, active.info.run_id),
+    )
 
 
 def _loggable_params(

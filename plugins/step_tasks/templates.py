@@ -9,6 +9,8 @@ run is about the day before its ``run_after``: its interval is ``[run_after - 1 
 
 from __future__ import annotations
 
+from mlsteps.results import RESULTS, result_keys
+
 #: Jinja expressions (no braces) for the run's data interval bounds, for any kind of run.
 START_EXPR = "(data_interval_start | default(dag_run.run_after - macros.timedelta(days=1), true))"
 END_EXPR = "(data_interval_end | default(dag_run.run_after, true))"
@@ -20,11 +22,28 @@ INTERVAL_END = "{{ " + END_EXPR + " | ts }}"
 DS = "{{ " + START_EXPR + " | ds }}"
 
 
-def xcom(task_ids: str | list[str], key: str) -> str:
+def xcom(task_ids: str | list[str], key: str, step: str | None = None, default: str | None = None) -> str:
     """A template for one field of an upstream step's JSON result.
 
     With several task ids (e.g. branches of which one ran), the first that returned a result wins.
+    ``step`` is the step those tasks run; by default, the one task id with ``-`` for ``_``.
+    ``default`` is rendered when the field is empty (e.g. ``none`` for no champion).
+
+    Raises:
+        ValueError: The step's result (``mlsteps.results``) has no such key, or is not declared
+            there: the DAG fails to parse, naming the key, instead of rendering ``None``.
     """
     ids = [task_ids] if isinstance(task_ids, str) else task_ids
+    if step is None:
+        if len(ids) != 1:
+            raise ValueError(f"xcom({ids}, {key!r}): name the step these tasks run (step=...)")
+        step = ids[0].replace("_", "-")
+    if step not in RESULTS:
+        raise ValueError(f"xcom: the result of step {step!r} is not declared in mlsteps/results.py")
+    if key not in result_keys(step):
+        raise ValueError(
+            f"xcom: step {step!r} has no result key {key!r} (it has: {', '.join(sorted(result_keys(step)))})"
+        )
     pulls = " or ".join(f"ti.xcom_pull(task_ids={task_id!r})" for task_id in ids)
-    return "{{ ((" + pulls + ") or {}).get(" + repr(key) + ") }}"
+    fallback = "" if default is None else f" or {default!r}"
+    return "{{ ((" + pulls + ") or {}).get(" + repr(key) + ")" + fallback + " }}"

@@ -1,0 +1,52 @@
+"""XCom templates read only keys a step's declared result has (mlsteps/results.py)."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+
+from step_tasks.templates import xcom
+
+
+class FakeTi:
+    """Just ``xcom_pull``: the task results a rendered template reads."""
+
+    def __init__(self, results: dict[str, dict]) -> None:
+        self.results = results
+
+    def xcom_pull(self, task_ids: str) -> dict | None:
+        return self.results.get(task_ids)
+
+
+def render(template: str, results: dict[str, dict]) -> str:
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    return environment.from_string(template).render(ti=FakeTi(results))
+
+
+def test_a_declared_key_renders_the_upstream_value() -> None:
+    assert render(xcom("evaluate", "model_version"), {"evaluate": {"model_version": "7"}}) == "7"
+
+
+def test_the_first_branch_that_ran_wins() -> None:
+    template = xcom(["train_on_gpu", "train_on_cpu"], "model_version", step="train")
+    assert render(template, {"train_on_cpu": {"model_version": "3"}}) == "3"
+
+
+def test_the_default_renders_for_an_empty_field() -> None:
+    template = xcom("evaluate", "champion_version", default="none")
+    assert render(template, {"evaluate": {"champion_version": None}}) == "none"
+
+
+def test_a_key_the_result_does_not_have_is_refused_when_the_dag_is_built() -> None:
+    with pytest.raises(ValueError, match="step 'evaluate' has no result key 'version'"):
+        xcom("evaluate", "version")
+
+
+def test_a_step_whose_result_is_not_declared_is_refused() -> None:
+    with pytest.raises(ValueError, match="step 'promote' is not declared"):
+        xcom("promote", "champion_version")
+
+
+def test_several_tasks_need_the_step_named() -> None:
+    with pytest.raises(ValueError, match="name the step"):
+        xcom(["train_on_gpu", "train_on_cpu"], "model_version")
