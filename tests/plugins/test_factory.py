@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 from kubernetes.client import ApiClient
 
-from step_tasks import step_task, xcom
+from step_tasks import step_task
 from step_tasks.factory import to_argv
 from step_tasks.settings import ExecutionSettings, SettingsError, load_settings
 from tests.support.airflow import RecordingTaskInstance, load_dagbag
@@ -200,12 +200,6 @@ def test_to_argv_keeps_each_value_one_element() -> None:
     ]  # fmt: skip
     with pytest.raises(ValueError, match="must look like --name"):
         to_argv({"--a b": 1})
-
-
-def test_xcom_template_prefers_the_branch_that_ran() -> None:
-    template = xcom(["train_on_gpu", "train_on_cpu"], "model_version")
-    assert "ti.xcom_pull(task_ids='train_on_gpu') or ti.xcom_pull(task_ids='train_on_cpu')" in template
-    assert template.endswith(".get('model_version') }}")
 
 
 class TestLocalMode:
