@@ -27,6 +27,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -66,6 +67,10 @@ _DEBIAN_PACKAGES = {"etcd": "etcd-server", "containerd": "containerd", "runc": "
 
 class ClusterError(RuntimeError):
     """The cluster could not be started; the message names the component and ends with its log."""
+
+
+class ImageStoreError(ClusterError):
+    """containerd could not import an image into its store (e.g. the kept store is inconsistent)."""
 
 
 # --- prerequisites ------------------------------------------------------------------------------
@@ -449,9 +454,12 @@ class Cluster:
         assert save.stdout is not None
         save.stdout.close()
         save_err = save.communicate(timeout=60)[1]
-        if save.returncode or imp.returncode:
-            detail = (save_err or b"").decode(errors="replace").strip() or imp.stderr.strip()
-            raise ClusterError(f"importing image {tag} into the node failed: {detail}")
+        if save.returncode:
+            raise ClusterError(
+                f"docker save {tag} failed: {(save_err or b'').decode(errors='replace').strip()}"
+            )
+        if imp.returncode:
+            raise ImageStoreError(f"importing image {tag} into the node failed: {imp.stderr.strip()}")
         self.ctr("images", "label", ref, label)
         return True
 
@@ -921,9 +929,22 @@ def running_cluster(
         ClusterError: a component failed to start (the message ends with its log), or another
             cluster kept the machine past the timeout.
     """
-    with _machine_lock(float(os.environ.get("ML_K8S_LOCK_TIMEOUT", "3600"))):
-        with _running_cluster(bin_dir, images, scratch) as cluster:
-            yield cluster
+    with _machine_lock(float(os.environ.get("ML_K8S_LOCK_TIMEOUT", "3600"))), contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(_running_cluster(bin_dir, images, scratch))
+        except ImageStoreError as err:
+            # The failed start is torn down by now. An image store kept from earlier runs can be left
+            # inconsistent (once: "parent snapshot ... does not exist"): start again with an empty one.
+            store = image_store()
+            if store is None or _mounts_under(str(store)):
+                raise
+            print(
+                f"\n{err}\nthe kept image store {store} is removed; starting again with an empty one",
+                file=sys.stderr,
+            )
+            shutil.rmtree(store)
+            cluster = stack.enter_context(_running_cluster(bin_dir, images, None))
+        yield cluster
 
 
 @contextlib.contextmanager
