@@ -16,6 +16,8 @@ from step_tasks.pod import fail_if_unschedulable
 
 #: The pod label that names the step (set by ``pod.step_pod_task``).
 STEP_LABEL = "app.kubernetes.io/component"
+#: ``trigger_reentry`` did not run within ``execute`` (the usual case: it runs after a deferral).
+_NOT_REENTERED = object()
 
 
 class StepPodOperator(KubernetesPodOperator):
@@ -30,11 +32,19 @@ class StepPodOperator(KubernetesPodOperator):
     operator_extra_links = STEP_LINKS
 
     def execute(self, context: Any) -> Any:
-        return publish_summary(context, super().execute(context))
+        self._reentry_result: Any = _NOT_REENTERED
+        result = super().execute(context)
+        if result is None and self._reentry_result is not _NOT_REENTERED:
+            # A retry that finds its pod already finished re-enters at once, and the provider
+            # (cncf.kubernetes 10.25, ``invoke_defer_method``) drops what ``trigger_reentry``
+            # returned: without this the task's result (its XCom) would be None.
+            return self._reentry_result
+        return publish_summary(context, result)
 
     def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
         fail_if_unschedulable(self, event)  # before the provider waits on a pod that never started
-        return publish_summary(context, super().trigger_reentry(context, event))
+        self._reentry_result = publish_summary(context, super().trigger_reentry(context, event))
+        return self._reentry_result
 
     def cleanup(
         self, pod: Any, remote_pod: Any, xcom_result: dict | None = None, context: Any = None
