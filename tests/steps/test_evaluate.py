@@ -27,29 +27,26 @@ from tests.steps.training_fixtures import (
 FIGURES = ["ROC curves", "Precision-recall curves", "Confusion matrices", "Score distribution", "Calibration"]
 
 
+def train_and_evaluate(
+    config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *options: str
+) -> tuple[int, dict]:
+    """Train version 1 on the ``good`` snapshot, evaluate it with ``options``: exit code and result."""
+    trained = run_step(
+        ["train", "--config", config, "--training-run", "good"], tmp_path / "t.json", monkeypatch
+    )
+    assert trained[0] == 0
+    argv = ["evaluate", "--config", config, "--model-version", "1", "--training-run", "good", *options]
+    return run_step(argv, tmp_path / "e.json", monkeypatch)
+
+
 def test_good_challenger_without_champion_is_approved_and_reported(
     tracking: str, s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = unique_model_name()
     config = write_config(tmp_path, name)
     build_snapshot(s3_lake, "good")
-    assert (
-        run_step(["train", "--config", config, "--training-run", "good"], tmp_path / "t.json", monkeypatch)[0]
-        == 0
-    )
-    argv = [
-        "evaluate",
-        "--config",
-        config,
-        "--model-version",
-        "1",
-        "--training-run",
-        "good",
-        "--ds",
-        "2026-10-11",
-    ]
 
-    code, result = run_step(argv, tmp_path / "e.json", monkeypatch)
+    code, result = train_and_evaluate(config, tmp_path, monkeypatch, "--ds", "2026-10-11")
 
     assert code == 0
     assert result["approved"] is True
@@ -140,22 +137,7 @@ def evaluated_with_a_run_minimum(
     name = unique_model_name()
     config = write_config(tmp_path, name, gates={"min_pr_auc": 0.05})
     build_snapshot(local_lake, "good")
-    assert (
-        run_step(["train", "--config", config, "--training-run", "good"], tmp_path / "t.json", monkeypatch)[0]
-        == 0
-    )
-    argv = [
-        "evaluate",
-        "--config",
-        config,
-        "--model-version",
-        "1",
-        "--training-run",
-        "good",
-        "--min-roc-auc",
-        "0.6",
-    ]
-    code, result = run_step(argv, tmp_path / "e.json", monkeypatch)
+    code, result = train_and_evaluate(config, tmp_path, monkeypatch, "--min-roc-auc", "0.6")
     assert code == 0
     return name, result
 

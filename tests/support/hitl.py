@@ -9,14 +9,13 @@ import time
 import urllib.parse
 from typing import Any
 
-from mlsteps.local_airflow import ApiError, LocalAirflow
+from mlsteps.local_airflow import FINISHED, ApiError, LocalAirflow
 
 #: Seconds between the task waiting for input and the answer. Airflow 3.3.2's scheduler handles the
 #: executor's report of the task's first part in its next loop; an answer that resumes the task
 #: before that report is handled is taken for an external state change, and the try is failed
 #: (README, "Human approval"). A person never answers that fast; a test must wait.
 ANSWER_AFTER_S = 10
-FINISHED = ("success", "failed")
 
 
 def task_path(dag_id: str, run_id: str, task_id: str) -> str:
