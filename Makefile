@@ -17,7 +17,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
-export PYTHONPATH := $(CURDIR)/plugins
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/include
 
 .PHONY: help install lint test test-faults demo ui bench lock clean chromium test-k8s test-containers
 
@@ -80,10 +80,10 @@ test-containers: install
 	$(BIN)/python -m pytest -m containers -rfEs --durations=15 tests/containers
 
 demo: install
-	$(BIN)/python -m mlsteps.demo
+	$(BIN)/python -m repotools.demo
 
 ui: install
-	$(BIN)/python -m mlsteps.local_airflow --port $${ML_UI_PORT:-8080}
+	$(BIN)/python -m repotools.local_airflow --port $${ML_UI_PORT:-8080}
 
 bench: install
 	$(BIN)/python -m bench.run

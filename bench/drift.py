@@ -88,8 +88,8 @@ def prepare(seed: int, rows: int, features: int) -> dict[str, Any]:
     import numpy as np
     import pyarrow as pa
 
-    from mlsteps.lake import Lake, partition
-    from mlsteps.layout import features_prefix, predictions_prefix, reference_prefix
+    from mlsteps.contract.layout import features_prefix, partition, predictions_prefix, reference_prefix
+    from mlsteps.platform.lake import Lake
 
     settings, lake = config(), Lake()
     kinds = columns(features)
@@ -150,7 +150,7 @@ def ours(ds: str) -> dict[str, Any]:
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import mlsteps.drift  # noqa: F401
+    import mlsteps.steps.drift  # noqa: F401
     from mlsteps.cli import main
 
     baseline_rss = current_rss_mb()
@@ -177,8 +177,8 @@ def evidently_default(ds: str, version: str, kinds: dict[str, str]) -> dict[str,
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    from mlsteps.lake import Lake, partition
-    from mlsteps.layout import features_prefix, reference_prefix
+    from mlsteps.contract.layout import features_prefix, partition, reference_prefix
+    from mlsteps.platform.lake import Lake
 
     settings, lake = config(), Lake()
     baseline_rss = current_rss_mb()

@@ -5,7 +5,7 @@ training dependencies (xgboost, pandas, pyarrow, scikit-learn, pydantic, PyYAML)
 Feast or Airflow. For each snapshot size it writes the snapshot with the benchmark's own
 ``write_training_set`` (generated events through the real features code), then trains with
 ``train.train_model`` on ``cpu`` (the pipeline's fixed thread count, and every core) and on
-``cuda`` (after :func:`mlsteps.train.resolve_device` has checked the GPU is really used), and
+``cuda`` (after :func:`mlsteps.steps.train.resolve_device` has checked the GPU is really used), and
 scores each model on the same holdout. The first CUDA fit (context start, kernel loading) is
 reported apart from the median of the later ones.
 """
@@ -32,7 +32,7 @@ def device_case(snapshot: Any, settings: Any, device: str, nthread: int, repeats
     """``repeats`` fits on one device; AUC on the holdout of the last one."""
     import sklearn.metrics
 
-    from mlsteps import train
+    from mlsteps.steps import train
 
     # The config's model params override the step's defaults, nthread included (as in production).
     model = settings.model.model_copy(update={"params": {**settings.model.params, "nthread": nthread}})
@@ -60,9 +60,9 @@ def device_case(snapshot: Any, settings: Any, device: str, nthread: int, repeats
 def run(sizes: list[int], repeats: int, root: Path, gpu: bool = True) -> dict[str, Any]:
     os.environ["ML_LAKE_URI"] = str(root / "lake")
     from bench.workspace import TRAINING_RUN, config, write_training_set
-    from mlsteps import train
-    from mlsteps.datasets import load_training_set
-    from mlsteps.lake import Lake
+    from mlsteps.platform.datasets import load_training_set
+    from mlsteps.platform.lake import Lake
+    from mlsteps.steps import train
 
     # resolve_device raises StepError when XGBoost cannot use a GPU (never a silent CPU run).
     device = train.resolve_device("cuda") if gpu else "cpu"

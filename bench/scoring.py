@@ -24,8 +24,8 @@ HEAVY = ("feast", "evidently", "sklearn", "optuna", "matplotlib", "boto3", "scip
 
 
 def _partition_dir(ds: str) -> Path:
-    from mlsteps.lake import Lake, partition
-    from mlsteps.layout import features_prefix
+    from mlsteps.contract.layout import features_prefix, partition
+    from mlsteps.platform.lake import Lake
 
     lake = Lake()
     return Path(lake.path(partition(features_prefix(config()), ds)))
@@ -50,7 +50,7 @@ def ours(ds: str, run_id: str) -> dict[str, Any]:
     import pyarrow.parquet  # noqa: F401
     import xgboost  # noqa: F401
 
-    import mlsteps.score  # noqa: F401
+    import mlsteps.steps.score  # noqa: F401
     from mlsteps.cli import main
 
     imported = time.perf_counter()
@@ -90,7 +90,7 @@ def seed(ds: str, output: str) -> dict[str, Any]:
     import pyarrow.parquet  # noqa: F401
     import xgboost as xgb
 
-    from mlsteps.datasets import model_input
+    from mlsteps.platform.datasets import model_input
 
     imported = time.perf_counter()
     baseline_rss = current_rss_mb()
@@ -116,7 +116,7 @@ def bare(ds: str) -> dict[str, Any]:
     import mlflow.xgboost
     import pandas as pd
 
-    from mlsteps.datasets import model_input
+    from mlsteps.platform.datasets import model_input
 
     booster = mlflow.xgboost.load_model(_model_uri())
     features = list(booster.feature_names or [])

@@ -37,10 +37,11 @@ def ours(repeats: int) -> dict[str, Any]:
     import sklearn.metrics
     import xgboost  # noqa: F401 - imported before any clock starts
 
-    from mlsteps import registry, train
     from mlsteps.cli import main
-    from mlsteps.datasets import load_training_set
-    from mlsteps.lake import Lake
+    from mlsteps.platform import registry
+    from mlsteps.platform.datasets import load_training_set
+    from mlsteps.platform.lake import Lake
+    from mlsteps.steps import train
 
     baseline_rss = current_rss_mb()
     result_file = Path(tempfile.mkdtemp()) / "train.json"
@@ -79,9 +80,9 @@ def fit_only(repeats: int) -> dict[str, Any]:
     import sklearn.metrics  # noqa: F401
     import xgboost  # noqa: F401
 
-    from mlsteps import train
-    from mlsteps.datasets import load_training_set
-    from mlsteps.lake import Lake
+    from mlsteps.platform.datasets import load_training_set
+    from mlsteps.platform.lake import Lake
+    from mlsteps.steps import train
 
     settings = config()
     snapshot = load_training_set(Lake(), TRAINING_RUN)
@@ -103,8 +104,8 @@ def seed_random_forest() -> dict[str, Any]:
     import sklearn.metrics
     from sklearn.ensemble import RandomForestClassifier
 
-    from mlsteps.datasets import load_training_set
-    from mlsteps.lake import Lake
+    from mlsteps.platform.datasets import load_training_set
+    from mlsteps.platform.lake import Lake
 
     snapshot = load_training_set(Lake(), TRAINING_RUN)
     features, label = snapshot.feature_columns, snapshot.label

@@ -1,7 +1,7 @@
 """The benchmark's private world: a temp lake, a SQLite MLflow, a real training set and a registered champion.
 
-Everything is produced by the pipeline's own code: events from ``mlsteps.generate``, features
-from ``mlsteps.features.compute_features``, the snapshot from ``mlsteps.datasets``, the model
+Everything is produced by the pipeline's own code: events from ``mlsteps.steps.generate``, features
+from ``mlsteps.steps.features.compute_features``, the snapshot from ``mlsteps.platform.datasets``, the model
 from the real ``train`` step (which logs to MLflow and registers a version with this pipeline's
 lineage tag), and the ``champion`` alias set on it, so that the real ``score`` step can run.
 """
@@ -19,7 +19,7 @@ from bench.common import child_env, run_case
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlsteps.config import PipelineConfig
+    from mlsteps.contract.config import PipelineConfig
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "include" / "config" / "pipeline.yaml"
 TRAINING_RUN = "bench"
@@ -89,7 +89,7 @@ class Workspace:
 
 def config() -> PipelineConfig:
     """The config this process runs with (``$ML_PIPELINE_CONFIG``, as the steps read it)."""
-    from mlsteps.config import load_config
+    from mlsteps.contract.config import load_config
 
     return load_config(os.environ.get("ML_PIPELINE_CONFIG") or CONFIG_FILE)
 
@@ -99,8 +99,8 @@ def config() -> PipelineConfig:
 
 def labelled_features(rows_per_day: int, customers: int, seed: int) -> pd.DataFrame:
     """Generated events of the window (plus look-back) through the real features code, with the label."""
-    from mlsteps.features import compute_features, lookback_days
-    from mlsteps.generate import generate_events
+    from mlsteps.steps.features import compute_features, lookback_days
+    from mlsteps.steps.generate import generate_events
 
     settings = config()
     first = WINDOW_START - dt.timedelta(days=lookback_days(settings))
@@ -116,10 +116,10 @@ def labelled_features(rows_per_day: int, customers: int, seed: int) -> pd.DataFr
 
 def write_training_set(root: Path, rows_per_day: int, customers: int, seed: int) -> dict[str, Any]:
     """Commit the snapshot ``training/bench`` exactly as ``build-training-set`` lays it out."""
-    from mlsteps.datasets import save_training_set
-    from mlsteps.features import categorical_columns, feature_columns
-    from mlsteps.lake import Lake
-    from mlsteps.training_set import split_by_time
+    from mlsteps.platform.datasets import save_training_set
+    from mlsteps.platform.lake import Lake
+    from mlsteps.steps.features import categorical_columns, feature_columns
+    from mlsteps.steps.training_set import split_by_time
 
     settings = config()
     frame = labelled_features(rows_per_day, customers, seed)
@@ -160,10 +160,11 @@ def register_full_model() -> dict[str, Any]:
     import mlflow
     import xgboost as xgb
 
-    from mlsteps import registry, train
-    from mlsteps.context import StepContext
-    from mlsteps.datasets import load_training_set, model_input
-    from mlsteps.lake import Lake
+    from mlsteps.platform import registry
+    from mlsteps.platform.context import StepContext
+    from mlsteps.platform.datasets import load_training_set, model_input
+    from mlsteps.platform.lake import Lake
+    from mlsteps.steps import train
 
     settings = config()
     snapshot = load_training_set(Lake(), TRAINING_RUN)
@@ -195,7 +196,7 @@ def set_champion(version: str) -> dict[str, Any]:
     """Point ``champion`` at the version ``train`` registered (what ``promote`` does after the gate)."""
     from mlflow import MlflowClient
 
-    from mlsteps.registry import CHAMPION
+    from mlsteps.platform.registry import CHAMPION
 
     name = config().model.registered_name
     MlflowClient().set_registered_model_alias(name, CHAMPION, version)
@@ -230,9 +231,9 @@ def write_scoring_partitions(sizes: list[int], seed: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from mlsteps.features import arrow_schema
-    from mlsteps.lake import Lake, Staging, partition
-    from mlsteps.layout import features_prefix
+    from mlsteps.contract.layout import features_prefix, partition
+    from mlsteps.platform.lake import Lake, Staging
+    from mlsteps.steps.features import arrow_schema
 
     settings = config()
     lake = Lake(os.environ["ML_LAKE_URI"])

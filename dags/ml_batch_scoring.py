@@ -28,7 +28,7 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
-from mlsteps.config import load_config
+from mlsteps.contract.config import load_config
 from step_tasks import DS, dag_default_args, step_task, xcom
 from step_tasks.assets import predictions_asset
 from step_tasks.notify import PipelineNotifier

@@ -26,7 +26,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from mlsteps.config import load_config
+from mlsteps.contract.config import load_config
 from step_tasks import dag_default_args, step_task
 from step_tasks.assets import predictions_asset
 from step_tasks.params import day_param

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from mlsteps.config import load_config
+from mlsteps.contract.config import load_config
 from step_tasks import dag_default_args, step_task
 from step_tasks.notify import PipelineNotifier
 from step_tasks.params import reason_param

@@ -47,7 +47,7 @@ from typing import Any, cast
 
 from airflow.sdk import CronTriggerTimetable, Param, chain, dag, get_current_context, task
 
-from mlsteps.config import GatesConfig, ModelConfig, load_config
+from mlsteps.contract.config import GatesConfig, ModelConfig, load_config
 from step_tasks import dag_default_args, step_task, xcom
 from step_tasks.approval import DECISION_KEY, PromotionApproval
 from step_tasks.notify import PipelineNotifier, notify_event

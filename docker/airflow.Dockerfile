@@ -1,4 +1,4 @@
-# The Airflow image: the official image plus our providers, dags/, plugins/ and mlsteps.config.
+# The Airflow image: the official image plus our providers, dags/, plugins/ and mlsteps.contract.config.
 # Build from the repository root. Two targets:
 #   airflow     (default) production: mlsteps is installed without its ML dependencies, because
 #               DAG files and the report pages (plugins/ml_ui.py) need no ML library, and the steps

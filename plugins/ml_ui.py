@@ -10,7 +10,7 @@
 The task links that point here are built by ``step_tasks.links``. Every Airflow process loads
 plugins, so this module imports little: FastAPI and boto3 load on the first request. The pages
 read the lake through :class:`ReportStore` (the local filesystem, or S3 through boto3, which the
-amazon provider brings), not through ``mlsteps.lake``, so the lean Airflow image, where mlsteps
+amazon provider brings), not through ``mlsteps.platform.lake``, so the lean Airflow image, where mlsteps
 is installed without its dependencies, needs no pyarrow.
 """
 
@@ -52,7 +52,7 @@ def report_path(requested: str) -> str | None:
 class ReportStore:
     """Read-only access to the lake's files for the report pages: a local directory or S3.
 
-    The lake URI is resolved as ``mlsteps.lake`` resolves it (``$ML_LAKE_URI``, a path or
+    The lake URI is resolved as ``mlsteps.platform.lake`` resolves it (``$ML_LAKE_URI``, a path or
     ``s3://bucket/prefix``; S3 honours the standard AWS variables, ``AWS_ENDPOINT_URL`` included).
     """
 
@@ -131,7 +131,9 @@ def report_store(uri: str) -> ReportStore:
 
 def _lake_store() -> ReportStore:
     """The store of the lake the steps write to (``$ML_LAKE_URI``, read per request)."""
-    from mlsteps.lake import default_lake_uri  # the module imports pyarrow only inside Lake's methods
+    from mlsteps.platform.lake import (
+        default_lake_uri,  # the module imports pyarrow only inside Lake's methods
+    )
 
     return report_store(default_lake_uri())
 

@@ -21,54 +21,66 @@ RESULT_ENV_VAR = "ML_STEP_RESULT"
 
 #: step name -> (module, one-line help). The order is the pipeline's order.
 STEPS: dict[str, tuple[str, str]] = {
-    "generate-data": ("mlsteps.generate", "Generate synthetic raw card-transaction events into the lake."),
-    "validate": ("mlsteps.validate", "Validate raw events of a data interval against the config."),
+    "generate-data": (
+        "mlsteps.steps.generate",
+        "Generate synthetic raw card-transaction events into the lake.",
+    ),
+    "validate": ("mlsteps.steps.validate", "Validate raw events of a data interval against the config."),
     "build-features": (
-        "mlsteps.features",
+        "mlsteps.steps.features",
         "Compute the feature table for a data interval (Feast's offline source).",
     ),
     "materialize": (
-        "mlsteps.materialize",
+        "mlsteps.steps.materialize",
         "Materialize exactly a data interval into the Feast online store.",
     ),
     "build-training-set": (
-        "mlsteps.training_set",
+        "mlsteps.steps.training_set",
         "Point-in-time join and time split into a training snapshot.",
     ),
     "train": (
-        "mlsteps.train",
+        "mlsteps.steps.train",
         "Train XGBoost on a snapshot, log to MLflow and register a challenger version.",
     ),
     "evaluate": (
-        "mlsteps.evaluate",
+        "mlsteps.steps.evaluate",
         "Gate a challenger: thresholds, and champion vs challenger on one holdout.",
     ),
     "promote": (
-        "mlsteps.promote",
+        "mlsteps.steps.promote",
         "Move the champion alias to an approved version (check-and-set, ledgered).",
     ),
     "record-decision": (
-        "mlsteps.decision",
+        "mlsteps.steps.decision",
         "Record a rejected promotion (who, when, why) beside the ledger; nothing is promoted.",
     ),
-    "rollback": ("mlsteps.rollback", "Move the champion alias back to a previously promoted version."),
-    "plan-scoring": ("mlsteps.score_plan", "Pin the model version and split a day's scoring into shards."),
-    "score": ("mlsteps.score", "Score a day's features with the pinned model, streaming, into predictions/."),
+    "rollback": ("mlsteps.steps.rollback", "Move the champion alias back to a previously promoted version."),
+    "plan-scoring": (
+        "mlsteps.steps.score_plan",
+        "Pin the model version and split a day's scoring into shards.",
+    ),
+    "score": (
+        "mlsteps.steps.score",
+        "Score a day's features with the pinned model, streaming, into predictions/.",
+    ),
     "commit-predictions": (
-        "mlsteps.score_commit",
+        "mlsteps.steps.score_commit",
         "Publish a predictions partition once every shard finished.",
     ),
-    "drift": ("mlsteps.drift", "Compare a day's features and scores with the model's reference sample."),
+    "drift": (
+        "mlsteps.steps.drift",
+        "Compare a day's features and scores with the model's reference sample.",
+    ),
     "decide-retrain": (
-        "mlsteps.retrain_policy",
+        "mlsteps.steps.retrain_policy",
         "Decide from a drift report, cooldown and weekly budget whether to retrain (once per day).",
     ),
     "trace": (
-        "mlsteps.trace",
+        "mlsteps.steps.trace",
         "Trace a prediction back through every stored record to its raw data (exit 2: broken link).",
     ),
     "reproduce": (
-        "mlsteps.reproduce",
+        "mlsteps.steps.reproduce",
         "Rebuild a model version from its records in a scratch prefix and compare it with the original.",
     ),
 }

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
-from mlsteps.config import NotificationChannel, NotificationsConfig, load_config
+from mlsteps.contract.config import NotificationChannel, NotificationsConfig, load_config
 from step_tasks.links import RETURN_KEY, mlflow_run_url, model_version_url, report_url
 from step_tasks.settings import ExecutionSettings, load_settings
 

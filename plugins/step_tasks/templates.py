@@ -9,7 +9,7 @@ run is about the day before its ``run_after``: its interval is ``[run_after - 1 
 
 from __future__ import annotations
 
-from mlsteps.results import RESULTS, result_keys
+from mlsteps.contract.results import RESULTS, result_keys
 
 #: Jinja expressions (no braces) for the run's data interval bounds, for any kind of run.
 START_EXPR = "(data_interval_start | default(dag_run.run_after - macros.timedelta(days=1), true))"
@@ -30,7 +30,7 @@ def xcom(task_ids: str | list[str], key: str, step: str | None = None, default: 
     ``default`` is rendered when the field is empty (e.g. ``none`` for no champion).
 
     Raises:
-        ValueError: The step's result (``mlsteps.results``) has no such key, or is not declared
+        ValueError: The step's result (``mlsteps.contract.results``) has no such key, or is not declared
             there: the DAG fails to parse, naming the key, instead of rendering ``None``.
     """
     ids = [task_ids] if isinstance(task_ids, str) else task_ids
@@ -39,7 +39,7 @@ def xcom(task_ids: str | list[str], key: str, step: str | None = None, default: 
             raise ValueError(f"xcom({ids}, {key!r}): name the step these tasks run (step=...)")
         step = ids[0].replace("_", "-")
     if step not in RESULTS:
-        raise ValueError(f"xcom: the result of step {step!r} is not declared in mlsteps/results.py")
+        raise ValueError(f"xcom: the result of step {step!r} is not declared in mlsteps/contract/results.py")
     if key not in result_keys(step):
         raise ValueError(
             f"xcom: step {step!r} has no result key {key!r} (it has: {', '.join(sorted(result_keys(step)))})"

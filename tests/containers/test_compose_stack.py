@@ -32,7 +32,7 @@ import pytest
 import requests
 import yaml
 
-from mlsteps.config import load_config
+from mlsteps.contract.config import load_config
 from tests.containers.compose_images import COMPOSE_FILE, compose_images
 from tests.containers.engine import BUILD_ENV, docker
 from tests.containers.images import REPO_ROOT, build, extra_ca_certs

@@ -206,7 +206,7 @@ def test_airflow_image_is_the_official_one_at_our_pin_with_two_targets() -> None
     assert pip_installs(base) == [
         "pip install --no-cache-dir -c /opt/mlsteps/constraints.txt -r /opt/mlsteps/requirements.txt"
     ]
-    # Default target (the last stage): DAG files need only mlsteps.config, so no ML dependencies.
+    # Default target (the last stage): DAG files need only mlsteps.contract.config, so no ML dependencies.
     assert pip_installs(lean) == ["pip install --no-cache-dir --no-deps /opt/mlsteps/src"]
     # The ML stack: dependencies from pyproject.toml first (a layer that survives code edits), the
     # CPU build of xgboost, then the package alone.

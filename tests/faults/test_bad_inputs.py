@@ -25,9 +25,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlsteps.config import DEFAULT_CONFIG_PATH
-from mlsteps.generate import generate_events
-from mlsteps.lake import Lake, partition
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH
+from mlsteps.contract.layout import partition
+from mlsteps.platform.lake import Lake
+from mlsteps.steps.generate import generate_events
 
 DAY = dt.date(2026, 1, 1)
 ONE_DAY = ["--start", "2026-01-01", "--end", "2026-01-02"]

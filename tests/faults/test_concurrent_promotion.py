@@ -13,10 +13,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from mlsteps.contract.layout import champion_lock_path
 from mlsteps.errors import StepError
-from mlsteps.lake import Lake
-from mlsteps.layout import champion_lock_path
-from mlsteps.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
 from tests.steps.training_fixtures import (
     race_promotions,
     register_stub_versions,
@@ -32,7 +32,7 @@ TRIALS = 20
 
 def _register_more(name: str, count: int) -> list[str]:
     """``count`` further approved versions of an existing registered model."""
-    from mlsteps.registry import APPROVED_TAG, PIPELINE_TAG
+    from mlsteps.platform.registry import APPROVED_TAG, PIPELINE_TAG
 
     client = mlflow.MlflowClient()
     tags = {PIPELINE_TAG: "card_fraud", APPROVED_TAG: "true"}

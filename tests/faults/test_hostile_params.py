@@ -473,8 +473,8 @@ def test_dag_run_carries_an_allowed_hostile_reason_inertly(
     """ml_rollback: a shell payload the reason pattern allows is recorded verbatim; nothing runs."""
     from airflow.sdk.exceptions import ParamValidationError
 
-    from mlsteps.lake import Lake
-    from mlsteps.registry import read_ledger
+    from mlsteps.platform.lake import Lake
+    from mlsteps.platform.registry import read_ledger
 
     canary = tmp_path / "canary"
     reason = f"x; touch {canary} (../../../..{canary})"

@@ -21,8 +21,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from mlsteps.lake import MARKER, STAGING, Lake
-from mlsteps.registry import CHAMPION, read_ledger
+from mlsteps.platform.lake import MARKER, STAGING, Lake
+from mlsteps.platform.registry import CHAMPION, read_ledger
 from tests.faults.test_kills import _online_rows, partition_problems
 from tests.steps.training_fixtures import run_step, unique_model_name, write_config
 

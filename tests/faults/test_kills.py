@@ -21,9 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mlsteps.lake import MARKER, STAGING, Lake, partition
-from mlsteps.layout import champion_lock_path
-from mlsteps.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
+from mlsteps.contract.layout import champion_lock_path, partition
+from mlsteps.platform.lake import MARKER, STAGING, Lake
+from mlsteps.platform.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.training_fixtures import (
     FEATURES,

@@ -19,8 +19,9 @@ import mlflow
 import pyarrow as pa
 import pytest
 
-from mlsteps.lake import Lake, partition
-from mlsteps.registry import APPROVED_TAG, CHAMPION, PIPELINE_TAG, read_ledger
+from mlsteps.contract.layout import partition
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.registry import APPROVED_TAG, CHAMPION, PIPELINE_TAG, read_ledger
 from tests.steps.training_fixtures import (
     FEATURES,
     build_features,

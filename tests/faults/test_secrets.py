@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes.client import ApiClient
+from repotools.demo_webhook import DemoWebhook, demo_webhook
 
-from mlsteps.demo_webhook import DemoWebhook, demo_webhook
 from step_tasks.settings import SettingsError, load_settings
 from tests.faults.test_hostile_params import defaults, render_argv, step_tasks, template_context
 from tests.support.airflow import load_dagbag
@@ -140,7 +140,7 @@ def test_step_runs_leave_no_secret_in_outputs_reports_or_mlflow(
     mlflow_tracking: Any, s3_lake: str, tmp_path: Path
 ) -> None:
     """validate, train, evaluate, promote and score, with credentials in their environment."""
-    from mlsteps.lake import Lake
+    from mlsteps.platform.lake import Lake
     from tests.steps.training_fixtures import build_features, build_snapshot, unique_model_name, write_config
 
     model = unique_model_name("secrets")
@@ -197,7 +197,7 @@ def test_step_runs_leave_no_secret_in_outputs_reports_or_mlflow(
 def _commit_features(lake: Any, day: dt.date, frame: Any) -> None:
     import pyarrow as pa
 
-    from mlsteps.lake import partition
+    from mlsteps.contract.layout import partition
     from tests.steps.training_fixtures import FEATURES
 
     rows = frame[frame["event_time"].dt.date == day]
@@ -293,8 +293,8 @@ def test_dag_run_leaves_no_secret_in_logs_xcom_or_metadata(
     """ml_rollback run by dag.test with credentials in the worker's environment and connections."""
     from mlflow import MlflowClient
 
-    from mlsteps.lake import Lake
-    from mlsteps.registry import read_ledger
+    from mlsteps.platform.lake import Lake
+    from mlsteps.platform.registry import read_ledger
 
     for key, value in secret_env().items():
         monkeypatch.setenv(key, value)

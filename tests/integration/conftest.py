@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlsteps.config import DEFAULT_CONFIG_PATH
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH
 from tests.support.airflow import load_dagbag
 from tests.support.services import MlflowServer, S3Server
 

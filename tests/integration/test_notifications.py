@@ -1,6 +1,6 @@
 """Notifications from real ml_training runs (``dag.test()``) to a real SMTP server and a real webhook.
 
-An ``aiosmtpd`` SMTP server and a JSON receiver (the demo's, ``mlsteps.demo_webhook``) listen on
+An ``aiosmtpd`` SMTP server and a JSON receiver (the demo's, ``repotools.demo_webhook``) listen on
 loopback; the pipeline config names them only by Airflow connection id, and the connections
 (``AIRFLOW_CONN_*``) hold host and port. A third channel points at a closed port: its failure is
 logged and fails no task.
@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+from repotools.demo_webhook import DemoWebhook, demo_webhook
 
-from mlsteps.config import DEFAULT_CONFIG_PATH
-from mlsteps.demo_webhook import DemoWebhook, demo_webhook
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH
 from tests.integration.conftest import Pipeline, task_states
 from tests.support.services import free_port
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from mlsteps.config import DEFAULT_CONFIG_PATH, load_config
-from mlsteps.lake import Lake
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH, load_config
+from mlsteps.platform.lake import Lake
 from tests.integration.conftest import Pipeline, task_states, xcom_result
 
 pytestmark = pytest.mark.slow

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repotools.local_airflow import ApiError, LocalAirflow, airflow_env, wait_for_http
 
-from mlsteps.local_airflow import ApiError, LocalAirflow, airflow_env, wait_for_http
 from tests.k8s.cluster import Cluster
 from tests.k8s.release import Release
 from tests.support.services import S3_CREDENTIALS, S3Server, free_port, mlflow_server, s3_server

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mlsteps.config import load_config
+from mlsteps.contract.config import load_config
 from tests.k8s.airflow_services import K8sAirflow, PodRecorder, generate_raw_data, wait_until, yesterday
 from tests.support import hitl
 
@@ -129,8 +129,8 @@ def test_training_run_succeeds_on_the_cpu_profile(k8s_airflow: K8sAirflow, runs:
 
 
 def test_approved_promotion_records_the_approver_in_the_ledger(runs: Runs) -> None:
-    from mlsteps.lake import Lake
-    from mlsteps.registry import read_ledger
+    from mlsteps.platform.lake import Lake
+    from mlsteps.platform.registry import read_ledger
 
     (entry,) = read_ledger(Lake(), MODEL)
     assert entry["approval"]["comment"] == APPROVAL_COMMENT
@@ -173,8 +173,8 @@ def test_scoring_ran_two_mapped_shards_in_two_pods(
 def test_predictions_partition_is_committed_with_the_champion(k8s_airflow: K8sAirflow, runs: Runs) -> None:
     from mlflow import MlflowClient
 
-    from mlsteps.lake import Lake
-    from mlsteps.layout import predictions_prefix
+    from mlsteps.contract.layout import predictions_prefix
+    from mlsteps.platform.lake import Lake
 
     manifest = Lake().manifest(predictions_prefix(CONFIG.model.registered_name, runs.day))
     assert manifest is not None, "no _SUCCESS.json for the scored day"
@@ -188,7 +188,7 @@ def test_predictions_partition_is_committed_with_the_champion(k8s_airflow: K8sAi
 
 
 def test_reports_are_in_the_lake(k8s_airflow: K8sAirflow, runs: Runs) -> None:
-    from mlsteps.lake import Lake
+    from mlsteps.platform.lake import Lake
 
     lake = Lake()
     root = lake.uri.rstrip("/") + "/"

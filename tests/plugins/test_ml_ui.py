@@ -14,7 +14,7 @@ from typing import Any
 import ml_ui
 import pytest
 
-from mlsteps.lake import Lake
+from mlsteps.platform.lake import Lake
 from tests.support.airflow import PLUGINS
 from tests.support.services import S3Server
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlsteps.config import DEFAULT_CONFIG_PATH, GatesConfig, ModelConfig, load_config
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH, GatesConfig, ModelConfig, load_config
 from step_tasks.params import field_limits
 from tests.support.airflow import load_dagbag
 

@@ -1,4 +1,4 @@
-"""XCom templates read only keys a step's declared result has (mlsteps/results.py)."""
+"""XCom templates read only keys a step's declared result has (mlsteps/contract/results.py)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from mlsteps.cli import main
-from mlsteps.lake import Lake, partition
+from mlsteps.contract.layout import partition
+from mlsteps.platform.lake import Lake
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.training_fixtures import unique_model_name
 

@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from mlsteps.cli import main
-from mlsteps.config import load_config
-from mlsteps.drift import monitoring_experiment, sample_partition, sample_positions
-from mlsteps.features import arrow_schema, feature_columns, feature_types
-from mlsteps.lake import Lake, partition
-from mlsteps.layout import predictions_prefix, reference_prefix
-from mlsteps.scoring import features_prefix
+from mlsteps.contract.config import load_config
+from mlsteps.contract.layout import partition, predictions_prefix, reference_prefix
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.scoring import features_prefix
+from mlsteps.steps.drift import monitoring_experiment, sample_partition, sample_positions
+from mlsteps.steps.features import arrow_schema, feature_columns, feature_types
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.report_fixtures import assert_figures, external_references
 

@@ -16,20 +16,20 @@ import pytest
 import yaml
 
 from mlsteps.cli import main
-from mlsteps.config import PipelineConfig, load_config
-from mlsteps.context import StepContext
-from mlsteps.datasets import load_training_set
-from mlsteps.feature_store import (
+from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.layout import features_prefix, partition
+from mlsteps.platform.context import StepContext
+from mlsteps.platform.datasets import load_training_set
+from mlsteps.platform.feature_store import (
     FEATURE_REPO,
     feature_service_name,
     feature_store,
     feature_view_name,
     load_repo_config,
 )
-from mlsteps.features import feature_columns, lookback_days
-from mlsteps.generate import generate_events
-from mlsteps.lake import MARKER, Lake, partition
-from mlsteps.layout import features_prefix
+from mlsteps.platform.lake import MARKER, Lake
+from mlsteps.steps.features import feature_columns, lookback_days
+from mlsteps.steps.generate import generate_events
 from tests.conftest import DEFAULT_CONFIG
 from tests.support.services import S3Server, free_port
 

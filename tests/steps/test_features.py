@@ -11,12 +11,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mlsteps.config import PipelineConfig, load_config
+from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
-from mlsteps.features import categorical_columns, compute_features, feature_columns, lookback_days
-from mlsteps.generate import generate_events
-from mlsteps.lake import MARKER, Lake, partition
-from mlsteps.layout import features_prefix
+from mlsteps.platform.lake import MARKER, Lake
+from mlsteps.steps.features import categorical_columns, compute_features, feature_columns, lookback_days
+from mlsteps.steps.generate import generate_events
 from tests.steps.training_fixtures import run_step
 
 START = dt.date(2026, 3, 1)

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlsteps.config import PipelineConfig, load_config
-from mlsteps.context import StepContext
+from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
-from mlsteps.feature_store import (
+from mlsteps.platform.context import StepContext
+from mlsteps.platform.feature_store import (
     DEFAULT_STORE_YAML,
     FEATURE_REPO,
     expand_variables,
@@ -23,9 +24,8 @@ from mlsteps.feature_store import (
     load_repo_config,
     store_yaml_path,
 )
-from mlsteps.features import feature_columns
-from mlsteps.lake import MARKER, Lake, partition
-from mlsteps.layout import features_prefix
+from mlsteps.platform.lake import MARKER, Lake
+from mlsteps.steps.features import feature_columns
 from tests.steps.training_fixtures import run_step
 
 PRODUCTION_YAML = FEATURE_REPO / "feature_store.production.yaml"

@@ -11,10 +11,10 @@ from typing import Any
 import mlflow
 import pytest
 
+from mlsteps.contract.layout import champion_lock_path, ledger_prefix
 from mlsteps.errors import StepError
-from mlsteps.lake import Lake
-from mlsteps.layout import champion_lock_path, ledger_prefix
-from mlsteps.registry import (
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.registry import (
     CHAMPION,
     EVALUATED_AGAINST_TAG,
     PREVIOUS_CHAMPION,
@@ -210,8 +210,8 @@ def test_a_held_lock_makes_others_wait_then_give_up(
 
 _COUNTER_WORKER = """
 import sys, time
-from mlsteps.lake import Lake
-from mlsteps.registry import LakeLock
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.registry import LakeLock
 lake = Lake(sys.argv[1])
 for _ in range(5):
     with LakeLock(lake, "counter.lock", lease_seconds=30, wait_seconds=60):

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pytest
 
 from mlsteps.cli import main
-from mlsteps.lake import Lake, partition
-from mlsteps.lineage import MODEL_SHA256_TAG
+from mlsteps.contract.layout import partition
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.lineage import MODEL_SHA256_TAG
 from tests.steps.lineage_fixtures import TRAINING_RUN, PipelineRun, environment, run_pipeline
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from mlsteps.cli import main
-from mlsteps.lake import Lake
-from mlsteps.layout import retrains_prefix
-from mlsteps.retrain_policy import decide, run_id_for
+from mlsteps.contract.layout import retrains_prefix
+from mlsteps.platform.lake import Lake
+from mlsteps.steps.retrain_policy import decide, run_id_for
 
 NOW = dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC)
 DRIFT = {"drift": True, "drifted_columns": ["amount", "distance_from_home_km"]}

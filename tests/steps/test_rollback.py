@@ -8,8 +8,8 @@ from typing import Any
 import mlflow
 import pytest
 
-from mlsteps.lake import Lake
-from mlsteps.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
 from tests.steps.training_fixtures import register_stub_versions, run_step, unique_model_name, write_config
 
 

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
-from mlsteps.lake import Lake, partition
+from mlsteps.contract.layout import partition
+from mlsteps.platform.lake import Lake
 from tests.steps.training_fixtures import (
     FEATURES,
     build_features,

@@ -1,6 +1,6 @@
 """The loopback services that other tests rely on really answer."""
 
-from mlsteps.lake import Lake
+from mlsteps.platform.lake import Lake
 
 
 def test_s3_lake_round_trip(s3_lake: str) -> None:

@@ -15,10 +15,10 @@ import pytest
 from mlflow import MlflowClient
 
 from mlsteps.cli import main
-from mlsteps.config import load_config
-from mlsteps.lake import Lake
-from mlsteps.lineage import code_version, package_versions
-from mlsteps.registry import read_ledger
+from mlsteps.contract.config import load_config
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.lineage import code_version, package_versions
+from mlsteps.platform.registry import read_ledger
 from tests.steps.lineage_fixtures import (
     SCORED_DAY,
     TRAINING_RUN,

@@ -8,10 +8,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from mlsteps.datasets import load_training_set
-from mlsteps.lake import Lake
-from mlsteps.registry import CHALLENGER, PIPELINE_TAG, load_booster
-from mlsteps.train import SCORE_COLUMN, predict
+from mlsteps.platform.datasets import load_training_set
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.registry import CHALLENGER, PIPELINE_TAG, load_booster
+from mlsteps.steps.train import SCORE_COLUMN, predict
 from tests.steps.training_fixtures import build_snapshot, run_step, unique_model_name, write_config
 
 
@@ -92,7 +92,7 @@ def test_same_seed_gives_the_same_booster(
     assert first[1]["metrics"] == second[1]["metrics"]
     assert first[1]["n_trials"] == 2
     holdout = load_training_set(Lake(local_lake), "run_1").holdout
-    from mlsteps.config import load_config
+    from mlsteps.contract.config import load_config
 
     loaded = load_config(config)
     scores = [predict(load_booster(name, v), holdout, loaded) for v in ("1", "2")]

@@ -20,11 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlsteps.config import DEFAULT_CONFIG_PATH, load_config
-from mlsteps.context import DataInterval
-from mlsteps.generate import generate_events
-from mlsteps.lake import Lake, partition
-from mlsteps.validate import check_events, data_profile
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH, load_config
+from mlsteps.contract.layout import partition
+from mlsteps.platform.context import DataInterval
+from mlsteps.platform.lake import Lake
+from mlsteps.steps.generate import generate_events
+from mlsteps.steps.validate import check_events, data_profile
 from tests.steps.report_fixtures import assert_figures, external_references, figures
 
 DAYS = [dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)]

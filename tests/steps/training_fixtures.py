@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlsteps import promote
 from mlsteps.cli import build_parser, main
-from mlsteps.datasets import save_training_set
 from mlsteps.errors import StepError
-from mlsteps.generate import generate_events
-from mlsteps.lake import Lake
-from mlsteps.registry import APPROVED_TAG, PIPELINE_TAG
+from mlsteps.platform.datasets import save_training_set
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.registry import APPROVED_TAG, PIPELINE_TAG
+from mlsteps.steps import promote
+from mlsteps.steps.generate import generate_events
 from tests.conftest import DEFAULT_CONFIG
 
 FIRST_DAY = dt.date(2026, 10, 1)

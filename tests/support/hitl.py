@@ -9,7 +9,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from mlsteps.local_airflow import FINISHED, ApiError, LocalAirflow
+from repotools.local_airflow import FINISHED, ApiError, LocalAirflow
 
 #: Seconds between the task waiting for input and the answer. Airflow 3.3.2's scheduler handles the
 #: executor's report of the task's first part in its next loop; an answer that resumes the task

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlsteps import local_airflow
+from repotools import local_airflow
 
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    """Wait until a loopback server answers (the project's one poller, in ``mlsteps.local_airflow``)."""
+    """Wait until a loopback server answers (the project's one poller, in ``repotools.local_airflow``)."""
     local_airflow.wait_for_http(url, timeout, {"server": process} if process is not None else None)
 
 

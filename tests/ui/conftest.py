@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
+from repotools.local_airflow import LocalAirflow, airflow_env, running
 
-from mlsteps.config import DEFAULT_CONFIG_PATH
-from mlsteps.local_airflow import LocalAirflow, airflow_env, running
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH
 from tests.support.services import S3Server, free_port, mlflow_server
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from mlsteps.config import load_config
-from mlsteps.lake import Lake
-from mlsteps.registry import read_decisions, read_ledger
+from mlsteps.contract.config import load_config
+from mlsteps.platform.lake import Lake
+from mlsteps.platform.registry import read_decisions, read_ledger
 from tests.support import hitl
 from tests.ui.conftest import UiAirflow
 

@@ -1,0 +1,1 @@
+"""The light contract layer: config, lake layout, step results. No ML libraries."""

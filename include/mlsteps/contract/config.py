@@ -1,0 +1,334 @@
+"""The pipeline config: one YAML file describing the use case, loaded into one validated object."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlsteps.errors import StepError
+
+CONFIG_ENV_VAR = "ML_PIPELINE_CONFIG"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "pipeline.yaml"
+
+Window = Annotated[
+    str, Field(pattern=r"^[1-9][0-9]{0,3}[dh]$", description="A duration such as 1d, 7d or 12h.")
+]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+ColumnType = Literal["numeric", "integer", "categorical", "boolean", "string", "timestamp"]
+AggregateFunction = Literal["count", "sum", "mean", "max", "min", "std"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ColumnSpec(_Frozen):
+    """One raw column and the checks the `validate` step applies to it."""
+
+    type: ColumnType
+    nullable: bool = False
+    max_null_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.type == "categorical" and not self.categories:
+            raise ValueError("a categorical column needs a non-empty 'categories' list")
+        if self.type != "categorical" and self.categories is not None:
+            raise ValueError(f"'categories' is only allowed on categorical columns, not on {self.type}")
+        if (self.min is not None or self.max is not None) and self.type not in ("numeric", "integer"):
+            raise ValueError(
+                f"'min'/'max' are only allowed on numeric or integer columns, not on {self.type}"
+            )
+        return self
+
+
+class DatasetConfig(_Frozen):
+    """Where the raw events land and what they look like."""
+
+    name: Identifier
+    source: str = Field(pattern=r"^[A-Za-z0-9_\-/]+$", description="Lake-relative prefix of ds= partitions.")
+    event_time: Identifier
+    entity_keys: tuple[Identifier, ...] = Field(min_length=1)
+    row_id: Identifier
+    label: Identifier
+    columns: dict[Identifier, ColumnSpec] = Field(min_length=2)
+    min_rows_per_day: int = Field(1, ge=0)
+    max_staleness_hours: float = Field(36.0, gt=0)
+
+    @model_validator(mode="after")
+    def _roles_are_columns(self) -> DatasetConfig:
+        roles = {"event_time": self.event_time, "row_id": self.row_id, "label": self.label}
+        roles.update({f"entity_keys[{i}]": key for i, key in enumerate(self.entity_keys)})
+        for role, column in roles.items():
+            if column not in self.columns:
+                raise ValueError(f"{role} names '{column}', which is not in 'columns'")
+        if self.columns[self.event_time].type != "timestamp":
+            raise ValueError(f"event_time column '{self.event_time}' must have type timestamp")
+        if self.columns[self.label].type not in ("boolean", "integer"):
+            raise ValueError(f"label column '{self.label}' must be boolean or integer (0/1)")
+        return self
+
+    @property
+    def key_columns(self) -> list[str]:
+        """Columns that identify an event: the row id and the entity keys."""
+        return [self.row_id, *self.entity_keys]
+
+
+class AggregateSpec(_Frozen):
+    """Rolling per-entity aggregates of one column over the entity's past events."""
+
+    column: Identifier
+    functions: tuple[AggregateFunction, ...] = Field(min_length=1)
+    windows: tuple[Window, ...] = Field(min_length=1)
+
+
+class TransformSpec(_Frozen):
+    """A derived feature: log1p of a column, or a column's ratio to the entity's past mean."""
+
+    name: Identifier
+    kind: Literal["log1p", "ratio_to_entity_mean"]
+    column: Identifier
+    window: Window | None = None
+
+    @model_validator(mode="after")
+    def _window_when_needed(self) -> TransformSpec:
+        if self.kind == "ratio_to_entity_mean" and self.window is None:
+            raise ValueError("a ratio_to_entity_mean transform needs a 'window'")
+        return self
+
+
+class FeaturesConfig(_Frozen):
+    """How raw events become model features. Identical for training and scoring."""
+
+    passthrough: tuple[Identifier, ...] = ()
+    aggregates: tuple[AggregateSpec, ...] = ()
+    time_parts: tuple[Literal["hour", "day_of_week"], ...] = ()
+    transforms: tuple[TransformSpec, ...] = ()
+    ttl_days: int = Field(90, ge=1, description="Feast feature-view TTL.")
+
+
+class ModelConfig(_Frozen):
+    """The registered model and how it is trained."""
+
+    registered_name: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,100}$")
+    experiment: str = Field("ml-training", min_length=1, max_length=200)
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    num_boost_round: int = Field(300, ge=1, le=100_000)
+    early_stopping_rounds: int = Field(30, ge=1)
+    seed: int = Field(42, ge=0)
+    training_window_days: int = Field(28, ge=1, le=3650)
+    holdout_days: int = Field(3, ge=1)
+    validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    n_trials: int = Field(0, ge=0, le=500)
+
+    @model_validator(mode="after")
+    def _holdout_fits(self) -> ModelConfig:
+        if self.holdout_days >= self.training_window_days:
+            raise ValueError(
+                f"holdout_days ({self.holdout_days}) must be smaller than "
+                f"training_window_days ({self.training_window_days})"
+            )
+        return self
+
+
+class GatesConfig(_Frozen):
+    """What a challenger must reach before it may become champion."""
+
+    min_roc_auc: float = Field(0.75, ge=0.0, le=1.0)
+    min_pr_auc: float = Field(0.0, ge=0.0, le=1.0)
+    max_log_loss: float | None = Field(None, gt=0.0)
+    max_auc_drop: float = Field(0.01, ge=0.0, le=1.0, description="Allowed ROC-AUC regression vs champion.")
+    bootstrap_samples: int = Field(200, ge=20, le=10_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    require_approval: bool = Field(
+        False, description="Ask a person (Airflow's approval form) before promoting an approved challenger."
+    )
+    approval_timeout_hours: float = Field(
+        72.0, gt=0.0, le=24 * 90, description="How long the approval waits for an answer."
+    )
+    approval_on_timeout: Literal["reject", "approve"] = Field(
+        "reject", description="What an unanswered approval becomes once the timeout passes."
+    )
+
+
+class ScoringConfig(_Frozen):
+    """Nightly batch scoring."""
+
+    schedule: str = "0 2 * * *"
+    alias: Identifier = "champion"
+    decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    batch_rows: int = Field(65_536, ge=1_000, le=10_000_000)
+    source: Literal["features", "feast"] = "features"
+
+
+class DriftConfig(_Frozen):
+    """When the drift monitor asks for retraining."""
+
+    column_p_value: float = Field(0.05, gt=0.0, lt=1.0)
+    drift_share: float = Field(0.3, gt=0.0, le=1.0, description="Share of drifted columns that means drift.")
+    sample_rows: int = Field(50_000, ge=1_000)
+    cooldown_hours: float = Field(24.0, ge=0.0)
+    weekly_retrain_budget: int = Field(2, ge=0)
+
+
+NotificationEvent = Literal[
+    "gate_rejected",
+    "approval_requested",
+    "approved",
+    "rejected",
+    "promoted",
+    "rolled_back",
+    "retrain_triggered",
+    "validation_failed",
+    "scoring_failed",
+]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = get_args(NotificationEvent)
+
+
+class NotificationChannel(_Frozen):
+    """One place messages go. Credentials live in the Airflow connection, never here."""
+
+    type: Literal["smtp", "webhook", "slack"]
+    conn_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,250}$", description="An Airflow connection id.")
+    to: tuple[str, ...] = Field((), description="Recipients (smtp only).")
+
+    @model_validator(mode="after")
+    def _recipients(self) -> NotificationChannel:
+        if self.type == "smtp" and not self.to:
+            raise ValueError("an smtp channel needs at least one recipient in 'to'")
+        if self.type != "smtp" and self.to:
+            raise ValueError(f"'to' is only allowed on smtp channels, not on {self.type}")
+        return self
+
+
+class NotificationsConfig(_Frozen):
+    """Who hears about what. With no channel, messages are only written to the task log."""
+
+    channels: tuple[NotificationChannel, ...] = ()
+    events: tuple[NotificationEvent, ...] = NOTIFICATION_EVENTS
+
+
+class TrainingScheduleConfig(_Frozen):
+    """When `ml_training` runs on its own."""
+
+    schedule: str = "0 3 * * 0"
+
+
+class PipelineConfig(_Frozen):
+    """The whole use case. A different dataset needs only a different file of this shape."""
+
+    name: Identifier
+    dataset: DatasetConfig
+    features: FeaturesConfig
+    model: ModelConfig
+    gates: GatesConfig = GatesConfig()
+    training: TrainingScheduleConfig = TrainingScheduleConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    drift: DriftConfig = DriftConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
+
+    @field_validator("training", "scoring", mode="after")
+    @classmethod
+    def _cron_has_five_fields(cls, value: Any) -> Any:
+        if not re.fullmatch(r"(@\w+|(\S+\s+){4}\S+)", value.schedule.strip()):
+            raise ValueError(f"schedule '{value.schedule}' is not a 5-field cron expression or @preset")
+        return value
+
+    @model_validator(mode="after")
+    def _features_use_known_columns(self) -> PipelineConfig:
+        columns = self.dataset.columns
+        used = [("passthrough", c) for c in self.features.passthrough]
+        used += [("aggregates", a.column) for a in self.features.aggregates]
+        used += [("transforms", t.column) for t in self.features.transforms]
+        for where, column in used:
+            if column not in columns:
+                raise ValueError(f"features.{where} uses column '{column}', which is not in dataset.columns")
+            if column == self.dataset.label:
+                raise ValueError(f"features.{where} uses the label '{column}': that would leak the target")
+        for aggregate in self.features.aggregates:
+            if columns[aggregate.column].type not in ("numeric", "integer", "boolean"):
+                raise ValueError(f"features.aggregates: column '{aggregate.column}' is not numeric")
+        return self
+
+    @cached_property
+    def config_hash(self) -> str:
+        """A stable hash of the config's content, recorded for lineage."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The config file in use: ``$ML_PIPELINE_CONFIG`` of ``env`` (this process's environment by
+    default), else the default under ``include/config``."""
+    return Path((os.environ if env is None else env).get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | Path | None = None) -> PipelineConfig:
+    """Load and validate the pipeline config.
+
+    Args:
+        path: The YAML file; defaults to :func:`config_path`.
+
+    Returns:
+        The validated, immutable config.
+
+    Raises:
+        StepError: The file is missing, is not YAML, or a field is invalid. The message names
+            the file and every bad field.
+    """
+    file = Path(path) if path is not None else config_path()
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise StepError(
+            f"pipeline config {file} does not exist; set {CONFIG_ENV_VAR} to a valid YAML file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise StepError(
+            f"pipeline config {file} cannot be read ({type(err).__name__}: {err}); "
+            f"set {CONFIG_ENV_VAR} to a readable YAML file"
+        ) from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise StepError(
+            f"pipeline config {file} is not valid YAML{line}; fix the syntax and re-run"
+        ) from None
+    if not isinstance(raw, dict):
+        raise StepError(f"pipeline config {file} must be a YAML mapping at the top level")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise StepError(f"pipeline config {file} is invalid: {describe_validation_error(err)}") from None
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """Turn pydantic's errors into one line that names each bad field."""
+    parts = []
+    for error in err.errors():
+        field = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        if error["type"] == "missing":
+            parts.append(f"field '{field}' is required")
+        elif error["type"] == "extra_forbidden":
+            parts.append(f"field '{field}' is not a known setting (check its spelling)")
+        else:
+            # A whole section as the offending value is noise; the message names the field inside it.
+            got = "" if isinstance(value, dict | list) else f" (got {value!r:.60})"
+            parts.append(f"field '{field}': {message}{got}" if field else f"{message}{got}")
+    return "; ".join(parts)

@@ -1,0 +1,1 @@
+"""Platform I/O: the lake, the model registry, Feast, lineage, training sets, step context."""

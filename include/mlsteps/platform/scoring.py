@@ -1,0 +1,337 @@
+"""What the scoring steps share: the model pinned for a day, its input, and staging of shard output.
+
+Scoring is split so it can fan out: ``plan-scoring`` resolves the alias to one concrete version
+and checks the input once; each ``score`` shard writes parts and a receipt to a staging area
+keyed by the DAG run; ``commit-predictions`` publishes the partition only when every shard's
+receipt is there. Run alone, ``score`` does all three.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlsteps.contract.layout import features_prefix, partition, predictions_prefix, training_run_name
+from mlsteps.errors import StepError
+from mlsteps.platform.lake import Lake, Staging
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+
+    from mlsteps.contract.config import PipelineConfig
+
+
+@dataclass(frozen=True)
+class ScoringInput:
+    """The committed feature partition of one day."""
+
+    prefix: str
+    files: list[str]
+    rows: int
+    fingerprint: str
+
+
+def scoring_input(lake: Lake, config: PipelineConfig, day: dt.date) -> ScoringInput:
+    """The day's committed feature rows, or a clear refusal when there are none."""
+    prefix = partition(features_prefix(config), day)
+    manifest = lake.manifest(prefix)
+    if manifest is None:
+        raise StepError(
+            f"no committed features for ds={day} at {lake.url(prefix)}; run validate and build-features "
+            "for that day first"
+        )
+    if manifest["rows"] == 0:
+        raise StepError(f"the scoring input for ds={day} at {lake.url(prefix)} is empty; nothing to score")
+    checksums = "".join(sorted(entry["sha256"] for entry in manifest["files"]))
+    fingerprint = hashlib.sha256(checksums.encode()).hexdigest()
+    return ScoringInput(
+        prefix, [f"{prefix}/{e['path']}" for e in manifest["files"]], manifest["rows"], fingerprint
+    )
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """A concrete registered version, resolved once from an alias."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def staging_for(lake: Lake, config: PipelineConfig, day: dt.date, run_id: str) -> Staging:
+    """The staging area shared by every shard of one DAG run (deterministic, so retries reuse it)."""
+    attempt = training_run_name(run_id or f"manual-{day}")
+    return Staging(lake, predictions_prefix(config.model.registered_name, day), attempt)
+
+
+def load_booster(model: PinnedModel) -> xgb.Booster:
+    """Download the pinned version's model once and return its native booster."""
+    from mlsteps.platform import registry
+
+    return registry.load_booster(model.name, model.version)
+
+
+def check_signature(booster: xgb.Booster, columns: list[str], where: str) -> list[str]:
+    """The model's feature names, after checking the input provides every one of them."""
+    expected = list(booster.feature_names or [])
+    if not expected:
+        raise StepError(f"model has no feature names recorded; retrain it with this pipeline ({where})")
+    missing = [name for name in expected if name not in columns]
+    if missing:
+        raise StepError(
+            f"input {where} does not match the model's signature: missing feature column(s) {missing}; "
+            "rebuild the features with the config the model was trained on"
+        )
+    return expected
+
+
+def input_columns(lake: Lake, relative: str) -> list[str]:
+    """The column names of one committed input file."""
+    with _parquet(lake, relative) as parquet:
+        return list(parquet.schema_arrow.names)
+
+
+@contextmanager
+def _parquet(lake: Lake, relative: str) -> Iterator[pq.ParquetFile]:
+    """Open a committed Parquet file; a corrupt one is refused in one sentence, not a crash.
+
+    Raises:
+        StepError: The file is not readable Parquet (retrying cannot fix it).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with lake.fs.open_input_file(lake.path(relative)) as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+        except pa.ArrowException as err:
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            raise StepError(
+                f"{lake.url(relative)} is not readable Parquet ({reason}); the committed partition is "
+                "corrupt: rebuild it (for features, re-run build-features for that day)"
+            ) from None
+        yield parquet
+
+
+def shard_units(
+    lake: Lake, files: list[str], shard_index: int, shard_count: int
+) -> Iterator[tuple[str, int]]:
+    """(file, row group) units of this shard: unit k belongs to shard k mod shard_count."""
+    unit = 0
+    for relative in files:
+        with _parquet(lake, relative) as parquet:
+            groups = parquet.metadata.num_row_groups
+        for group in range(groups):
+            if unit % shard_count == shard_index:
+                yield relative, group
+            unit += 1
+
+
+#: Batches read and encoded ahead of the one being predicted (bounds memory: 2 batches in flight).
+PREFETCH_BATCHES = 2
+
+
+def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineConfig) -> np.ndarray:
+    """The batch's features as one float32 Fortran-ordered matrix, built in Arrow.
+
+    It gives exactly what :func:`mlsteps.platform.datasets.model_input` gives XGBoost: a categorical value
+    becomes its index in the config's categories (an unknown one becomes missing, as a
+    ``pd.Categorical`` code of -1 does), booleans become 0/1 and nulls NaN. No pandas, no
+    per-row Python.
+
+    Raises:
+        StepError: A feature column cannot be read as a number, or holds infinite values.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    matrix = np.empty((batch.num_rows, len(features)), dtype=np.float32, order="F")
+    for index, name in enumerate(features):
+        column = batch.column(name)
+        spec = config.dataset.columns.get(name)
+        if spec is not None and spec.type == "categorical":
+            column = pc.index_in(column, value_set=pa.array(list(spec.categories or ())))
+        try:
+            matrix[:, index] = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise StepError(f"feature column {name!r} ({column.type}) cannot be scored: {err}") from err
+        if np.isinf(matrix[:, index]).any():  # NaN is a missing value to the model; infinity is a bug
+            raise StepError(
+                f"feature column {name!r} holds infinite values, which no model was trained on; "
+                "fix the feature computation or the source data and rebuild the features"
+            )
+    return matrix
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """One scored batch: which unit and batch it was, and its output (keys, score, decision)."""
+
+    unit_number: int
+    batch_number: int
+    table: pa.Table
+
+
+def score_units(
+    lake: Lake,
+    config: PipelineConfig,
+    booster: xgb.Booster,
+    features: list[str],
+    units: Iterable[tuple[str, int]],
+    batch_rows: int,
+) -> Iterator[ScoredBatch]:
+    """Score row groups batch by batch, reading and encoding the next batch while this one is predicted.
+
+    A background thread reads ``batch_rows`` at a time without pre-buffering (arrow#39808) and
+    encodes each batch; a queue of :data:`PREFETCH_BATCHES` keeps memory flat. Arrow, NumPy and
+    XGBoost release the GIL, so reading overlaps prediction. An error in the reader is raised here.
+    """
+    import pyarrow as pa
+
+    dataset = config.dataset
+    keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
+    threshold = config.scoring.decision_threshold
+    for unit_number, batch_number, batch, matrix in _encoded_batches(
+        lake, units, [*keys, *features], batch_rows, features, config
+    ):
+        scores = booster.inplace_predict(matrix, validate_features=False)
+        table = pa.table(
+            {
+                **{key: batch.column(key) for key in keys},
+                "score": pa.array(scores, pa.float32()),
+                "decision": pa.array(scores >= threshold),
+            }
+        )
+        yield ScoredBatch(unit_number, batch_number, table)
+
+
+def _encoded_batches(
+    lake: Lake,
+    units: Iterable[tuple[str, int]],
+    columns: list[str],
+    batch_rows: int,
+    features: list[str],
+    config: PipelineConfig,
+) -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray]]:
+    """(unit number, batch number, batch, encoded matrix) of every unit, read ahead in a thread."""
+    import pyarrow.parquet as pq
+
+    def read() -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray]]:
+        for unit_number, (relative, group) in enumerate(units):
+            with lake.fs.open_input_file(lake.path(relative)) as handle:
+                parquet = pq.ParquetFile(handle, pre_buffer=False)
+                batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
+                for batch_number, batch in enumerate(batches):
+                    yield unit_number, batch_number, batch, encode_batch(batch, features, config)
+
+    return _read_ahead(read(), PREFETCH_BATCHES)
+
+
+_DONE = object()
+
+
+def _read_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Yield ``items``, produced by a background thread at most ``depth`` ahead; its errors raise here.
+
+    Closing the generator early stops the thread (it never stays blocked on a full queue).
+    """
+    stop = threading.Event()
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=depth)
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as err:  # handed to the consumer, which raises it
+            put(err)
+
+    reader = threading.Thread(target=produce, name="mlsteps-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := ahead.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def write_receipt(staging: Staging, shard_index: int, shard_count: int, details: dict[str, Any]) -> None:
+    """A shard's receipt, written after its parts: the commit trusts receipts, not listings."""
+    receipt = {
+        "shard_index": shard_index,
+        "shard_count": shard_count,
+        "files": [entry.__dict__ for entry in staging.files],
+        **details,
+    }
+    staging.lake.write_bytes(f"{staging.root}/receipt-{shard_index:05d}.json", json.dumps(receipt).encode())
+
+
+def read_receipts(staging: Staging, shard_count: int) -> list[dict[str, Any]]:
+    """Every shard's receipt, or a refusal naming the shards that did not finish."""
+    receipts, missing = [], []
+    for index in range(shard_count):
+        path = f"{staging.root}/receipt-{index:05d}.json"
+        if staging.lake.exists(path):
+            receipts.append(staging.lake.read_json(path))
+        else:
+            missing.append(index)
+    if missing:
+        raise StepError(
+            f"shard(s) {missing} of {shard_count} have not finished for {staging.prefix}; "
+            "the partition stays unpublished until every shard succeeds"
+        )
+    return receipts
+
+
+def resolve_model(config: PipelineConfig, alias: str, version: str | None = None) -> PinnedModel:
+    """Pin ``models:/<name>@<alias>`` (or an explicit version) to one concrete version.
+
+    Only versions this pipeline produced (its lineage tag) are accepted.
+
+    Raises:
+        StepError: The alias is not set (no champion yet), the version does not exist, or it lacks
+            this pipeline's lineage.
+    """
+    from mlsteps.platform import registry
+
+    name = config.model.registered_name
+    client = registry.mlflow_client()
+    if version is None:
+        version = registry.aliases(client, name).get(alias)
+        if version is None:
+            raise StepError(
+                f"registered model '{name}' has no alias '{alias}'; "
+                "train and promote a model first (run ml_training)"
+            )
+    found = registry.get_version(client, name, registry.parse_version(version))
+    registry.require_lineage(found, config)
+    return PinnedModel(name, str(found.version), str(found.run_id), alias)

@@ -1,0 +1,1 @@
+"""One module per step: parse options, read, call the logic, write, report."""

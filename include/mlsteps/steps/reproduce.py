@@ -1,0 +1,516 @@
+"""Rebuild a registered model version from its records and compare it with the registered one.
+
+From the version's records (registry tags, MLflow run, training snapshot manifest) the step takes
+the raw data interval, the pipeline config and the training parameters. It copies that interval's
+raw partitions into a scratch prefix of the lake (``_scratch/reproduce/...``), re-runs the real
+feature code there (each day in the pass it was computed in, as recorded) and ``build-training-set``
+against a private Feast registry, retrains with the recorded config, seed, device and trial count,
+and compares in order: the config, the training-set fingerprint, the hyperparameters, the
+booster's content hash and, when the hashes differ, the predictions on the holdout. Originals are
+only read, never written.
+
+Verdicts: ``identical`` (same inputs, same booster bytes), ``equivalent`` (same inputs, different
+bytes, holdout predictions within ``--tolerance``), ``differs`` (anything else), with the first
+difference found. Every verdict is a result (exit 0); a missing record is a refusal (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlsteps.contract.config import PipelineConfig
+from mlsteps.contract.layout import partition, snapshot_prefix
+from mlsteps.errors import StepError
+from mlsteps.platform import registry
+from mlsteps.platform.context import DataInterval, StepContext, parse_instant
+from mlsteps.platform.lake import MARKER, Lake
+from mlsteps.platform.lineage import (
+    MODEL_SHA256_TAG,
+    VERSIONS_TAG,
+    booster_sha256,
+    code_version,
+    config_document,
+    package_versions,
+    raw_days,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xgboost as xgb
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mlsteps.platform.datasets import TrainingSet
+    from mlsteps.steps.train import Fit
+
+log = logging.getLogger(__name__)
+
+#: The CLI prints this step's own report (text or JSON) instead of a summary line.
+PRINTS_OWN_OUTPUT = True
+SCRATCH_ROOT = "_scratch/reproduce"
+IDENTICAL, EQUIVALENT, DIFFERS = "identical", "equivalent", "differs"
+#: Checks that compare inputs: any difference there makes the verdict "differs".
+INPUT_CHECKS = ("config", "training-set fingerprint", "hyperparameters")
+
+
+@dataclass(frozen=True)
+class Records:
+    """Everything stored about one version that its reproduction needs."""
+
+    version: ModelVersion
+    run: Run
+    snapshot: dict[str, Any]
+    snapshot_config: PipelineConfig
+    training_config: PipelineConfig
+
+    @property
+    def training_run(self) -> str:
+        return str(self.snapshot["training_run"])
+
+    @property
+    def interval(self) -> tuple[dt.datetime, dt.datetime]:
+        bounds = self.snapshot["interval"]
+        return dt.datetime.fromisoformat(bounds["start"]), dt.datetime.fromisoformat(bounds["end"])
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """The reproduction: the scratch lake, the rebuilt snapshot's manifest and the retrained model."""
+
+    scratch: Lake
+    manifest: dict[str, Any]
+    fit: Fit
+
+
+@dataclass
+class Check:
+    """One comparison between the record and the rebuild."""
+
+    check: str
+    same: bool
+    recorded: Any
+    rebuilt: Any
+    detail: str = ""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-version", required=True, help="The registered version to rebuild.")
+    parser.add_argument("--model", help="Registered model name (default: model.registered_name).")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-6,
+        help="Largest |Δp| on the holdout still called equivalent when the booster bytes differ.",
+    )
+    parser.add_argument("--keep-scratch", action="store_true", help="Keep the scratch prefix for inspection.")
+    parser.add_argument("--json", action="store_true", help="Print the report as JSON instead of text.")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    context = StepContext.from_args(args)
+    name = args.model or context.config.model.registered_name
+    number = registry.parse_version(args.model_version)
+    if not 0.0 <= args.tolerance < 1.0:
+        raise StepError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    client = registry.mlflow_client()
+    version = registry.get_version(client, name, number)
+    registry.require_lineage(version, context.config)
+    records = load_records(context.lake, client, version)
+    token = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    scratch = Lake(context.lake.url(f"{SCRATCH_ROOT}/{name}-v{number}-{token}"))
+    try:
+        rebuilt = rebuild(context.lake, scratch, records)
+        checks = compare(context.lake, records, rebuilt, args.tolerance)
+    finally:
+        if not args.keep_scratch:
+            scratch.delete("")
+    report = verdict_document(name, number, records, checks, scratch.uri if args.keep_scratch else None)
+    print(json.dumps(report, indent=2, default=str) if args.json else render(report), flush=True)
+    return {"summary": f"{name} version {number}: {report['verdict_text']}", **report}
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+def load_records(lake: Lake, client: MlflowClient, version: ModelVersion) -> Records:
+    """The version's run, training snapshot manifest and configs.
+
+    Raises:
+        StepError: A record reproduction needs is missing (the message names it).
+    """
+    from mlflow.exceptions import MlflowException
+
+    tags = version.tags or {}
+    training_run = tags.get("training_run")
+    if not training_run:
+        raise StepError(
+            f"version {version.version} of {version.name} has no training_run tag; cannot rebuild it"
+        )
+    prefix = snapshot_prefix(training_run)
+    snapshot = lake.manifest(prefix)
+    if snapshot is None:
+        raise StepError(
+            f"training snapshot record {lake.url(f'{prefix}/{MARKER}')} of version {version.version} is "
+            "missing, so its data interval and config are unknown; it cannot be reproduced"
+        )
+    try:
+        run = client.get_run(str(version.run_id))
+    except MlflowException:
+        raise StepError(f"MLflow run {version.run_id} of version {version.version} is missing") from None
+    snapshot_config = recorded_config(snapshot)
+    training_config = logged_config(client, run) or snapshot_config
+    return Records(version, run, snapshot, snapshot_config, training_config)
+
+
+def recorded_config(snapshot: dict[str, Any]) -> PipelineConfig:
+    """The pipeline config the snapshot was built with, from its manifest.
+
+    Raises:
+        StepError: The snapshot predates recorded configs.
+    """
+    document = snapshot.get("config")
+    if document is None:
+        raise StepError(
+            f"training snapshot {snapshot['training_run']} records only the config hash "
+            f"{snapshot.get('config_hash')}, not the config; rebuild it with this version of mlsteps"
+        )
+    return PipelineConfig.model_validate(document)
+
+
+def logged_config(client: MlflowClient, run: Run) -> PipelineConfig | None:
+    """The config train logged on its run (None when the run predates that record)."""
+    from mlflow.exceptions import MlflowException
+
+    from mlsteps.steps.train import CONFIG_ARTIFACT
+
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            path = client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, directory)
+        except (MlflowException, OSError):
+            return None
+        return PipelineConfig.model_validate(json.loads(Path(path).read_text()))
+
+
+# --- rebuild --------------------------------------------------------------------------------
+
+
+def rebuild(lake: Lake, scratch: Lake, records: Records) -> Rebuilt:
+    """Copy the raw data into the scratch lake, recompute features and the snapshot there, retrain."""
+    start, end = records.interval
+    window = end - start
+    if window % dt.timedelta(days=1):
+        raise StepError(f"snapshot {records.training_run} spans {window}, not whole days; cannot rebuild it")
+    passes = feature_passes(records)
+    first, last = min(batch.start for batch, _ in passes), max(batch.end for batch, _ in passes)
+    copy_raw(lake, scratch, records.snapshot_config, first, last)
+    with private_feast_state(), tempfile.TemporaryDirectory() as directory:
+        config_file = Path(directory, "pipeline.yaml")
+        config_file.write_text(json.dumps(config_document(records.snapshot_config)))  # JSON is YAML
+        run_id = f"reproduce-{records.training_run}"
+        rebuild_features(StepContext(str(config_file), scratch.uri, "", run_id), passes)
+        run_step(
+            "build-training-set",
+            ["--end", end.isoformat(), "--window-days", str(window.days), "--training-run",
+             records.training_run, "--config", str(config_file), "--lake", scratch.uri, "--run-id", run_id],
+        )  # fmt: skip
+    manifest = scratch.manifest(snapshot_prefix(records.training_run))
+    assert manifest is not None
+    return Rebuilt(scratch, manifest, retrain(scratch, records))
+
+
+def feature_passes(records: Records) -> list[tuple[DataInterval, list[dt.date]]]:
+    """Each window day with the pass its features were computed in, as the snapshot recorded it.
+
+    Days without a record are recomputed in the passes build-features makes by default.
+    """
+    from mlsteps.steps.features import DEFAULT_BATCH_DAYS
+
+    start, end = records.interval
+    recorded = records.snapshot.get("feature_batches") or {}
+    passes: dict[tuple[str, str], list[dt.date]] = {}
+    unknown = []
+    for day in DataInterval(start, end).days():
+        batch = recorded.get(day.isoformat())
+        if batch:
+            passes.setdefault((batch["start"], batch["end"]), []).append(day)
+        else:
+            unknown.append(day)
+    found = [(DataInterval(parse_instant(a), parse_instant(b)), days) for (a, b), days in passes.items()]
+    for offset in range(0, len(unknown), DEFAULT_BATCH_DAYS):
+        chunk = unknown[offset : offset + DEFAULT_BATCH_DAYS]
+        first, after = parse_instant(chunk[0].isoformat()), parse_instant(chunk[-1].isoformat())
+        found.append((DataInterval(first, after + dt.timedelta(days=1)), chunk))
+    return found
+
+
+def rebuild_features(context: StepContext, passes: list[tuple[DataInterval, list[dt.date]]]) -> None:
+    """Recompute each pass with the real feature code, committing only the days recorded for it."""
+    from mlsteps.steps.features import build_batch
+
+    for batch, days in passes:
+        log.info("reproduce: features of %s computed in %s", ", ".join(map(str, days)), batch)
+        build_batch(context, batch, days)
+
+
+def copy_raw(lake: Lake, scratch: Lake, config: PipelineConfig, start: dt.datetime, end: dt.datetime) -> None:
+    """Copy the raw partitions features of ``[start, end)`` read (look-back included) as they are now."""
+    for day in raw_days(config, start, end):
+        prefix = partition(config.dataset.source, day)
+        names = [name for name in lake.list_dir(prefix) if name == MARKER or name.endswith(".parquet")]
+        if names:
+            scratch.fs.create_dir(scratch.path(prefix), recursive=True)
+        for name in names:
+            lake.fs.copy_file(lake.path(f"{prefix}/{name}"), scratch.path(f"{prefix}/{name}"))
+
+
+@contextmanager
+def private_feast_state() -> Iterator[None]:
+    """A throw-away local Feast registry and online store, so the real registry is never touched."""
+    from mlsteps.platform.feature_store import DEFAULT_STORE_YAML, STATE_DIR_ENV_VAR, STORE_YAML_ENV_VAR
+
+    saved = {name: os.environ.get(name) for name in (STATE_DIR_ENV_VAR, STORE_YAML_ENV_VAR)}
+    with tempfile.TemporaryDirectory(prefix="mlsteps-reproduce-") as directory:
+        os.environ[STATE_DIR_ENV_VAR] = directory
+        os.environ[STORE_YAML_ENV_VAR] = str(DEFAULT_STORE_YAML)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def run_step(step: str, argv: list[str]) -> dict[str, Any]:
+    """Run a step's real code in this process, with options parsed exactly as the CLI parses them."""
+    from mlsteps.cli import STEPS, build_parser
+
+    args = build_parser(step).parse_args([step, *argv])
+    log.info("reproduce: %s %s", step, " ".join(argv))
+    result: dict[str, Any] = importlib.import_module(STEPS[step][0]).run(args)
+    return result
+
+
+def retrain(scratch: Lake, records: Records) -> Fit:
+    """Train on the rebuilt snapshot with the recorded config, device and trial count."""
+    from mlsteps.platform.datasets import load_training_set
+    from mlsteps.steps import train
+
+    tags = records.version.tags or {}
+    device = tags.get(train.DEVICE_TAG, "cpu")
+    if device == "cuda" and train.cuda_problem():
+        log.warning("the version was trained on cuda, which is not usable here; retraining on cpu")
+        device = "cpu"
+    snapshot = load_training_set(scratch, records.training_run)
+    config = records.training_config
+    splits = train.split_by_time(snapshot, config.model.validation_fraction)
+    return train.train_model(splits, snapshot, config, device, int(tags.get(train.TRIALS_TAG, "0")))
+
+
+# --- comparison -----------------------------------------------------------------------------
+
+
+def compare(lake: Lake, records: Records, rebuilt: Rebuilt, tolerance: float) -> list[Check]:
+    """Every comparison, in the order a difference would propagate: inputs first, then the model."""
+    checks = [
+        config_check(records),
+        fingerprint_check(lake, records, rebuilt),
+        params_check(records, rebuilt.fit),
+        booster_check(records, rebuilt.fit.booster),
+    ]
+    if not checks[-1].same:
+        checks.append(predictions_check(records, rebuilt, tolerance))
+    return checks
+
+
+def config_check(records: Records) -> Check:
+    """The recorded configs hash to what the snapshot and the version say they are."""
+    recorded = (records.version.tags or {}).get("config_hash")
+    snapshot_same = records.snapshot_config.config_hash == records.snapshot.get("config_hash")
+    same = snapshot_same and records.training_config.config_hash == recorded
+    detail = "" if snapshot_same else "the config recorded in the snapshot does not match its hash"
+    return Check("config", same, recorded, records.training_config.config_hash, detail)
+
+
+def fingerprint_check(lake: Lake, records: Records, rebuilt: Rebuilt) -> Check:
+    """The rebuilt training set's fingerprint against the one the version was trained on."""
+    recorded = (records.version.tags or {}).get("data_fingerprint") or records.snapshot.get("fingerprint")
+    fingerprint = rebuilt.manifest["fingerprint"]
+    detail = "" if fingerprint == recorded else fingerprint_difference(lake, records, rebuilt)
+    return Check("training-set fingerprint", fingerprint == recorded, recorded, fingerprint, detail)
+
+
+def fingerprint_difference(lake: Lake, records: Records, rebuilt: Rebuilt) -> str:
+    """Where the rebuilt snapshot differs: raw partitions changed since training, and the first value."""
+    from mlsteps.platform.datasets import load_training_set
+
+    before = (records.snapshot.get("raw") or {}).get("partitions", {})
+    after = (rebuilt.manifest.get("raw") or {}).get("partitions", {})
+    changed = sorted(day for day in set(before) | set(after) if before.get(day) != after.get(day))
+    parts = [f"raw partition(s) changed since training: {', '.join(changed)}"] if changed else []
+    if records.snapshot.get("fingerprint") == (records.version.tags or {}).get("data_fingerprint"):
+        original = load_training_set(lake, records.training_run)
+        again = load_training_set(rebuilt.scratch, records.training_run)
+        parts.append(first_value_difference(original, again))
+    return "; ".join(part for part in parts if part)
+
+
+def first_value_difference(original: TrainingSet, rebuilt: TrainingSet) -> str:
+    """The first row and column whose value differs between two snapshots (or how their shapes differ)."""
+    row_id = original.manifest["row_id"]
+    for split in ("train", "holdout"):
+        before, after = getattr(original, split), getattr(rebuilt, split)
+        if len(before) != len(after) or list(before.columns) != list(after.columns):
+            return f"the {split} split has {len(before)} rows in the original and {len(after)} rebuilt"
+        differs = _cells_differ(before, after)
+        rows = differs.any(axis=1).to_numpy()
+        if rows.any():
+            row = int(rows.argmax())
+            column = str(differs.columns[int(differs.iloc[row].to_numpy().argmax())])
+            return (
+                f"first differing value: {split} {row_id}={before[row_id].iloc[row]}, {column} "
+                f"{_plain(before[column].iloc[row])!r} then, {_plain(after[column].iloc[row])!r} now"
+            )
+    return ""
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (so it prints as 1.5, not np.float64(1.5))."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _cells_differ(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    left, right = before.reset_index(drop=True), after.reset_index(drop=True)
+    return ~((left == right) | (left.isna() & right.isna()))
+
+
+def params_check(records: Records, fit: Fit) -> Check:
+    """The parameters the retrained booster used, against those logged on the original run."""
+    recorded = records.run.data.params
+    params = {key: str(value) for key, value in fit.params.items() if key != "eval_metric"}
+    differing = [key for key, value in params.items() if recorded.get(key) != value]
+    detail = ", ".join(f"{key}: {recorded.get(key)} then, {params[key]} now" for key in differing)
+    summary = f"{len(params)} parameters, seed {{}}"
+    return Check(
+        "hyperparameters",
+        not differing,
+        summary.format(recorded.get("seed")),
+        summary.format(params.get("seed")),
+        detail,
+    )
+
+
+def booster_check(records: Records, booster: xgb.Booster) -> Check:
+    """The booster's content hash against the one recorded at training (or the registered model's)."""
+    tags = records.version.tags or {}
+    recorded, detail = tags.get(MODEL_SHA256_TAG), ""
+    if not recorded:
+        recorded = booster_sha256(registry.load_booster(records.version.name, str(records.version.version)))
+        detail = "no hash was recorded at training: compared with the registered model's bytes"
+    rebuilt = booster_sha256(booster)
+    return Check("booster sha256", rebuilt == recorded, recorded, rebuilt, detail)
+
+
+def predictions_check(records: Records, rebuilt: Rebuilt, tolerance: float) -> Check:
+    """Registered vs retrained predictions on the rebuilt holdout: the largest |Δp|."""
+    import numpy as np
+
+    from mlsteps.platform.datasets import load_training_set
+    from mlsteps.steps.train import predict
+
+    registered = registry.load_booster(records.version.name, str(records.version.version))
+    holdout = load_training_set(rebuilt.scratch, records.training_run).holdout
+    config = records.training_config
+    delta = float(
+        np.max(np.abs(predict(registered, holdout, config) - predict(rebuilt.fit.booster, holdout, config)))
+    )
+    return Check(
+        "holdout predictions",
+        delta <= tolerance,
+        f"max |Δp| <= {tolerance:g}",
+        f"max |Δp| = {delta:.3g}",
+        f"{len(holdout)} holdout rows",
+    )
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def verdict_document(
+    name: str, number: str, records: Records, checks: list[Check], scratch: str | None
+) -> dict[str, Any]:
+    """The verdict, the first difference and every check."""
+    by_name = {check.check: check for check in checks}
+    first = next((check for check in checks if not check.same), None)
+    if any(not by_name[n].same for n in INPUT_CHECKS) or (first and first.check == "holdout predictions"):
+        verdict = DIFFERS
+    else:
+        verdict = IDENTICAL if first is None else EQUIVALENT
+    text = verdict
+    if "holdout predictions" in by_name and verdict == EQUIVALENT:
+        text = f"{verdict} ({by_name['holdout predictions'].rebuilt})"
+    elif first is not None:
+        text = f"{verdict}: first difference in {first.check}"
+    return {
+        "model_name": name,
+        "model_version": number,
+        "training_run": records.training_run,
+        "interval": registry.describe_interval(records.snapshot.get("interval")),
+        "verdict": verdict,
+        "verdict_text": text,
+        "first_difference": asdict(first) if first else None,
+        "checks": [asdict(check) for check in checks],
+        "environment": environment_changes(records),
+        "scratch": scratch,
+    }
+
+
+def environment_changes(records: Records) -> dict[str, Any]:
+    """Code version then and now, and the packages whose version changed (context for a difference)."""
+    tags = records.version.tags or {}
+    then = json.loads(tags[VERSIONS_TAG]) if VERSIONS_TAG in tags else {}
+    now = package_versions()
+    return {
+        "code_version": {"recorded": tags.get("git_sha", "unknown"), "now": code_version()},
+        "packages_changed": {
+            name: f"{then[name]} -> {now.get(name)}" for name in then if then[name] != now.get(name)
+        },
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"Reproduce {report['model_name']} version {report['model_version']} "
+        f"(snapshot {report['training_run']}, data interval {report['interval']})"
+    ]
+    for check in report["checks"]:
+        mark = "same" if check["same"] else "DIFFERS"
+        lines.append(
+            f"  [{mark:^7}] {check['check']:<25} recorded {check['recorded']}, rebuilt {check['rebuilt']}"
+        )
+        if check["detail"]:
+            lines.append(f"{'':12}{check['detail']}")
+    code, changed = report["environment"]["code_version"], report["environment"]["packages_changed"]
+    lines.append(f"  code version: recorded {code['recorded']}, now {code['now']}")
+    if changed:
+        lines.append(
+            f"  packages changed since training: {', '.join(f'{k} {v}' for k, v in changed.items())}"
+        )
+    if report["scratch"]:
+        lines.append(f"  scratch kept at {report['scratch']}")
+    lines.append(f"verdict: {report['verdict_text']}")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""Score one day's feature rows with the pinned model, streaming, into a committed predictions partition.
+
+Memory stays bounded: the input is read one row group and one batch at a time without
+pre-buffering (one batch read ahead while the last is predicted), and each batch's small output
+(keys, score, decision) becomes its own part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.scoring import (
+    check_signature,
+    input_columns,
+    load_booster,
+    resolve_model,
+    score_units,
+    scoring_input,
+    shard_units,
+    staging_for,
+    write_receipt,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ds", type=parse_day, required=True, help="The day to score (YYYY-MM-DD).")
+    parser.add_argument("--alias", default=None, help="Model alias to score with (default: scoring.alias).")
+    parser.add_argument("--model-version", default=None, help="Pinned version (set by plan-scoring).")
+    parser.add_argument("--shard-index", type=int, default=0, help="This shard (0-based).")
+    parser.add_argument("--shard-count", type=int, default=1, help="Shards in all; 1 scores and commits.")
+    parser.add_argument(
+        "--defer-commit",
+        action="store_true",
+        help="Leave publishing to commit-predictions (what the DAG does, for any shard count).",
+    )
+    parser.add_argument(
+        "--batch-rows", type=int, default=None, help="Rows per batch (default: scoring.batch_rows)."
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
+    from mlsteps.errors import StepError
+
+    context = StepContext.from_args(args)
+    config = context.config
+    if not 0 <= args.shard_index < args.shard_count <= 1024:
+        raise StepError(
+            f"--shard-index {args.shard_index} must be in [0, --shard-count {args.shard_count}) ≤ 1024"
+        )
+    alias = args.alias or config.scoring.alias
+    batch_rows = args.batch_rows or config.scoring.batch_rows
+    source = scoring_input(context.lake, config, args.ds)
+    model = resolve_model(config, alias, args.model_version)
+    started = time.perf_counter()
+    booster = load_booster(model)
+    schema_columns = input_columns(context.lake, source.files[0])
+    features = check_signature(booster, schema_columns, context.lake.url(source.prefix))
+    staging = staging_for(context.lake, config, args.ds, context.run_id)
+    rows = positives = 0
+    units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
+    for scored in score_units(context.lake, config, booster, features, units, batch_rows):
+        name = f"shard-{args.shard_index:05d}-{scored.unit_number:05d}-{scored.batch_number:05d}.parquet"
+        staging.write_parquet(name, scored.table, unique_columns=[config.dataset.row_id])
+        rows += scored.table.num_rows
+        positives += int(pc.sum(scored.table.column("decision")).as_py() or 0)
+    details = {"model_version": model.version, "rows": rows, "positives": positives}
+    write_receipt(staging, args.shard_index, args.shard_count, details)
+    result: dict[str, Any] = {
+        "model_name": model.name,
+        "model_version": model.version,
+        "shard_index": args.shard_index,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 3),
+        "summary": f"shard {args.shard_index + 1}/{args.shard_count}: {rows} rows scored with "
+        f"{model.name} v{model.version}",
+    }
+    if args.shard_count == 1 and not args.defer_commit:
+        from mlsteps.steps.score_commit import commit_predictions
+
+        result = {**result, **commit_predictions(context, args.ds, model, 1)}
+    return result

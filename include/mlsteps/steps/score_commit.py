@@ -1,0 +1,111 @@
+"""Publish a predictions partition once every scoring shard has finished."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from typing import Any
+
+from mlsteps.errors import StepError
+from mlsteps.platform import registry
+from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.lake import FileEntry, Lake
+from mlsteps.platform.scoring import PinnedModel, read_receipts, resolve_model, scoring_input, staging_for
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ds", type=parse_day, required=True, help="The day that was scored (YYYY-MM-DD).")
+    parser.add_argument("--model-version", required=True, help="The version every shard scored with.")
+    parser.add_argument("--alias", default=None, help="The alias it was resolved from (recorded).")
+    parser.add_argument("--shard-count", type=int, required=True, help="Shards that must have finished.")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    context = StepContext.from_args(args)
+    model = resolve_model(context.config, args.alias or context.config.scoring.alias, args.model_version)
+    return commit_predictions(context, args.ds, model, args.shard_count)
+
+
+def commit_predictions(
+    context: StepContext, day: dt.date, model: PinnedModel, shard_count: int
+) -> dict[str, Any]:
+    """Check every shard's receipt and row counts, then commit the partition with its lineage."""
+    config, lake = context.config, context.lake
+    source = scoring_input(lake, config, day)
+    staging = staging_for(lake, config, day, context.run_id)
+    published = lake.manifest(staging.prefix)
+    if _published_by_this_run(published, context, model, staging):
+        assert published is not None
+        return _result(
+            lake.url(staging.prefix), day, model, published["rows_out"], published["positives"], published
+        )
+    receipts = read_receipts(staging, shard_count)
+    versions = {receipt["model_version"] for receipt in receipts}
+    if versions != {model.version}:
+        raise StepError(
+            f"shards scored with model versions {sorted(versions)}, expected only {model.version}"
+        )
+    staging.files = [FileEntry(**entry) for receipt in receipts for entry in receipt["files"]]
+    rows_out = sum(receipt["rows"] for receipt in receipts)
+    if rows_out != source.rows:
+        raise StepError(f"shards scored {rows_out} rows but the input has {source.rows}; rerun the scoring")
+    positives = sum(receipt["positives"] for receipt in receipts)
+    manifest = lake.commit(
+        staging,
+        {
+            "ds": day.isoformat(),
+            "model_name": model.name,
+            "model_version": model.version,
+            "model_run_id": model.run_id,
+            "alias": model.alias,
+            "rows_in": source.rows,
+            "rows_out": rows_out,
+            "positives": positives,
+            "decision_threshold": config.scoring.decision_threshold,
+            "feature_fingerprint": source.fingerprint,
+            "features_uri": lake.url(source.prefix),
+            "shards": shard_count,
+            "promotion": promotion_entry(lake, model),
+            **context.lineage(),
+        },
+    )
+    return _result(lake.url(staging.prefix), day, model, rows_out, positives, manifest)
+
+
+def promotion_entry(lake: Lake, model: PinnedModel) -> str | None:
+    """The ledger entry that made the scored version champion, when it was scored as champion.
+
+    Recorded so that `trace` follows a stored link instead of searching the ledger by time.
+    """
+    if model.alias != registry.CHAMPION:
+        return None
+    entry = registry.latest_entry_for(registry.read_ledger(lake, model.name), model.version)
+    return str(entry["entry"]) if entry else None
+
+
+def _published_by_this_run(
+    published: dict[str, Any] | None, context: StepContext, model: PinnedModel, staging: Any
+) -> bool:
+    """A retry after a successful commit finds its own manifest and nothing left to commit."""
+    return (
+        published is not None
+        and bool(context.run_id)
+        and published.get("dag_run_id") == context.run_id
+        and str(published.get("model_version")) == model.version
+        and not staging.lake.exists(staging.root)
+    )
+
+
+def _result(
+    uri: str, day: dt.date, model: PinnedModel, rows_out: int, positives: int, manifest: dict[str, Any]
+) -> dict[str, Any]:
+    rate = positives / rows_out if rows_out else 0.0
+    return {
+        "ds": day.isoformat(),
+        "uri": uri,
+        "rows": rows_out,
+        "positive_rate": round(rate, 6),
+        "model_version": model.version,
+        "files": len(manifest["files"]),
+        "summary": f"{rows_out} rows scored to {uri} with {model.name} v{model.version} ({rate:.2%} flagged)",
+    }

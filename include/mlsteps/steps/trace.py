@@ -1,0 +1,521 @@
+"""Trace one prediction back through the records the pipeline stored, link by link, down to the raw data.
+
+The chain: the predictions partition and its ``_SUCCESS.json`` → the registered model version and
+alias it was scored with → the MLflow run → the training snapshot and its fingerprint → the raw
+partitions of its data interval → the feature definitions (config hash, Feast views) → code version,
+image and packages → hyperparameters → the evaluation verdict → the ledger entry that made the
+version champion. Every link is read from a stored record (a lake manifest, the registry, an
+MLflow run, a ledger entry), never inferred. A missing or contradicting record is a *broken link*:
+the whole chain is still printed, then the step exits with code 2 and one ``ERROR:`` line naming
+the first broken link and the record that is missing. Feast and Evidently are never imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlsteps.contract import layout
+from mlsteps.contract.config import PipelineConfig
+from mlsteps.contract.layout import partition, snapshot_prefix
+from mlsteps.errors import StepError
+from mlsteps.platform import registry
+from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.lake import MARKER, Lake
+from mlsteps.platform.lineage import MODEL_SHA256_TAG, VERSIONS_TAG, partition_digest
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+#: The CLI prints this step's own report (text or JSON) instead of a summary line.
+PRINTS_OWN_OUTPUT = True
+
+OK, WARNING, BROKEN, UNREACHABLE = "ok", "warning", "broken", "unreachable"
+MAX_ROWS_SHOWN = 20
+
+
+@dataclass
+class Link:
+    """One link of the chain: the record it was read from, what it says, and whether it holds."""
+
+    name: str
+    record: str
+    status: str = OK
+    facts: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""
+
+    def broken(self, problem: str) -> Link:
+        self.status, self.problem = BROKEN, problem
+        return self
+
+    def warn(self, problem: str) -> Link:
+        if self.status == OK:
+            self.status, self.problem = WARNING, problem
+        return self
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ds", type=parse_day, required=True, help="Day of the predictions partition.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--row-id", help="The prediction's row id (the dataset's row_id column).")
+    which.add_argument(
+        "--entity", help="An entity key as KEY=VALUE, e.g. customer_id=c00042: all its predictions that day."
+    )
+    parser.add_argument("--model", help="Registered model name (default: model.registered_name).")
+    parser.add_argument("--json", action="store_true", help="Print the chain as JSON instead of text.")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    context = StepContext.from_args(args)
+    config = context.config
+    name = args.model or config.model.registered_name
+    column, value = selector(args, config)
+    rows, links = trace(context.lake, name, args.ds, column, value)
+    document = chain_document(name, args.ds, column, value, rows, links)
+    print(json.dumps(document, indent=2, default=str) if args.json else render(document), flush=True)
+    broken = [link for link in links if link.status == BROKEN]
+    if broken:
+        more = f" (and {len(broken) - 1} more broken link(s) above)" if len(broken) > 1 else ""
+        raise StepError(
+            f"broken link in the lineage of {column}={value} (ds={args.ds}): {broken[0].name}: "
+            f"{broken[0].problem}{more}"
+        )
+    return {"summary": f"lineage of {column}={value} (ds={args.ds}): {len(links)} links intact", **document}
+
+
+def selector(args: argparse.Namespace, config: PipelineConfig) -> tuple[str, str]:
+    """The column and value that pick the prediction(s): the row id, or one entity key.
+
+    Raises:
+        StepError: ``--entity`` is not KEY=VALUE with KEY one of the dataset's entity keys.
+    """
+    if args.row_id is not None:
+        return config.dataset.row_id, str(args.row_id)
+    key, sep, value = str(args.entity).partition("=")
+    if not sep or key.strip() not in config.dataset.entity_keys or not value:
+        raise StepError(
+            f"--entity must be KEY=VALUE with KEY one of {list(config.dataset.entity_keys)}, "
+            f"got {args.entity!r}"
+        )
+    return key.strip(), value
+
+
+# --- the chain ------------------------------------------------------------------------------
+
+
+def trace(
+    lake: Lake, name: str, day: dt.date, column: str, value: str
+) -> tuple[list[dict[str, Any]], list[Link]]:
+    """Follow every link from the matching prediction rows back to the raw data.
+
+    Returns:
+        The matching prediction rows, and the links in chain order.
+
+    Raises:
+        StepError: The partition is intact but holds no prediction for ``column=value``.
+    """
+    link, manifest, rows = predictions_link(lake, name, day, column, value)
+    if manifest is None:
+        return rows, [link]
+    client = registry.mlflow_client()
+    model, version = model_link(client, name, manifest)
+    links = [link, model]
+    if version is None:
+        return rows, links
+    run_record, run = run_link(client, version)
+    snapshot_record, snapshot = snapshot_link(lake, version)
+    links += [
+        run_record,
+        snapshot_record,
+        raw_link(lake, snapshot),
+        features_link(version, snapshot, manifest),
+        code_link(version, snapshot, manifest),
+        params_link(version, run),
+        evaluation_link(lake, version),
+        promotion_link(lake, version, manifest),
+    ]
+    return rows, links
+
+
+def predictions_link(
+    lake: Lake, name: str, day: dt.date, column: str, value: str
+) -> tuple[Link, dict[str, Any] | None, list[dict[str, Any]]]:
+    """The committed predictions partition, its manifest, and the rows for ``column=value``."""
+    prefix = layout.predictions_prefix(name, day)
+    link = Link("predictions", lake.url(f"{prefix}/{MARKER}"))
+    manifest = lake.manifest(prefix)
+    if manifest is None:
+        problem = f"{link.record} is missing (the partition was never committed, or its record was deleted)"
+        return link.broken(problem), None, []
+    rows, problems = find_rows(lake, prefix, manifest, column, value)
+    link.facts = {
+        "partition": lake.url(prefix),
+        "rows": manifest.get("rows"),
+        "committed_at": manifest.get("committed_at"),
+        "dag_id": manifest.get("dag_id"),
+        "dag_run_id": manifest.get("dag_run_id"),
+        "features": manifest.get("features_uri"),
+        "feature_fingerprint": manifest.get("feature_fingerprint"),
+        "parts": sorted({row["part"] for row in rows}),
+    }
+    if problems:
+        return link.broken("; ".join(problems)), manifest, rows
+    if not rows:
+        raise StepError(
+            f"no prediction with {column}={value} in {lake.url(prefix)}; check --ds and the id "
+            f"(the partition holds {manifest.get('rows')} rows)"
+        )
+    return link, manifest, rows
+
+
+def find_rows(
+    lake: Lake, prefix: str, manifest: dict[str, Any], column: str, value: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows whose ``column`` equals ``value``, from the parts the manifest lists, checksums verified."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for entry in manifest.get("files", []):
+        relative = f"{prefix}/{entry['path']}"
+        if not lake.exists(relative):
+            problems.append(f"part {lake.url(relative)} listed in {MARKER} is missing")
+            continue
+        data = lake.read_bytes(relative)
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            problems.append(f"part {lake.url(relative)} does not match the SHA-256 in {MARKER}")
+            continue
+        table = pq.read_table(pa.BufferReader(data))
+        if column not in table.column_names:
+            raise StepError(f"predictions in {lake.url(prefix)} have no column {column!r}; pick another key")
+        matching = table.filter(pc.equal(pc.cast(table.column(column), pa.string()), value))
+        rows += [{**row, "part": entry["path"]} for row in matching.to_pylist()]
+    return rows, problems
+
+
+def model_link(client: MlflowClient, name: str, manifest: dict[str, Any]) -> tuple[Link, ModelVersion | None]:
+    """The registered version the partition was scored with, and the alias that resolved to it."""
+    number = str(manifest.get("model_version") or "")
+    link = Link("model", f"MLflow registry: {name} version {number}")
+    if not number:
+        return link.broken(f"the predictions {MARKER} records no model_version"), None
+    try:
+        version = registry.get_version(client, name, number)
+    except StepError as err:
+        return link.broken(f"registry record missing: {err}"), None
+    now = sorted(alias for alias, v in registry.aliases(client, name).items() if v == number)
+    link.facts = {
+        "name": name,
+        "version": number,
+        "alias_at_scoring": manifest.get("alias"),
+        "aliases_now": now,
+        "source": version.source,
+        "pipeline": (version.tags or {}).get(registry.PIPELINE_TAG),
+    }
+    recorded_run = manifest.get("model_run_id")
+    if recorded_run and recorded_run != version.run_id:
+        link.broken(
+            f"the predictions record MLflow run {recorded_run} for version {number}, but the registry "
+            f"says {version.run_id}: the version was replaced after scoring"
+        )
+    return link, version
+
+
+def run_link(client: MlflowClient, version: ModelVersion) -> tuple[Link, Run | None]:
+    """The MLflow run that trained the version."""
+    from mlflow.exceptions import MlflowException
+
+    link = Link("mlflow run", f"MLflow run {version.run_id}")
+    if not version.run_id:
+        return link.broken(f"version {version.version} records no MLflow run"), None
+    try:
+        run = client.get_run(version.run_id)
+    except MlflowException:
+        return link.broken(f"MLflow run {version.run_id} of version {version.version} is missing"), None
+    link.facts = {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "started": _millis(run.info.start_time),
+        "url": _run_url(run),
+    }
+    if run.info.lifecycle_stage == "deleted":
+        link.broken(f"MLflow run {version.run_id} of version {version.version} was deleted")
+    return link, run
+
+
+def snapshot_link(lake: Lake, version: ModelVersion) -> tuple[Link, dict[str, Any] | None]:
+    """The training snapshot the version's tags name, checked against the fingerprint it was trained on."""
+    tags = version.tags or {}
+    training_run, fingerprint = tags.get("training_run"), tags.get("data_fingerprint")
+    if not training_run:
+        return Link("training set", "registry tags").broken(
+            f"version {version.version} has no training_run tag"
+        ), None
+    prefix = snapshot_prefix(training_run)
+    link = Link("training set", lake.url(f"{prefix}/{MARKER}"))
+    manifest = lake.manifest(prefix)
+    if manifest is None:
+        return link.broken(f"training snapshot record {link.record} is missing"), None
+    link.facts = {
+        "training_run": training_run,
+        "fingerprint": manifest.get("fingerprint"),
+        "rows": manifest.get("split_rows"),
+        "holdout_start": manifest.get("holdout_start"),
+        "committed_at": manifest.get("committed_at"),
+        "dag_run_id": (manifest.get("lineage") or {}).get("dag_run_id"),
+    }
+    if manifest.get("fingerprint") != fingerprint:
+        link.broken(
+            f"snapshot {training_run} now has fingerprint {manifest.get('fingerprint')}, but version "
+            f"{version.version} was trained on {fingerprint}: the snapshot was rebuilt after training"
+        )
+    return link, manifest
+
+
+def raw_link(lake: Lake, snapshot: dict[str, Any] | None) -> Link:
+    """The raw data interval, and whether each raw partition read then is still there, unchanged."""
+    if snapshot is None:
+        return _unreachable("raw data", "training set")
+    record = snapshot.get("raw")
+    interval = snapshot.get("interval") or {}
+    link = Link("raw data", lake.url(record["prefix"]) if record else "training set manifest")
+    link.facts = {"interval": registry.describe_interval(interval)}
+    if not record:
+        return link.warn("the snapshot predates raw-partition records: only its interval is known")
+    partitions = record.get("partitions", {})
+    link.facts |= {
+        "read_from": record.get("read_from"),
+        "days_read": sum(1 for digest in partitions.values() if digest),
+    }
+    missing, changed = [], []
+    for day, digest in sorted(partitions.items()):
+        if digest is None:
+            continue
+        now = partition_digest(lake, partition(record["prefix"], day))
+        if now is None:
+            missing.append(day)
+        elif now != digest:
+            changed.append(day)
+    if missing:
+        link.broken(f"raw partition(s) {_days(missing)} under {lake.url(record['prefix'])} are missing")
+    elif changed:
+        link.warn(f"raw partition(s) {_days(changed)} changed since the snapshot was built")
+    return link
+
+
+def features_link(
+    version: ModelVersion, snapshot: dict[str, Any] | None, predictions: dict[str, Any]
+) -> Link:
+    """The feature definitions: the config hash (checked against the recorded config) and the Feast views."""
+    if snapshot is None:
+        return _unreachable("features", "training set")
+    tags = version.tags or {}
+    link = Link("features", "training set manifest: config, feature_views")
+    views = snapshot.get("feature_views") or []
+    link.facts = {
+        "config_hash": snapshot.get("config_hash"),
+        "config_hash_at_training": tags.get("config_hash"),
+        "config_hash_at_scoring": predictions.get("config_hash"),
+        "feature_service": snapshot.get("feature_service"),
+        "feature_views": [_view_summary(view) for view in views if "name" in view],
+        "feature_columns": len(snapshot.get("feature_columns", [])),
+    }
+    document = snapshot.get("config")
+    if document is None:
+        return link.warn("the snapshot predates recorded configs: only the config hash is known")
+    recorded_hash = PipelineConfig.model_validate(document).config_hash
+    if recorded_hash != snapshot.get("config_hash"):
+        return link.broken(
+            f"the config recorded in the snapshot hashes to {recorded_hash}, "
+            f"not {snapshot.get('config_hash')}"
+        )
+    if tags.get("config_hash") != snapshot.get("config_hash"):
+        link.warn("the config changed between build-training-set and train")
+    return link
+
+
+def code_link(version: ModelVersion, snapshot: dict[str, Any] | None, predictions: dict[str, Any]) -> Link:
+    """Code version, image and package versions at training (and at scoring)."""
+    tags = version.tags or {}
+    link = Link("code", "registry tags git_sha, image, mlsteps.versions")
+    link.facts = {
+        "git_sha": tags.get("git_sha"),
+        "image": tags.get("image"),
+        "packages": json.loads(tags[VERSIONS_TAG]) if VERSIONS_TAG in tags else None,
+        "git_sha_at_snapshot": ((snapshot or {}).get("lineage") or {}).get("git_sha"),
+        "git_sha_at_scoring": predictions.get("git_sha"),
+    }
+    if not tags.get("git_sha") or tags.get("git_sha") == "unknown":
+        link.warn("no code version was recorded at training")
+    elif VERSIONS_TAG not in tags:
+        link.warn("package versions were not recorded at training")
+    return link
+
+
+def params_link(version: ModelVersion, run: Run | None) -> Link:
+    """Hyperparameters, seed and training metrics, from the MLflow run."""
+    if run is None:
+        return _unreachable("hyperparameters", "mlflow run")
+    tags = version.tags or {}
+    params = dict(sorted(run.data.params.items()))
+    link = Link("hyperparameters", f"MLflow run {run.info.run_id} params")
+    link.facts = {
+        "params": params,
+        "device": tags.get("mlsteps.device"),
+        "n_trials": tags.get("mlsteps.n_trials"),
+        "validation_auc": run.data.metrics.get("validation_auc"),
+        "model_sha256": tags.get(MODEL_SHA256_TAG),
+    }
+    if "seed" not in params:
+        link.broken(f"MLflow run {run.info.run_id} records no seed parameter")
+    return link
+
+
+def evaluation_link(lake: Lake, version: ModelVersion) -> Link:
+    """The evaluation verdict on the version and its stored report."""
+    tags = version.tags or {}
+    verdict, day = tags.get(registry.APPROVED_TAG), tags.get("mlsteps.evaluation.ds")
+    if verdict is None or day is None:
+        return Link("evaluation", "registry tags").broken(
+            f"version {version.version} carries no evaluation verdict ({registry.APPROVED_TAG})"
+        )
+    report = f"{layout.evaluation_report_prefix(day, version.name, version.version)}/report.json"
+    link = Link("evaluation", lake.url(report))
+    link.facts = {
+        "approved": verdict == "true",
+        "against_champion": tags.get(registry.EVALUATED_AGAINST_TAG),
+        "roc_auc": tags.get("mlsteps.evaluation.roc_auc"),
+        "thresholds": json.loads(tags[registry.THRESHOLDS_TAG]) if registry.THRESHOLDS_TAG in tags else None,
+    }
+    if not lake.exists(report):
+        return link.broken(f"evaluation report {lake.url(report)} is missing")
+    document = lake.read_json(report)
+    link.facts["reasons"] = document.get("reasons", [])
+    if str(document.get("approved")).lower() != verdict:
+        link.broken(f"the report says approved={document.get('approved')}, the version tag {verdict}")
+    elif verdict != "true":
+        link.warn("the version was not approved by evaluation")
+    return link
+
+
+def promotion_link(lake: Lake, version: ModelVersion, predictions: dict[str, Any]) -> Link:
+    """The ledger entry that made the version champion, as recorded when the partition was scored."""
+    alias, number = predictions.get("alias"), str(version.version)
+    if "promotion" in predictions:
+        entry = predictions["promotion"]
+        link = Link("promotion", lake.url(entry) if entry else f"predictions {MARKER}: promotion")
+    else:  # partitions scored before promotions were recorded: the ledger is searched instead
+        found = _ledger_entry_before(lake, version, predictions.get("committed_at"))
+        entry = found["entry"] if found else None
+        link = Link("promotion", lake.url(entry) if entry else f"ledger {layout.ledger_prefix(version.name)}")
+        link.facts["found_by"] = "ledger search (the partition predates recorded promotions)"
+    if entry is None:
+        if alias == registry.CHAMPION:
+            return link.broken(f"no ledger entry records version {number} becoming champion before scoring")
+        link.facts["note"] = f"scored with alias {alias}, not {registry.CHAMPION}"
+        return link
+    if not lake.exists(entry):
+        return link.broken(f"ledger entry {lake.url(entry)} is missing")
+    document = lake.read_json(entry)
+    link.facts |= {key: document.get(key) for key in ("action", "at", "replaced", "reason", "dag_run_id")}
+    if str(document.get("version")) != number:
+        link.broken(
+            f"ledger entry {lake.url(entry)} is about version {document.get('version')}, not {number}"
+        )
+    return link
+
+
+def _ledger_entry_before(lake: Lake, version: ModelVersion, scored_at: str | None) -> dict[str, Any] | None:
+    entries = [
+        entry
+        for entry in registry.read_ledger(lake, version.name)
+        if str(entry.get("version")) == str(version.version) and (not scored_at or entry["at"] <= scored_at)
+    ]
+    return entries[-1] if entries else None
+
+
+def _unreachable(name: str, upstream: str) -> Link:
+    return Link(name, "-", UNREACHABLE, problem=f"not followed: the {upstream} link is broken")
+
+
+def _view_summary(view: dict[str, Any]) -> str:
+    ttl = view.get("ttl_seconds")
+    ttl_text = f", ttl {ttl // 86400} d" if ttl else ""
+    entities = ", ".join(view.get("entities", []))
+    return f"{view['name']}({entities}; {len(view.get('features', {}))} features{ttl_text})"
+
+
+def _days(days: list[str]) -> str:
+    return ", ".join(days) if len(days) <= 4 else f"{days[0]} .. {days[-1]} ({len(days)} days)"
+
+
+def _millis(value: int | None) -> str | None:
+    return dt.datetime.fromtimestamp(value / 1000, dt.UTC).isoformat(timespec="seconds") if value else None
+
+
+def _run_url(run: Run) -> str | None:
+    from mlsteps.platform.registry import run_url
+
+    return run_url(run.info.experiment_id, run.info.run_id)
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def chain_document(
+    name: str, day: dt.date, column: str, value: str, rows: list[dict[str, Any]], links: list[Link]
+) -> dict[str, Any]:
+    """The chain as JSON-able data (what ``--json`` prints and the step result holds)."""
+    broken = [link for link in links if link.status == BROKEN]
+    return {
+        "prediction": {"model": name, "ds": day.isoformat(), "selector": {column: value}, "rows": rows},
+        "links": [asdict(link) for link in links],
+        "intact": not broken and all(link.status != UNREACHABLE for link in links),
+        "broken": [{"link": link.name, "record": link.record, "problem": link.problem} for link in broken],
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The chain as text: the prediction, one block per link, and the verdict."""
+    prediction = document["prediction"]
+    (column, value), rows = next(iter(prediction["selector"].items())), prediction["rows"]
+    lines = [f"Lineage of {column}={value} in {prediction['model']} predictions ds={prediction['ds']}"]
+    for row in rows[:MAX_ROWS_SHOWN]:
+        cells = ", ".join(f"{key}={_text(cell)}" for key, cell in row.items() if key != "part")
+        lines.append(f"  row: {cells}")
+    if len(rows) > MAX_ROWS_SHOWN:
+        lines.append(f"  ... and {len(rows) - MAX_ROWS_SHOWN} more rows")
+    for link in document["links"]:
+        lines.append(f"[{link['status'].upper():^11}] {link['name']:<15} {link['record']}")
+        if link["problem"]:
+            lines.append(f"{'':16}! {link['problem']}")
+        lines += [
+            f"{'':16}{key}: {_text(fact)}"
+            for key, fact in link["facts"].items()
+            if fact not in (None, [], {})
+        ]
+    if document["broken"]:
+        lines.append(f"lineage BROKEN at: {', '.join(b['link'] for b in document['broken'])}")
+    else:
+        lines.append(f"lineage intact: {len(document['links'])} links")
+    return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return " ".join(f"{key}={_text(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return ", ".join(_text(item) for item in value)
+    return str(value)

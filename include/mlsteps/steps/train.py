@@ -1,0 +1,608 @@
+"""Train XGBoost on a training snapshot, log it to MLflow and register it as the challenger.
+
+Training is deterministic for a given snapshot, config and device: fixed seeds, a fixed thread
+count, and a validation slice that is the latest part of the train split by event time (never a
+random draw, so early stopping judges the model on data after what it learned from). The holdout
+is not touched here; `evaluate` judges the model on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlsteps.contract.layout import reference_prefix, snapshot_prefix
+from mlsteps.contract.results import RegisteredRun, TrainResult
+from mlsteps.errors import StepError
+from mlsteps.platform import registry
+from mlsteps.platform.context import StepContext
+from mlsteps.platform.datasets import TrainingSet, load_training_set, model_input
+from mlsteps.platform.lineage import (
+    MODEL_SHA256_TAG,
+    VERSIONS_TAG,
+    booster_sha256,
+    config_document,
+    package_versions,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+    from matplotlib.figure import Figure
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mlsteps.contract.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+REQUIRE_GPU_ENV_VAR = "ML_REQUIRE_GPU"
+#: Thread count unless the config's model params set ``nthread``: fixed, so results do not depend on the node.
+DEFAULT_NTHREAD = 4
+SCORE_COLUMN = "score"
+DEVICE_TAG = "mlsteps.device"
+TRIALS_TAG = "mlsteps.n_trials"
+MODEL_NAME_IN_RUN = "model"
+#: The pipeline config training ran with, logged on the run (what `reproduce` retrains with).
+CONFIG_ARTIFACT = "lineage/pipeline_config.json"
+
+
+@dataclass
+class Fit:
+    """A trained booster and how it came about."""
+
+    booster: xgb.Booster
+    params: dict[str, Any]
+    best_iteration: int
+    validation_auc: float
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The train split cut by time into what the booster learns from and the early-stopping slice."""
+
+    fit: pd.DataFrame
+    validation: pd.DataFrame
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--training-run", required=True, help="Snapshot name under training/ (build-training-set)."
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="Where XGBoost trains. cuda fails (never falls back) when no GPU is usable.",
+    )
+    parser.add_argument(
+        "--n-trials",
+        type=int,
+        default=None,
+        help="Optuna trials (seeded TPE); 0 trains once with the configured params. Default: model.n_trials.",
+    )
+
+
+def run(args: argparse.Namespace) -> TrainResult:
+    context = StepContext.from_args(args)
+    config = context.config
+    n_trials = config.model.n_trials if args.n_trials is None else args.n_trials
+    if not 0 <= n_trials <= 500:
+        raise StepError(f"--n-trials must be between 0 and 500, got {n_trials}")
+    device = resolve_device(args.device)
+    snapshot = load_training_set(context.lake, args.training_run)
+    tags = {
+        **registry.lineage_tags(context, snapshot.manifest),
+        DEVICE_TAG: device,
+        TRIALS_TAG: str(n_trials),
+        VERSIONS_TAG: json.dumps(package_versions(), separators=(",", ":")),
+    }
+    earlier = earlier_attempt(config, tags)
+    if earlier is not None:
+        return reuse(context, snapshot, earlier, tags)
+    splits = split_by_time(snapshot, config.model.validation_fraction)
+    fit = train_model(splits, snapshot, config, device, n_trials)
+    tags[MODEL_SHA256_TAG] = booster_sha256(fit.booster)
+    logged = log_to_mlflow(context, snapshot, fit, tags)
+    reference = save_reference(context, snapshot, fit.booster, logged["model_version"])
+    metrics = {"validation_auc": fit.validation_auc, "best_iteration": fit.best_iteration}
+    return result(config, logged, metrics, fit.seconds, tags, reference)
+
+
+def result(
+    config: PipelineConfig,
+    logged: RegisteredRun,
+    metrics: dict[str, Any],
+    seconds: float,
+    tags: dict[str, str],
+    reference: str,
+    reused: bool = False,
+) -> TrainResult:
+    """The step result: ids and URIs of the run and version, metrics, timing and device."""
+    again = " (already registered by an earlier attempt of this DAG run)" if reused else ""
+    summary = (
+        f"validation AUC {metrics['validation_auc']:.4f} at iteration {metrics['best_iteration']} in "
+        f"{seconds:.1f} s on {tags[DEVICE_TAG]}: registered {config.model.registered_name} version "
+        f"{logged['model_version']} as {registry.CHALLENGER}{again}"
+    )
+    return TrainResult(
+        summary=summary,
+        **logged,
+        metrics=metrics,
+        training_seconds=seconds,
+        device=tags[DEVICE_TAG],
+        n_trials=int(tags[TRIALS_TAG]),
+        reference_uri=reference,
+        training_run=tags["training_run"],
+        reused=reused,
+    )
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+def earlier_attempt(config: PipelineConfig, tags: dict[str, str]) -> ModelVersion | None:
+    """A version an earlier attempt of the same DAG run registered from the same data, config and device.
+
+    Airflow retries a task whose pod died after registration; reusing that version keeps the
+    registry free of duplicates. Runs without a DAG run id (manual runs) always train anew.
+    """
+    if not tags["dag_run_id"] or "'" in tags["dag_run_id"]:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    client = registry.mlflow_client()
+    name = config.model.registered_name
+    try:
+        found = client.search_model_versions(f"name='{name}' and tags.dag_run_id='{tags['dag_run_id']}'")
+    except MlflowException as err:  # a store that cannot filter by tag: no reuse, just a new version
+        log.warning("could not search earlier versions of %s (%s); training anew", name, err)
+        return None
+    keys = ("training_run", "data_fingerprint", "config_hash", DEVICE_TAG, TRIALS_TAG, registry.PIPELINE_TAG)
+    matching = [v for v in found if all((v.tags or {}).get(key) == tags[key] for key in keys)]
+    return max(matching, key=lambda v: int(v.version), default=None)
+
+
+def reuse(
+    context: StepContext, snapshot: TrainingSet, version: ModelVersion, tags: dict[str, str]
+) -> TrainResult:
+    """Finish what an earlier attempt started: the reference sample and the challenger alias."""
+    config = context.config
+    name, number = config.model.registered_name, str(version.version)
+    reference = context.lake.url(reference_prefix(config, number))
+    if context.lake.manifest(reference_prefix(config, number)) is None:
+        reference = save_reference(context, snapshot, registry.load_booster(name, number), number)
+    client = registry.mlflow_client()
+    client.set_registered_model_alias(name, registry.CHALLENGER, number)
+    run = client.get_run(version.run_id) if version.run_id else None
+    values = run.data.metrics if run else {}
+    metrics = {
+        "validation_auc": values.get("validation_auc", float("nan")),
+        "best_iteration": int(values.get("best_iteration", -1)),
+    }
+    logged = RegisteredRun(
+        run_id=version.run_id,
+        experiment_id=run.info.experiment_id if run else None,
+        model_name=name,
+        model_version=number,
+        model_uri=f"models:/{name}/{number}",
+        run_url=registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
+    )
+    return result(
+        config, logged, metrics, float(values.get("training_seconds", 0.0)), tags, reference, reused=True
+    )
+
+
+# --- device -------------------------------------------------------------------------------
+
+
+def resolve_device(requested: str) -> str:
+    """Check the requested device is really usable; never fall back silently.
+
+    Args:
+        requested: ``cpu`` or ``cuda``.
+
+    Returns:
+        The device to train on.
+
+    Raises:
+        StepError: ``cuda`` was asked for (or ``$ML_REQUIRE_GPU`` is 1) but XGBoost cannot use a GPU.
+    """
+    required = os.environ.get(REQUIRE_GPU_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
+    if required and requested != "cuda":
+        raise StepError(
+            f"{REQUIRE_GPU_ENV_VAR}=1 (the GPU profile) but --device is {requested}; pass --device cuda "
+            "or run the step on the cpu profile"
+        )
+    if requested == "cpu":
+        return "cpu"
+    problem = cuda_problem()
+    if problem:
+        raise StepError(
+            f"--device cuda was requested but {problem}; run on a GPU node (profile gpu) or use --device cpu"
+        )
+    return "cuda"
+
+
+def cuda_problem() -> str | None:
+    """Why XGBoost cannot train on CUDA here, or None when it can.
+
+    XGBoost silently switches to CPU when it finds no GPU, so this trains a two-row booster and
+    reads back the device it really used.
+    """
+    import warnings
+
+    import numpy as np
+    import xgboost as xgb
+
+    if not xgb.build_info().get("USE_CUDA"):
+        return "this XGBoost build has no CUDA support"
+    data = xgb.DMatrix(np.array([[0.0], [1.0]]), label=np.array([0.0, 1.0]))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            booster = xgb.train({"device": "cuda", "tree_method": "hist", "verbosity": 0}, data, 1)
+    except xgb.core.XGBoostError as err:
+        return f"XGBoost could not start on CUDA ({str(err).splitlines()[0][:160]})"
+    used = json.loads(booster.save_config())["learner"]["generic_param"]["device"]
+    if not str(used).startswith("cuda"):
+        return "no usable GPU is visible to XGBoost (it would have switched to CPU)"
+    return None
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def split_by_time(snapshot: TrainingSet, validation_fraction: float) -> Splits:
+    """Carve the latest ``validation_fraction`` of the train split, by event time, for early stopping.
+
+    Raises:
+        StepError: Either part is empty or lacks one of the two classes.
+    """
+    event_time, row_id = snapshot.manifest["event_time"], snapshot.manifest["row_id"]
+    ordered = snapshot.train.sort_values([event_time, row_id], kind="stable").reset_index(drop=True)
+    size = int(round(len(ordered) * validation_fraction))
+    splits = Splits(ordered.iloc[: len(ordered) - size], ordered.iloc[len(ordered) - size :])
+    for part, frame in (("training", splits.fit), ("validation", splits.validation)):
+        classes = frame[snapshot.label].astype(int).nunique() if len(frame) else 0
+        if classes < 2:
+            raise StepError(
+                f"the {part} part of snapshot {snapshot.manifest['training_run']} has {len(frame)} rows and "
+                f"{classes} label class(es); both classes are needed, widen the training window"
+            )
+    return splits
+
+
+def labels(frame: pd.DataFrame, label: str) -> np.ndarray:
+    """The 0/1 label column as float32."""
+    return frame[label].astype("float32").to_numpy()
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def base_params(config: PipelineConfig, device: str) -> dict[str, Any]:
+    """XGBoost parameters: defaults, then the config's, then the ones determinism and the device need."""
+    params: dict[str, Any] = {
+        "objective": "binary:logistic",
+        "eval_metric": ["logloss", "auc"],
+        "nthread": DEFAULT_NTHREAD,
+        "verbosity": 1,
+    }
+    params.update(config.model.params)
+    params.update({"tree_method": "hist", "device": device, "seed": config.model.seed})
+    return params
+
+
+def train_model(
+    splits: Splits, snapshot: TrainingSet, config: PipelineConfig, device: str, n_trials: int
+) -> Fit:
+    """Train once with the configured params, or run a seeded Optuna search and keep the best.
+
+    ``seconds`` on the result is the wall time of encoding, quantizing and boosting (imports excluded).
+    """
+    import sklearn.metrics  # noqa: F401 - imported before the clock starts
+    import xgboost as xgb
+
+    started = time.perf_counter()
+    features = snapshot.feature_columns
+    fit_x = model_input(splits.fit, features, config)
+    validation_x = model_input(splits.validation, features, config)
+    train_matrix = xgb.QuantileDMatrix(
+        fit_x, label=labels(splits.fit, snapshot.label), enable_categorical=True
+    )
+    validation_matrix = xgb.QuantileDMatrix(
+        validation_x,
+        label=labels(splits.validation, snapshot.label),
+        enable_categorical=True,
+        ref=train_matrix,
+    )
+    matrices = (train_matrix, validation_matrix)
+    params = base_params(config, device)
+    fit = fit_once(params, matrices, config) if n_trials == 0 else search(params, matrices, config, n_trials)
+    fit.seconds = round(time.perf_counter() - started, 3)
+    return fit
+
+
+def fit_once(params: dict[str, Any], matrices: tuple[Any, Any], config: PipelineConfig) -> Fit:
+    """One boosting run with early stopping on validation AUC; the booster is cut back to its best round."""
+    import xgboost as xgb
+    from sklearn.metrics import roc_auc_score
+
+    train_matrix, validation_matrix = matrices
+    stopping = xgb.callback.EarlyStopping(
+        rounds=config.model.early_stopping_rounds,
+        metric_name="auc",
+        data_name="validation",
+        maximize=True,
+        save_best=True,
+    )
+    booster = xgb.train(
+        params,
+        train_matrix,
+        num_boost_round=config.model.num_boost_round,
+        evals=[(validation_matrix, "validation")],
+        callbacks=[stopping],
+        verbose_eval=False,
+    )
+    scores = booster.predict(validation_matrix)
+    auc = float(roc_auc_score(validation_matrix.get_label(), scores))
+    best_iteration = booster.num_boosted_rounds() - 1
+    return Fit(booster, params, best_iteration, round(auc, 6))
+
+
+def search(params: dict[str, Any], matrices: tuple[Any, Any], config: PipelineConfig, n_trials: int) -> Fit:
+    """A seeded TPE search over the main tree parameters; the best trial's booster is kept."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    best: dict[str, Fit] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        candidate = {**params, **suggest(trial)}
+        fitted = fit_once(candidate, matrices, config)
+        if "fit" not in best or fitted.validation_auc > best["fit"].validation_auc:
+            best["fit"] = fitted
+        return fitted.validation_auc
+
+    sampler = optuna.samplers.TPESampler(seed=config.model.seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(objective, n_trials=n_trials, n_jobs=1)
+    chosen = best["fit"]
+    chosen.trials = [{"number": t.number, "value": t.value, **t.params} for t in study.trials]
+    return chosen
+
+
+def suggest(trial: Any) -> dict[str, Any]:
+    """The search space."""
+    return {
+        "max_depth": trial.suggest_int("max_depth", 3, 10),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+    }
+
+
+def predict(booster: xgb.Booster, frame: pd.DataFrame, config: PipelineConfig) -> np.ndarray:
+    """Fraud probabilities for ``frame``, encoded through :func:`model_input` with the booster's features."""
+    features = list(booster.feature_names or [])
+    return booster.inplace_predict(model_input(frame, features, config))
+
+
+# --- MLflow -------------------------------------------------------------------------------
+
+
+def log_to_mlflow(
+    context: StepContext, snapshot: TrainingSet, fit: Fit, tags: dict[str, str]
+) -> RegisteredRun:
+    """Log params, metrics, datasets, the model and a plot; register the version and alias it challenger."""
+    import mlflow
+
+    config = context.config
+    mlflow.set_experiment(config.model.experiment)
+    with mlflow.start_run(run_name=f"train {snapshot.manifest['training_run']}", tags=tags) as active:
+        mlflow.log_params(_loggable_params(fit, config, tags, snapshot))
+        mlflow.log_metrics(
+            {
+                "validation_auc": fit.validation_auc,
+                "best_iteration": fit.best_iteration,
+                "training_seconds": fit.seconds,
+            }
+        )
+        log_datasets(context, snapshot)
+        mlflow.log_dict(config_document(config), CONFIG_ARTIFACT)
+        mlflow.log_figure(importance_figure(fit.booster), "feature_importance.png")
+        if fit.trials:
+            mlflow.log_dict({"trials": fit.trials}, "optuna_trials.json")
+        model_uri = log_model(fit.booster, snapshot)
+        version = register(config, model_uri, tags, active.info.run_id)
+    return RegisteredRun(
+        run_id=active.info.run_id,
+        experiment_id=active.info.experiment_id,
+        model_name=config.model.registered_name,
+        model_version=version,
+        model_uri=f"models:/{config.model.registered_name}/{version}",
+        run_url=registry.run_url(active.info.experiment_id, active.info.run_id),
+    )
+
+
+def _loggable_params(
+    fit: Fit, config: PipelineConfig, tags: dict[str, str], snapshot: TrainingSet
+) -> dict[str, Any]:
+    params = {key: value for key, value in fit.params.items() if key != "eval_metric"}
+    return {
+        **params,
+        "eval_metric": ",".join(fit.params.get("eval_metric", [])),
+        "num_boost_round": config.model.num_boost_round,
+        "early_stopping_rounds": config.model.early_stopping_rounds,
+        "validation_fraction": config.model.validation_fraction,
+        "n_trials": tags[TRIALS_TAG],
+        "feature_count": len(snapshot.feature_columns),
+        "training_run": snapshot.manifest["training_run"],
+    }
+
+
+def log_datasets(context: StepContext, snapshot: TrainingSet) -> None:
+    """Record both splits as run inputs: each split's file URI as source, the fingerprint as digest."""
+
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    run_name = snapshot.manifest["training_run"]
+    prefix = snapshot_prefix(run_name)
+    files = {
+        entry["path"].rsplit("-", 1)[-1].removesuffix(".parquet"): entry["path"]
+        for entry in snapshot.manifest["files"]
+    }
+    digest = str(snapshot.manifest["fingerprint"])[:32]  # MLflow stores at most 36 characters
+    for split, frame in (("train", snapshot.train), ("holdout", snapshot.holdout)):
+        source = context.lake.url(f"{prefix}/{files.get(split, split)}")
+        with _mlflow_hints_silenced():  # the dataset's schema is inferred lazily, inside log_input
+            dataset = from_pandas(
+                frame, source=source, targets=snapshot.label, name=f"{run_name}/{split}", digest=digest
+            )
+            mlflow.log_input(dataset, context="training" if split == "train" else "holdout")
+
+
+def log_model(booster: xgb.Booster, snapshot: TrainingSet) -> str:
+    """Log the booster in the xgboost flavor with a signature and input example over the raw features.
+
+    MLflow's generic pyfunc wrapper builds a DMatrix without categorical support, so its
+    serving-input check fails on categorical features and logs a misleading warning: that check is
+    silenced. Score with ``mlflow.xgboost.load_model`` and :func:`model_input` instead.
+
+    Returns:
+        The logged model's URI (``models:/m-...``).
+    """
+
+    import mlflow.xgboost
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    raw = snapshot.train.loc[:, snapshot.feature_columns]
+    example = raw.dropna().head(5) if len(raw.dropna()) else raw.head(5)
+    requirements = [f"xgboost=={xgb.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
+    with _mlflow_hints_silenced(), _quiet("mlflow.models.model"):
+        signature = infer_signature(raw.head(200), np.zeros(min(len(raw), 200), dtype="float32"))
+        info = mlflow.xgboost.log_model(
+            booster,
+            name=MODEL_NAME_IN_RUN,
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+            model_format="ubj",
+        )
+    return str(info.model_uri)
+
+
+@contextmanager
+def _mlflow_hints_silenced() -> Iterator[None]:
+    """Silence two MLflow warnings that do not apply here.
+
+    A local lake path matches both the "" and "file" dataset-source types; and the integer-columns
+    hint is moot because scoring encodes input with :func:`model_input`, not the signature.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The specified dataset source", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message="Hint: Inferred schema contains integer", category=UserWarning
+        )
+        yield
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def register(config: PipelineConfig, model_uri: str, tags: dict[str, str], run_id: str) -> str:
+    """Register a new version carrying the lineage tags and point the ``challenger`` alias at it."""
+    import mlflow
+
+    name = config.model.registered_name
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    client = registry.mlflow_client()
+    client.update_model_version(
+        name,
+        version.version,
+        description=(
+            f"Trained by pipeline {config.name} (MLflow run {run_id}) on snapshot {tags['training_run']}. "
+            "Load with mlflow.xgboost.load_model and encode input with mlsteps.platform.datasets.model_input."
+        ),
+    )
+    client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
+    return str(version.version)
+
+
+def importance_figure(booster: xgb.Booster, top: int = 25) -> Figure:
+    """A horizontal bar chart of the booster's gain importance."""
+    from matplotlib.figure import Figure
+
+    scores = booster.get_score(importance_type="gain")
+    ranked = sorted(scores.items(), key=lambda item: item[1])[-top:]
+    figure = Figure(figsize=(7, 0.3 * max(len(ranked), 4) + 1))
+    axes = figure.subplots()
+    axes.barh([name for name, _ in ranked], [value for _, value in ranked], color="#3e7cb1")
+    axes.set_xlabel("average gain")
+    axes.set_title("Feature importance (gain)")
+    figure.tight_layout()
+    return figure
+
+
+# --- reference sample ---------------------------------------------------------------------
+
+
+def save_reference(context: StepContext, snapshot: TrainingSet, booster: xgb.Booster, version: str) -> str:
+    """Commit a seeded sample of the training features plus the model score as the drift reference.
+
+    Written to ``reference/<model>/<version>/`` as a committed partition.
+
+    Returns:
+        The partition's URI.
+    """
+    import pyarrow as pa
+
+    config = context.config
+    rows = min(len(snapshot.train), config.drift.sample_rows)
+    sample = snapshot.train.sample(n=rows, random_state=config.model.seed).sort_index()
+    frame = sample.loc[:, snapshot.feature_columns].reset_index(drop=True)
+    frame[SCORE_COLUMN] = predict(booster, sample, config)
+    prefix = reference_prefix(config, version)
+    staging = context.lake.stage(prefix)
+    staging.write_parquet("sample.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+    context.lake.commit(
+        staging,
+        {
+            "producer": "train",
+            "model": config.model.registered_name,
+            "version": version,
+            "feature_columns": snapshot.feature_columns,
+            "categorical_columns": snapshot.categorical_columns,
+            "score_column": SCORE_COLUMN,
+            "training_run": snapshot.manifest["training_run"],
+            "data_fingerprint": snapshot.manifest["fingerprint"],
+            **context.lineage(),
+        },
+    )
+    return context.lake.url(prefix)

@@ -1,0 +1,1 @@
+"""Repository tools (the demo, a local Airflow, a demo webhook); not part of the step image."""

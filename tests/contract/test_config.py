@@ -1,0 +1,188 @@
+"""The pipeline config: the bundled file loads, its hash is stable, and bad files give one clear line."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlsteps.contract.config import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    PipelineConfig,
+    config_path,
+    load_config,
+)
+from mlsteps.errors import StepError
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def bundled() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+
+
+def write_config(directory: Path, document: dict[str, Any] | str, name: str = "pipeline.yaml") -> Path:
+    path = directory / name
+    path.write_text(document if isinstance(document, str) else yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def mutated(mutation: Mutation) -> dict[str, Any]:
+    document = copy.deepcopy(bundled())
+    mutation(document)
+    return document
+
+
+def test_bundled_config_loads() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+
+    assert isinstance(config, PipelineConfig)
+    assert config.name == "card_fraud"
+    dataset = config.dataset
+    assert dataset.source == "raw/transactions"
+    assert dataset.label == "is_fraud"
+    assert dataset.key_columns == ["transaction_id", "customer_id"]
+    assert dataset.columns["merchant_category"].type == "categorical"
+    assert "online_retail" in (dataset.columns["merchant_category"].categories or ())
+    assert dataset.columns["distance_from_home_km"].max_null_ratio == pytest.approx(0.05)
+    assert dataset.min_rows_per_day == 500
+    assert config.model.holdout_days < config.model.training_window_days
+    assert config.scoring.schedule == "0 2 * * *"
+    assert config.dataset.label not in config.features.passthrough
+
+
+def test_config_is_immutable() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    with pytest.raises(ValueError, match="frozen"):
+        config.name = "other"  # type: ignore[misc]
+
+
+def test_config_hash_is_stable_and_follows_content(tmp_path: Path) -> None:
+    first = load_config(DEFAULT_CONFIG_PATH).config_hash
+    assert first == load_config(DEFAULT_CONFIG_PATH).config_hash
+    assert len(first) == 16
+    int(first, 16)  # hexadecimal
+
+    # The same content with a different layout and key order hashes the same.
+    reordered = dict(reversed(list(bundled().items())))
+    assert load_config(write_config(tmp_path, reordered, "reordered.yaml")).config_hash == first
+
+    changed = mutated(lambda c: c["gates"].__setitem__("min_roc_auc", 0.81))
+    assert load_config(write_config(tmp_path, changed, "changed.yaml")).config_hash != first
+
+
+def _set(section: str, key: str, value: Any) -> Mutation:
+    return lambda c: c[section].__setitem__(key, value)
+
+
+BAD_CONFIGS: list[tuple[str, Mutation | str, list[str]]] = [
+    # (case, mutation of the bundled config or the raw file text, words the message must contain)
+    ("missing field", lambda c: c["dataset"].pop("event_time"), ["dataset.event_time", "required"]),
+    ("unknown field (typo)", _set("model", "num_boost_rounds", 5), ["model.num_boost_rounds", "spelling"]),
+    ("wrong type", _set("model", "num_boost_round", "many"), ["model.num_boost_round", "integer", "many"]),
+    ("out of range", _set("gates", "min_roc_auc", 1.5), ["gates.min_roc_auc", "1.5"]),
+    (
+        "min greater than max",
+        lambda c: c["dataset"]["columns"]["amount"].update(min=10, max=1),
+        ["dataset.columns.amount", "greater than max"],
+    ),
+    (
+        "categorical without categories",
+        lambda c: c["dataset"]["columns"]["merchant_category"].pop("categories"),
+        ["dataset.columns.merchant_category", "categories"],
+    ),
+    (
+        "label used as a feature",
+        lambda c: c["features"]["passthrough"].append("is_fraud"),
+        ["features.passthrough", "is_fraud", "label"],
+    ),
+    ("role column not in columns", _set("dataset", "row_id", "txn_id"), ["dataset", "row_id", "txn_id"]),
+    ("bad cron", _set("scoring", "schedule", "every night"), ["scoring", "every night", "cron"]),
+    ("cron with four fields", _set("training", "schedule", "0 3 * *"), ["training", "0 3 * *", "cron"]),
+    (
+        "holdout longer than training window",
+        _set("model", "holdout_days", 40),
+        ["model", "holdout_days", "training_window_days"],
+    ),
+    (
+        "aggregate of a non-numeric column",
+        lambda c: c["features"]["aggregates"].append(
+            {"column": "merchant_category", "functions": ["mean"], "windows": ["7d"]}
+        ),
+        ["features.aggregates", "merchant_category", "not numeric"],
+    ),
+    ("invalid YAML", "name: [unclosed\ndataset: {\n", ["not valid YAML", "line"]),
+    ("top level is a list", "- name\n- dataset\n", ["YAML mapping", "top level"]),
+    ("empty file", "", ["YAML mapping", "top level"]),
+]
+
+
+@pytest.mark.parametrize(("case", "bad", "words"), BAD_CONFIGS, ids=[case for case, _, _ in BAD_CONFIGS])
+def test_bad_config_names_file_and_field(
+    tmp_path: Path, case: str, bad: Mutation | str, words: list[str]
+) -> None:
+    path = write_config(tmp_path, bad if isinstance(bad, str) else mutated(bad))
+
+    with pytest.raises(StepError) as caught:
+        load_config(path)
+
+    message = str(caught.value)
+    assert "\n" not in message, f"{case}: the message must be one line"
+    assert str(path) in message, f"{case}: the message must name the file"
+    for word in words:
+        assert word in message, f"{case}: {word!r} missing from {message!r}"
+    assert "got {" not in message, "a whole section must not be dumped into the message"
+
+
+def test_several_bad_fields_are_all_named(tmp_path: Path) -> None:
+    def two_mistakes(c: dict[str, Any]) -> None:
+        c["gates"]["min_roc_auc"] = 7
+        c["drift"]["cooldown_hour"] = 1
+
+    with pytest.raises(StepError) as caught:
+        load_config(write_config(tmp_path, mutated(two_mistakes)))
+    assert "gates.min_roc_auc" in str(caught.value)
+    assert "drift.cooldown_hour" in str(caught.value)
+
+
+def test_missing_file_names_file_and_env_var(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(StepError, match="does not exist") as caught:
+        load_config(missing)
+    assert str(missing) in str(caught.value)
+    assert CONFIG_ENV_VAR in str(caught.value)
+
+
+def test_unreadable_path_is_a_step_error(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match="cannot be read") as caught:
+        load_config(tmp_path)  # a directory, not a file
+    assert str(tmp_path) in str(caught.value)
+
+
+def test_env_var_overrides_the_bundled_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = mutated(lambda c: c.__setitem__("name", "other_use_case"))
+    path = write_config(tmp_path, other)
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
+
+    assert config_path() == path
+    assert load_config().name == "other_use_case"
+    assert load_config(DEFAULT_CONFIG_PATH).name == "card_fraud"  # an explicit path still wins
+
+    monkeypatch.delenv(CONFIG_ENV_VAR)
+    assert config_path() == DEFAULT_CONFIG_PATH
+    assert load_config().name == "card_fraud"
+
+
+def test_env_var_pointing_at_a_bad_file_fails_with_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, mutated(_set("scoring", "decision_threshold", 2.0)))
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
+    with pytest.raises(StepError, match=r"scoring\.decision_threshold") as caught:
+        load_config()
+    assert str(path) in str(caught.value)
