@@ -1,0 +1,218 @@
+"""Pod specs the factory builds, rendered without a cluster (one fact per test)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubernetes.client import ApiClient
+
+from step_tasks import step_task
+from step_tasks.settings import ExecutionSettings, load_settings
+from tests.support.airflow import load_dagbag
+
+K8S_VERSION = "1.32.0"
+KUBE = ExecutionSettings(
+    mode="kubernetes", image="registry.example.com/mlsteps:1.2.3", step_env={"ML_LAKE_URI": "s3://lake/ml"}
+)
+
+
+def _pod(task: Any) -> dict[str, Any]:
+    pod = task.build_pod_request_obj(context=None, dry_run=True)
+    return dict(ApiClient().sanitize_for_serialization(pod))
+
+
+def _main_container(pod: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == "base")
+
+
+def _assert_restricted(pod: dict[str, Any]) -> None:
+    """The restricted Pod Security Standard, field by field."""
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert spec.get("hostNetwork") in (None, False)
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert context["runAsNonRoot"] is True, container["name"]
+        assert context.get("privileged") in (None, False), container["name"]
+
+
+@pytest.fixture(scope="module")
+def cpu_task() -> Any:
+    return step_task("validate", options={"--start": "2026-11-01", "--end": "2026-11-02"}, settings=KUBE)
+
+
+@pytest.fixture(scope="module")
+def cpu_pod(cpu_task: Any) -> dict[str, Any]:
+    return _pod(cpu_task)
+
+
+def test_cpu_pod_is_valid_for_the_kubernetes_schema(cpu_pod: dict[str, Any]) -> None:
+    kubernetes_validate.validate(cpu_pod, K8S_VERSION, strict=True)
+
+
+def test_cpu_pod_meets_the_restricted_standard(cpu_pod: dict[str, Any]) -> None:
+    _assert_restricted(cpu_pod)
+
+
+def test_step_runs_in_exec_form(cpu_pod: dict[str, Any]) -> None:
+    assert _main_container(cpu_pod)["command"] == ["python", "-m", "mlsteps"]
+
+
+def test_options_come_first_then_the_run_identity(cpu_pod: dict[str, Any]) -> None:
+    args = _main_container(cpu_pod)["args"]
+    assert args[:5] == ["validate", "--start", "2026-11-01", "--end", "2026-11-02"]
+    assert {"--run-id", "--dag-id"} <= set(args)
+
+
+def test_pod_runs_the_configured_image(cpu_pod: dict[str, Any]) -> None:
+    assert _main_container(cpu_pod)["image"] == "registry.example.com/mlsteps:1.2.3"
+
+
+def test_result_goes_to_the_xcom_sidecars_file(cpu_pod: dict[str, Any]) -> None:
+    env = {e["name"]: e.get("value") for e in _main_container(cpu_pod)["env"]}
+    assert env["ML_STEP_RESULT"] == "/airflow/xcom/return.json"
+
+
+def test_step_environment_reaches_the_pod(cpu_pod: dict[str, Any]) -> None:
+    env = {e["name"]: e.get("value") for e in _main_container(cpu_pod)["env"]}
+    assert env["ML_LAKE_URI"] == "s3://lake/ml"
+
+
+def test_cpu_pod_asks_for_no_gpu(cpu_pod: dict[str, Any]) -> None:
+    container = _main_container(cpu_pod)
+    assert "ML_REQUIRE_GPU" not in {e["name"] for e in container["env"]}
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+    assert cpu_pod["spec"].get("nodeSelector") in (None, {})
+
+
+def test_root_filesystem_is_read_only_with_a_scratch_tmp(cpu_pod: dict[str, Any]) -> None:
+    container = _main_container(cpu_pod)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"mountPath": "/tmp", "name": "scratch"} in container["volumeMounts"]
+
+
+def test_pod_runs_as_the_step_service_account_in_the_step_namespace(cpu_pod: dict[str, Any]) -> None:
+    assert cpu_pod["spec"]["serviceAccountName"] == "ml-steps"
+    assert cpu_pod["metadata"]["namespace"] == "ml-steps"
+
+
+def test_cpu_pod_deadline_is_the_task_timeout(cpu_pod: dict[str, Any]) -> None:
+    assert cpu_pod["spec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_task_defers_and_pushes_the_result(cpu_task: Any) -> None:
+    assert cpu_task.deferrable is True
+    assert cpu_task.do_xcom_push is True
+
+
+def test_task_deletes_its_pod_when_done(cpu_task: Any) -> None:
+    assert cpu_task.on_finish_action.value == "delete_pod"
+
+
+def test_task_retries_crashes_with_backoff(cpu_task: Any) -> None:
+    assert cpu_task.retries == 2
+    assert cpu_task.retry_exponential_backoff
+
+
+def test_gpu_profile_adds_limit_selector_and_tolerations() -> None:
+    pod = _pod(step_task("train", options={"--device": "cuda"}, profile="gpu", settings=KUBE))
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    container = _main_container(pod)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+        "tolerations"
+    ]
+    assert {"name": "ML_REQUIRE_GPU", "value": "1"} in container["env"]
+    assert pod["spec"]["activeDeadlineSeconds"] == 4 * 3600
+
+
+def test_credentials_come_only_from_secret_refs() -> None:
+    pod = _pod(step_task("train", settings=KUBE))
+    container = _main_container(pod)
+    assert [ref["secretRef"]["name"] for ref in container["envFrom"]] == [
+        "ml-s3-credentials",
+        "ml-mlflow-credentials",
+    ]
+    names = {e["name"] for e in container["env"]}
+    assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"}
+
+
+def test_secret_values_in_the_worker_environment_never_reach_the_pod_spec() -> None:
+    canary = "canary-3c1f9e-secret"
+    settings = load_settings(
+        {
+            "ML_EXECUTION_MODE": "kubernetes",
+            "AWS_SECRET_ACCESS_KEY": canary,
+            "MLFLOW_TRACKING_PASSWORD": canary,
+            "ML_LAKE_URI": "s3://lake/x",
+        }  # fmt: skip
+    )
+    assert canary not in json.dumps(_pod(step_task("score", settings=settings)))
+
+
+def test_keep_failed_pods_setting() -> None:
+    settings = load_settings({"ML_EXECUTION_MODE": "kubernetes", "ML_KEEP_FAILED_PODS": "true"})
+    assert step_task("validate", settings=settings).on_finish_action.value == "delete_succeeded_pod"
+
+
+def test_pod_waits_for_a_node_only_the_schedule_timeout() -> None:
+    settings = load_settings({"ML_EXECUTION_MODE": "kubernetes", "ML_POD_SCHEDULE_TIMEOUT": "45"})
+    task = step_task("train", profile="gpu", settings=settings)
+    assert task.schedule_timeout_seconds == 45
+    assert task.startup_timeout_seconds == 600
+
+
+def test_failed_step_log_tail_is_the_termination_message() -> None:
+    container = _main_container(_pod(step_task("validate", settings=KUBE)))
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_resource_profiles_setting_replaces_requests_and_limits() -> None:
+    profiles = {"cpu": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}}
+    settings = load_settings(
+        {"ML_EXECUTION_MODE": "kubernetes", "ML_RESOURCE_PROFILES": json.dumps(profiles)}
+    )
+    resources = _main_container(_pod(step_task("validate", settings=settings)))["resources"]
+    assert resources == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    gpu = _main_container(_pod(step_task("train", profile="gpu", settings=settings)))["resources"]
+    assert gpu["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_every_task_of_every_dag_renders_a_valid_restricted_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = load_dagbag(monkeypatch, "kubernetes", ML_STEP_IMAGE="registry.example.com/mlsteps:1.2.3")
+    assert bag.import_errors == {}
+    rendered, rendered_steps = 0, set()
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            if hasattr(task, "unmap"):  # a mapped shard: render it with one shard's arguments
+                task = task.unmap(
+                    {"arguments": ["--model-version", "1", "--shard-index", "0", "--shard-count", "2"]}
+                )
+            if not hasattr(task, "build_pod_request_obj"):
+                continue  # branch, gate and trigger tasks are orchestration, not steps
+            pod = _pod(task)
+            kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+            _assert_restricted(pod)
+            container = _main_container(pod)
+            assert container["command"][:3] == ["python", "-m", "mlsteps"]
+            assert all(isinstance(arg, str) for arg in container["command"] + container["args"])
+            rendered += 1
+            rendered_steps.add((container["command"] + container["args"])[3])
+    assert rendered >= 14
+    assert {
+        "validate",
+        "train",
+        "evaluate",
+        "promote",
+        "score",
+        "commit-predictions",
+        "drift",
+    } <= rendered_steps
