@@ -185,6 +185,32 @@ class DriftConfig(_Frozen):
     weekly_retrain_budget: int = Field(2, ge=0)
 
 
+class PerformanceConfig(_Frozen):
+    """When realized performance on delayed labels counts as a drop (the performance monitor)."""
+
+    label_delay_days: int = Field(
+        7, ge=0, le=365, description="Days after a scored day before its labels are expected to be in."
+    )
+    label_source: str | None = Field(
+        None,
+        description="Lake prefix of a label table (row id, label) by ds=; unset: the raw label column.",
+    )
+    metric: Literal["roc_auc", "pr_auc", "log_loss"] = Field(
+        "roc_auc", description="The metric judged for a drop."
+    )
+    tolerance: float = Field(
+        0.02, ge=0.0, le=1.0, description="How far past the evaluation level is tolerated."
+    )
+    consecutive_days: int = Field(
+        2, ge=1, le=60, description="Judged days in a row beyond tolerance that make a drop."
+    )
+    min_labeled_rows: int = Field(
+        200, ge=1, description="Fewer labelled rows than this: the day is not judged."
+    )
+    bootstrap_samples: int = Field(300, ge=20, le=10_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+
+
 NotificationEvent = Literal[
     "gate_rejected",
     "approval_requested",
@@ -239,6 +265,7 @@ class PipelineConfig(_Frozen):
     training: TrainingScheduleConfig = TrainingScheduleConfig()
     scoring: ScoringConfig = ScoringConfig()
     drift: DriftConfig = DriftConfig()
+    performance: PerformanceConfig = PerformanceConfig()
     notifications: NotificationsConfig = NotificationsConfig()
 
     @field_validator("training", "scoring", mode="after")
