@@ -153,6 +153,35 @@ def test_drift_shifts_exactly_the_chosen_columns_from_its_day_on(events: pd.Data
         assert 0.2 < changed < 0.5
 
 
+@pytest.fixture(scope="module")
+def concept_shifted() -> pd.DataFrame:
+    return generate_events(DAYS, ROWS, CUSTOMERS, SEED, concept_shift_from=DRIFT_DAY)
+
+
+def test_concept_shift_leaves_every_input_unchanged(
+    events: pd.DataFrame, concept_shifted: pd.DataFrame
+) -> None:
+    inputs = [c for c in COLUMNS if c != "is_fraud"]
+    pd.testing.assert_frame_equal(concept_shifted[inputs], events[inputs])
+
+
+def test_concept_shift_leaves_labels_before_its_day(
+    events: pd.DataFrame, concept_shifted: pd.DataFrame
+) -> None:
+    for day in (day for day in DAYS if day < DRIFT_DAY):
+        pd.testing.assert_series_equal(
+            on_day(concept_shifted, day)["is_fraud"], on_day(events, day)["is_fraud"]
+        )
+
+
+def test_concept_shift_moves_fraud_online_from_its_day(
+    events: pd.DataFrame, concept_shifted: pd.DataFrame
+) -> None:
+    after = concept_shifted[concept_shifted["event_time"].dt.date >= DRIFT_DAY]
+    online = after["merchant_category"].isin(["online_retail", "electronics"])
+    assert after.loc[online, "is_fraud"].mean() > 4 * after.loc[~online, "is_fraud"].mean()
+
+
 @pytest.mark.parametrize("column", ["distance_from_home_km", "is_international", "card_present"])
 def test_each_driftable_column_drifts_alone(column: str) -> None:
     days = DAYS[:2]

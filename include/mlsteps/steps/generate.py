@@ -35,6 +35,13 @@ RULE = (
     " + 2.2*is_international + 1.5*(1 - card_present) + 1.4*[distance_km > 150] + 1.1*[hour < 5]"
     " + N(0, 0.4)"
 )
+#: The rule from ``--concept-shift-from`` on (concept drift): the inputs are drawn exactly as before,
+#: but fraud moves to online and electronics purchases and the old signals weaken.
+SHIFTED_RULE = (
+    "logit = -5.2 + 0.8*max(0, ln(amount / trailing_30d_mean_amount)) + 0.5*[events_last_24h >= 4]"
+    " + 0.4*is_international + 2.6*[merchant_category in (online_retail, electronics)]"
+    " - 1.2*(1 - card_present) + 1.1*[hour < 5] + N(0, 0.4)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--drift-columns",
         default="amount,distance_from_home_km,merchant_category",
         help=f"Comma-separated columns to shift with --drift-from; any of {', '.join(DRIFTABLE)}.",
+    )
+    parser.add_argument(
+        "--concept-shift-from",
+        type=parse_day,
+        help="From this day on, label by SHIFTED_RULE (concept drift); the inputs are unchanged.",
     )
 
 
@@ -67,7 +79,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     days = [args.start + dt.timedelta(days=i) for i in range(args.days)]
     events = generate_events(
-        days, args.rows_per_day, args.customers, args.seed, args.drift_from, drift_columns
+        days,
+        args.rows_per_day,
+        args.customers,
+        args.seed,
+        args.drift_from,
+        drift_columns,
+        concept_shift_from=args.concept_shift_from,
     )
     written = []
     for day, frame in events.groupby(events["event_time"].dt.date, sort=True):
@@ -81,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "uri": uri,
         "fraud_rate": round(float(events["is_fraud"].mean()), 5),
         "drift_from": args.drift_from.isoformat() if args.drift_from else None,
+        "concept_shift_from": args.concept_shift_from.isoformat() if args.concept_shift_from else None,
     }
 
 
@@ -113,6 +132,7 @@ def generate_events(
     seed: int,
     drift_from: dt.date | None = None,
     drift_columns: tuple[str, ...] = (),
+    concept_shift_from: dt.date | None = None,
 ) -> pd.DataFrame:
     """Events for ``days``, labelled by :data:`RULE` using each customer's 30 days of history.
 
@@ -123,6 +143,7 @@ def generate_events(
         seed: Base seed. Customer profiles and every day's draws derive from it.
         drift_from: First day whose ``drift_columns`` are shifted, or None.
         drift_columns: Columns to shift on and after ``drift_from``.
+        concept_shift_from: First day labelled by :data:`SHIFTED_RULE` instead of :data:`RULE`, or None.
 
     Returns:
         Raw events sorted by event time, with the columns in :data:`COLUMNS`.
@@ -140,7 +161,7 @@ def generate_events(
             frame = _apply_drift(frame, drift_columns, np.random.default_rng([seed, day.toordinal(), 99]))
         frames.append(frame)
     events = pd.concat(frames, ignore_index=True).sort_values("event_time", kind="stable")
-    events = _label(events, profiles)
+    events = _label(events, profiles, concept_shift_from)
     events = events[events["event_time"].dt.date >= days[0]]
     return events.loc[:, list(COLUMNS)].reset_index(drop=True)
 
@@ -234,8 +255,10 @@ def _apply_drift(frame: pd.DataFrame, columns: tuple[str, ...], rng: np.random.G
     return frame
 
 
-def _label(events: pd.DataFrame, profiles: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Apply :data:`RULE` with each customer's strictly-past history."""
+def _label(
+    events: pd.DataFrame, profiles: dict[str, np.ndarray], concept_shift_from: dt.date | None = None
+) -> pd.DataFrame:
+    """Apply :data:`RULE` (:data:`SHIFTED_RULE` from the shift on) with each customer's past history."""
     import numpy as np
 
     ordered = events.sort_values(["customer_index", "event_time"], kind="stable")
@@ -244,19 +267,35 @@ def _label(events: pd.DataFrame, profiles: dict[str, np.ndarray]) -> pd.DataFram
     past_count_24h = grouped.rolling("1D", closed="left").count().to_numpy()
     fallback = np.exp(profiles["amount_mu"][ordered["customer_index"].to_numpy()] + 0.245)
     past_mean = np.where(np.isnan(past_mean), fallback, past_mean)
-    past_count_24h = np.nan_to_num(past_count_24h)
-
-    distance = ordered["distance_from_home_km"].fillna(0.0).to_numpy()
-    logit = (
-        -8.0
-        + 2.8 * np.maximum(0.0, np.log(ordered["amount"].to_numpy() / past_mean))
-        + 1.4 * (past_count_24h >= 4)
-        + 2.2 * ordered["is_international"].to_numpy()
-        + 1.5 * (~ordered["card_present"].to_numpy())
-        + 1.4 * (distance > 150)
-        + 1.1 * (ordered["event_time"].dt.hour.to_numpy() < 5)
-        + ordered["label_noise"].to_numpy()
-    )
+    signals = {
+        "jump": np.maximum(0.0, np.log(ordered["amount"].to_numpy() / past_mean)),
+        "burst": np.nan_to_num(past_count_24h) >= 4,
+        "international": ordered["is_international"].to_numpy(),
+        "card_absent": ~ordered["card_present"].to_numpy(),
+        "far": ordered["distance_from_home_km"].fillna(0.0).to_numpy() > 150,
+        "night": ordered["event_time"].dt.hour.to_numpy() < 5,
+        "online": ordered["merchant_category"].isin(["online_retail", "electronics"]).to_numpy(),
+    }
+    logit = _rule_logit(signals) + ordered["label_noise"].to_numpy()
+    if concept_shift_from is not None:
+        shifted = (ordered["event_time"].dt.date >= concept_shift_from).to_numpy()
+        logit = np.where(shifted, _shifted_logit(signals) + ordered["label_noise"].to_numpy(), logit)
     probability = 1.0 / (1.0 + np.exp(-logit))
     ordered = ordered.assign(is_fraud=ordered["label_draw"].to_numpy() < probability)
     return ordered.sort_values("event_time", kind="stable")
+
+
+def _rule_logit(s: dict[str, np.ndarray]) -> np.ndarray:
+    """:data:`RULE` without its noise term."""
+    return (
+        -8.0 + 2.8 * s["jump"] + 1.4 * s["burst"] + 2.2 * s["international"] + 1.5 * s["card_absent"]
+        + 1.4 * s["far"] + 1.1 * s["night"]
+    )  # fmt: skip
+
+
+def _shifted_logit(s: dict[str, np.ndarray]) -> np.ndarray:
+    """:data:`SHIFTED_RULE` without its noise term."""
+    return (
+        -5.2 + 0.8 * s["jump"] + 0.5 * s["burst"] + 0.4 * s["international"] + 2.6 * s["online"]
+        - 1.2 * s["card_absent"] + 1.1 * s["night"]
+    )  # fmt: skip
