@@ -19,36 +19,21 @@ monitoring experiment.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import chain, dag, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from mlsteps.contract.config import load_config
 from step_tasks import dag_default_args, step_task
 from step_tasks.assets import predictions_asset
 from step_tasks.params import day_param
+from step_tasks.retrain import retrain_trigger
 
-log = logging.getLogger(__name__)
 CONFIG = load_config()
 PREDICTIONS = predictions_asset(CONFIG.name, CONFIG.model.registered_name)
-DS = "{{ ti.xcom_pull(task_ids='resolve_ds') }}"
-
-
-class TriggerRetraining(TriggerDagRunOperator):
-    """``TriggerDagRunOperator`` whose ``run_after`` is a template too.
-
-    Airflow infers a triggered run's data interval from its ``run_after``, not its logical date.
-    """
-
-    template_fields = (*TriggerDagRunOperator.template_fields, "run_after")
-
-
-#: The end of the checked day: the retrain's logical date and run_after, so its training window
-#: ([end - window, end)) includes that day, and a late or replayed check trains on the same window.
-DAY_END = "{{ macros.ds_add(ti.xcom_pull(task_ids='resolve_ds'), 1) }}T00:00:00+00:00"
+DAY = "ti.xcom_pull(task_ids='resolve_ds')"
+DS = "{{ " + DAY + " }}"
 
 
 @dag(
@@ -86,27 +71,7 @@ def ml_drift_monitor() -> None:
         "decide-retrain", options={"--ds": DS}, doc_md="Drift verdict, cooldown and weekly budget."
     )
 
-    @task(task_id="retrain_request", multiple_outputs=True)
-    def retrain_request(decision: dict[str, Any]) -> dict[str, Any]:
-        """Pass the trigger on, or skip visibly with the reasons."""
-        for reason in decision.get("reasons", []):
-            log.info("decide_retrain: %s", reason)
-        if not decision.get("trigger"):
-            raise AirflowSkipException("no retrain: " + "; ".join(decision.get("reasons", [])))
-        return {"run_id": decision["run_id"], "conf": decision["conf"]}
-
-    request = retrain_request(decide.output)
-    trigger_retraining = TriggerRetraining(
-        task_id="trigger_retraining",
-        trigger_dag_id="ml_training",
-        trigger_run_id=request["run_id"],
-        conf=request["conf"],
-        logical_date=DAY_END,
-        run_after=DAY_END,
-        skip_when_already_exists=True,
-        wait_for_completion=False,
-        doc_md="Start `ml_training` for this drifted day (once: the run id is `drift__<ds>`).",
-    )
+    request, trigger_retraining = retrain_trigger(decide, DAY, "drift")
     chain(resolve_ds(), drift, decide, request, trigger_retraining)
 
 

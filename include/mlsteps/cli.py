@@ -71,6 +71,10 @@ STEPS: dict[str, tuple[str, str]] = {
         "mlsteps.steps.drift",
         "Compare a day's features and scores with the model's reference sample.",
     ),
+    "monitor-performance": (
+        "mlsteps.steps.performance",
+        "Judge a scored day's realized performance on its labels against the evaluation level.",
+    ),
     "decide-retrain": (
         "mlsteps.steps.retrain_policy",
         "Decide from a drift report, cooldown and weekly budget whether to retrain (once per day).",

@@ -12,3 +12,8 @@ def predictions_asset(pipeline: str, model: str) -> Asset:
     or URI is already taken by another, so two models of one pipeline must not share a name.
     """
     return Asset(name=f"{pipeline}_{model}_predictions", uri=f"mlsteps://{pipeline}/predictions/{model}")
+
+
+def performance_asset(pipeline: str, model: str) -> Asset:
+    """The realized performance of ``model``; one event per judged day (``extra['ds']``, ``status``)."""
+    return Asset(name=f"{pipeline}_{model}_performance", uri=f"mlsteps://{pipeline}/performance/{model}")

@@ -9,7 +9,13 @@ import pytest
 from tests.support.airflow import BASELINE_DAG, load_dagbag, parse_in_fresh_process
 
 MODES = ["local", "kubernetes"]
-EXPECTED_DAGS = {"ml_training", "ml_rollback", "ml_batch_scoring", "ml_drift_monitor"}
+EXPECTED_DAGS = {
+    "ml_training",
+    "ml_rollback",
+    "ml_batch_scoring",
+    "ml_drift_monitor",
+    "ml_performance_monitor",
+}
 
 
 @pytest.fixture(scope="module", params=MODES)

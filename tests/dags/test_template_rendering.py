@@ -36,6 +36,7 @@ UPSTREAM: dict[Any, Any] = {
     "plan_scoring": {"model_version": "3", "shards": [["--shard-index", "0", "--shard-count", "1"]]},
     "commit_predictions": {"ds": "2026-11-01", "uri": "lake://predictions/ds=2026-11-01"},
     "resolve_ds": "2026-11-01",
+    "monitor_performance": {"ds": "2026-10-25", "status": "dropped", "significant": True},
     "decide_retrain": {"trigger": True, "run_id": "drift__2026-11-01", "conf": {"reason": "drift"}},
     ("retrain_request", "run_id"): "drift__2026-11-01",
     ("retrain_request", "conf"): {"reason": "drift", "ds": "2026-11-01"},
@@ -179,7 +180,9 @@ def test_a_run_without_a_logical_date_has_no_interval_keys(dags: dict[str, Any])
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("dag_id", ["ml_training", "ml_batch_scoring", "ml_drift_monitor", "ml_rollback"])
+@pytest.mark.parametrize(
+    "dag_id", ["ml_training", "ml_batch_scoring", "ml_drift_monitor", "ml_performance_monitor", "ml_rollback"]
+)
 def test_every_task_renders(dags: dict[str, Any], mode: str, kind: str, dag_id: str) -> None:
     dag = dags[mode][dag_id]
     for task in dag.tasks:
@@ -223,3 +226,23 @@ def test_shared_interval_snippets_render_for_a_run_without_a_logical_date(dags: 
     env = task.dag.get_template_env()
     rendered = [task.render_template(snippet, context, env) for snippet in (INTERVAL_START, INTERVAL_END, DS)]
     assert rendered == ["2026-11-01T10:00:00+00:00", "2026-11-02T10:00:00+00:00", "2026-11-01"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_performance_monitor_judges_the_day_whose_labels_are_due(dags: dict[str, Any], kind: str) -> None:
+    from mlsteps.contract.config import load_config
+
+    task = dags["local"]["ml_performance_monitor"].get_task("monitor_performance")
+    run = server_dag_run(task.dag, kind)
+    run_day = (run.data_interval_start or run.run_after - dt.timedelta(days=1)).date()
+    due = run_day - dt.timedelta(days=load_config().performance.label_delay_days)
+    assert options(render(task, kind).arguments)["--ds"] == due.isoformat()
+
+
+def test_the_performance_monitors_ds_param_names_the_judged_day(dags: dict[str, Any]) -> None:
+    task = dags["local"]["ml_performance_monitor"].get_task("decide_retrain")
+    context = template_context(task, "no_logical_date")
+    context["params"] = {**context["params"], "ds": "2026-09-30"}
+    rendered = copy.deepcopy(task)
+    rendered.render_template_fields(context, task.dag.get_template_env())
+    assert options(rendered.arguments)["--ds"] == "2026-09-30"

@@ -129,6 +129,7 @@ BAD_TYPED: dict[tuple[str, str], list[Any]] = {
     ("ml_training", "ds"): ["2026-11-01\n", "2026-1-1", "yesterday", 20261101],
     ("ml_batch_scoring", "shard_count"): [0, 65, -1, 2.5, "4", 10**12, None],
     ("ml_drift_monitor", "ds"): ["2026-11-01\n", "2026-11-01; touch x", "../2026-11-01"],
+    ("ml_performance_monitor", "ds"): ["2026-11-01\n", "2026-11-01; touch x", "../2026-11-01"],
 }
 
 #: Where each string Param lands: (dag, param) -> (task, flag) of every step that receives it.
@@ -138,6 +139,7 @@ STRING_PARAMS: dict[tuple[str, str], list[tuple[str, str]]] = {
     ("ml_rollback", "version"): [("rollback", "--version")],
     ("ml_batch_scoring", "alias"): [("plan_scoring", "--alias"), ("commit_predictions", "--alias")],
     ("ml_drift_monitor", "ds"): [("drift", "--ds"), ("decide_retrain", "--ds")],
+    ("ml_performance_monitor", "ds"): [("monitor_performance", "--ds"), ("decide_retrain", "--ds")],
 }
 
 

@@ -12,6 +12,7 @@ from mlsteps.logic.performance import (
     bootstrap_metrics,
     drop_verdict,
     expected_calibration_error,
+    join_labels,
     realized_metrics,
 )
 
@@ -118,3 +119,20 @@ def test_no_judged_day_is_waiting_not_a_drop() -> None:
     verdict = drop_verdict([_day("d1", False, judged=False)], consecutive_days=1)
     assert not verdict.significant
     assert "no day has enough labels" in verdict.reason
+
+
+def test_only_rows_with_a_known_label_are_joined() -> None:
+    import pandas as pd
+
+    scored = pd.DataFrame({"id": ["a", "b", "c"], "score": [0.1, 0.5, 0.9]})
+    labels = pd.DataFrame({"id": ["a", "c", "z"], "y": [False, None, True]})
+    joined = join_labels(scored, labels, "id", "y")
+    assert joined.to_dict("list") == {"id": ["a"], "score": [0.1], "y": [0]}
+
+
+def test_a_row_labelled_twice_keeps_its_last_label() -> None:
+    import pandas as pd
+
+    scored = pd.DataFrame({"id": ["a"], "score": [0.1]})
+    labels = pd.DataFrame({"id": ["a", "a"], "y": [False, True]})
+    assert join_labels(scored, labels, "id", "y")["y"].tolist() == [1]

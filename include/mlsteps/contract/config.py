@@ -188,6 +188,9 @@ class DriftConfig(_Frozen):
 class PerformanceConfig(_Frozen):
     """When realized performance on delayed labels counts as a drop (the performance monitor)."""
 
+    schedule: str = Field(
+        "0 6 * * *", description="When `ml_performance_monitor` judges the day whose labels are due."
+    )
     label_delay_days: int = Field(
         7, ge=0, le=365, description="Days after a scored day before its labels are expected to be in."
     )
@@ -268,7 +271,7 @@ class PipelineConfig(_Frozen):
     performance: PerformanceConfig = PerformanceConfig()
     notifications: NotificationsConfig = NotificationsConfig()
 
-    @field_validator("training", "scoring", mode="after")
+    @field_validator("training", "scoring", "performance", mode="after")
     @classmethod
     def _cron_has_five_fields(cls, value: Any) -> Any:
         if not re.fullmatch(r"(@\w+|(\S+\s+){4}\S+)", value.schedule.strip()):

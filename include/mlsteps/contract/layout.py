@@ -10,7 +10,9 @@ Lake-relative paths, from the lake's root (``$ML_LAKE_URI``)::
     reports/validation/ds=<first day>/<purpose>/       validate's report (training or scoring)
     reports/evaluation/ds=<day>/<model>-v<version>/    evaluate's report
     reports/drift/ds=<day>/                            the drift monitor's report
-    monitoring/<model>/retrains/                       the retrain requests the monitor made
+    reports/performance/ds=<day>/                      the performance monitor's report
+    monitoring/<model>/retrains/                       the retrain requests the monitors made
+    monitoring/<model>/performance/ds=<day>.json       a day's realized performance on its labels
     ledger/<model>/                                    the promotion ledger and recorded decisions
     locks/<model>/champion.lock                        the champion-change lease
 
@@ -89,8 +91,24 @@ def drift_report_prefix(day: dt.date | str) -> str:
     return partition(f"{REPORTS_ROOT}/drift", day)
 
 
+def performance_report_prefix(day: dt.date | str) -> str:
+    """The performance monitor's report on a labelled day."""
+    return partition(f"{REPORTS_ROOT}/performance", day)
+
+
+def performance_prefix(model: str) -> str:
+    """One record per judged (or waiting) day of a registered model: realized metrics and verdict."""
+    return f"monitoring/{model}/performance"
+
+
+def performance_record_path(model: str, day: dt.date | str) -> str:
+    """A day's realized-performance record (``<prefix>/ds=<day>.json``, rewritten as labels arrive)."""
+    day_text = day if isinstance(day, str) else day.isoformat()
+    return f"{performance_prefix(model)}/ds={day_text}.json"
+
+
 def report_kind_prefix(kind: str) -> str:
-    """Every day's reports of one kind (validation, evaluation or drift)."""
+    """Every day's reports of one kind (validation, evaluation, drift or performance)."""
     return f"{REPORTS_ROOT}/{kind}"
 
 

@@ -64,11 +64,32 @@ class PlanScoringResult(StepResult):
     shards: list[list[str]]
 
 
+class MonitorPerformanceResult(StepResult):
+    ds: str
+    model_name: str
+    model_version: str
+    #: "waiting" (too few labels yet), "ok" or "dropped" (this day is beyond the tolerance).
+    status: str
+    labeled_rows: int
+    scored_rows: int
+    label_coverage: float
+    metric: str
+    evaluation_level: float
+    metrics: dict[str, Any]
+    significant: bool
+    reason: str
+    report_html: str
+    report_json: str
+    mlflow_run_id: str
+    experiment_id: str
+
+
 #: Step name (as on the command line) -> the type of its result.
 RESULTS: dict[str, type] = {
     "train": TrainResult,
     "evaluate": EvaluateResult,
     "plan-scoring": PlanScoringResult,
+    "monitor-performance": MonitorPerformanceResult,
 }
 
 

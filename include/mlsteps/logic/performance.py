@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 JudgedMetric = Literal["roc_auc", "pr_auc", "log_loss"]
 #: Every realized metric, in report order.
@@ -49,6 +52,16 @@ class DropVerdict:
     significant: bool
     run: int
     reason: str
+
+
+def join_labels(scored: pd.DataFrame, labels: pd.DataFrame, row_id: str, label: str) -> pd.DataFrame:
+    """The scored rows whose label is known, by row id, with the label as 0/1.
+
+    Unknown (null) labels are not yet known, not negatives; a row labelled twice keeps its last label.
+    """
+    known = labels.dropna(subset=[label]).drop_duplicates(subset=[row_id], keep="last")
+    joined = scored.merge(known[[row_id, label]], on=row_id, how="inner", validate="one_to_one")
+    return joined.assign(**{label: joined[label].astype(int)})
 
 
 def expected_calibration_error(

@@ -1,0 +1,267 @@
+"""monitor-performance: the realized performance of the model that scored a day, once labels are in.
+
+Labels arrive late (a chargeback weeks after the payment), so the monitor judges the day that is
+``performance.label_delay_days`` old. It joins that day's committed predictions with the labels
+known so far, by row id (the label column of the raw partition, or the config's
+``performance.label_source``), and computes the realized metrics with bootstrap intervals
+(:mod:`mlsteps.logic.performance`). The judged metric is compared with the level recorded for the
+same model version at evaluation (its ``holdout_<metric>``). A day with fewer labelled rows than
+``performance.min_labeled_rows`` is *waiting for labels*: a result, not a failure.
+
+Each day's record is written to ``monitoring/<model>/performance/ds=<day>.json`` (rewritten as more
+labels arrive; a rerun on the same inputs writes the same bytes). The verdict reads the records of
+the same model version: ``performance.consecutive_days`` judged days in a row beyond the tolerance
+make a significant drop, which ``decide-retrain --reason performance`` turns into one retrain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlsteps.contract.layout import (
+    partition,
+    performance_prefix,
+    performance_record_path,
+    performance_report_prefix,
+    predictions_prefix,
+)
+from mlsteps.contract.results import MonitorPerformanceResult
+from mlsteps.errors import StepError
+from mlsteps.platform.context import StepContext, parse_day
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlsteps.contract.config import PipelineConfig
+    from mlsteps.platform.lake import Lake
+
+#: The per-day figures logged to MLflow and plotted, besides the interval bounds.
+LOGGED = ("roc_auc", "pr_auc", "log_loss", "expected_calibration_error", "base_rate", "flagged_rate")
+
+
+@dataclass(frozen=True)
+class ScoredDay:
+    """A day's committed predictions: the rows (row id, score) and the version that scored them."""
+
+    frame: pd.DataFrame
+    model_name: str
+    model_version: str
+    threshold: float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ds", type=parse_day, required=True, help="The scored day whose labels are judged.")
+
+
+def run(args: argparse.Namespace) -> MonitorPerformanceResult:
+    return monitor_performance(StepContext.from_args(args), args.ds)
+
+
+def monitor_performance(context: StepContext, day: dt.date) -> MonitorPerformanceResult:
+    """Judge one scored day on its labels, record it, and give the model version's verdict."""
+    from mlsteps.logic.performance import drop_verdict, join_labels
+    from mlsteps.reports.html import save_report
+    from mlsteps.reports.performance import build_report
+
+    config, lake = context.config, context.lake
+    scored = read_scored_day(lake, config, day)
+    labels = read_labels(lake, config, day)
+    dataset = config.dataset
+    joined = join_labels(scored.frame, labels, dataset.row_id, dataset.label)
+    level = evaluation_level(scored, config.performance.metric)
+    record = judge_day(config, day, scored, joined, level)
+    lake.write_json(performance_record_path(scored.model_name, day), record)
+    history = read_records(lake, scored.model_name)
+    verdict = drop_verdict(
+        [judgement(entry) for entry in history if entry["model_version"] == scored.model_version],
+        config.performance.consecutive_days,
+    )
+    document = {**record, "significant": verdict.significant, "run": verdict.run, "reason": verdict.reason}
+    document["summary"] = summary(document)
+    report = build_report(document, history)
+    uris = save_report(lake, performance_report_prefix(day), report, document)
+    run_id, experiment = log_run(context, document, report)
+    return {
+        "ds": day.isoformat(),
+        "model_name": scored.model_name,
+        "model_version": scored.model_version,
+        "status": record["status"],
+        "labeled_rows": record["labeled_rows"],
+        "scored_rows": record["scored_rows"],
+        "label_coverage": record["label_coverage"],
+        "metric": record["metric"],
+        "evaluation_level": level,
+        "metrics": record["metrics"],
+        "significant": verdict.significant,
+        "reason": verdict.reason,
+        "report_html": uris["report_html"],
+        "report_json": uris["report_json"],
+        "mlflow_run_id": run_id,
+        "experiment_id": experiment,
+        "summary": document["summary"],
+    }
+
+
+def read_scored_day(lake: Lake, config: PipelineConfig, day: dt.date) -> ScoredDay:
+    """The day's committed predictions, or refuse: a day never scored cannot be judged."""
+    model = config.model.registered_name
+    prefix = predictions_prefix(model, day)
+    manifest = lake.manifest(prefix)
+    if manifest is None:
+        raise StepError(
+            f"no committed predictions at {lake.url(prefix)}; score ds={day} (ml_batch_scoring) before "
+            "judging its performance"
+        )
+    table = lake.read_table(lake.partition_files(prefix), columns=[config.dataset.row_id, "score"])
+    return ScoredDay(
+        table.to_pandas(),
+        str(manifest.get("model_name", model)),
+        str(manifest["model_version"]),
+        float(manifest.get("decision_threshold", config.scoring.decision_threshold)),
+    )
+
+
+def read_labels(lake: Lake, config: PipelineConfig, day: dt.date) -> pd.DataFrame:
+    """The labels known so far for the day's rows; none yet is an empty frame, not an error."""
+    import pandas as pd
+
+    dataset = config.dataset
+    source = config.performance.label_source or dataset.source
+    prefix = partition(source, day)
+    files = lake.partition_files(prefix) if lake.exists(prefix) else []
+    if not files:
+        return pd.DataFrame({dataset.row_id: pd.Series(dtype=str), dataset.label: pd.Series(dtype=bool)})
+    try:
+        table = lake.read_table(files, columns=[dataset.row_id, dataset.label])
+    except (KeyError, ValueError) as err:
+        raise StepError(
+            f"labels at {lake.url(prefix)} lack the columns {dataset.row_id!r} and {dataset.label!r}: {err}"
+        ) from err
+    return table.to_pandas()
+
+
+def evaluation_level(scored: ScoredDay, metric: str) -> float:
+    """The metric the scoring version reached on its holdout at evaluation."""
+    from mlflow import MlflowClient
+
+    from mlsteps.platform import registry
+
+    client = MlflowClient()
+    version = client.get_model_version(scored.model_name, scored.model_version)
+    recorded = registry.holdout_metrics(client, version)
+    key = f"holdout_{metric}"
+    if key not in recorded:
+        raise StepError(
+            f"{scored.model_name} version {scored.model_version} has no {key} recorded at evaluation; "
+            "only evaluated versions can be monitored"
+        )
+    return recorded[key]
+
+
+def judge_day(
+    config: PipelineConfig, day: dt.date, scored: ScoredDay, joined: pd.DataFrame, level: float
+) -> dict[str, Any]:
+    """The day's record: coverage, metrics with intervals, and whether it is beyond tolerance."""
+    from mlsteps.logic.performance import beyond_tolerance, bootstrap_metrics
+
+    settings = config.performance
+    scored_rows, labeled_rows = len(scored.frame), len(joined)
+    record: dict[str, Any] = {
+        "ds": day.isoformat(),
+        "model_name": scored.model_name,
+        "model_version": scored.model_version,
+        "scored_rows": scored_rows,
+        "labeled_rows": labeled_rows,
+        "label_coverage": round(labeled_rows / scored_rows, 6) if scored_rows else 0.0,
+        "metric": settings.metric,
+        "evaluation_level": level,
+        "tolerance": settings.tolerance,
+        "metrics": {},
+        "status": "waiting",
+    }
+    if labeled_rows < settings.min_labeled_rows:
+        return record
+    intervals = bootstrap_metrics(
+        joined[config.dataset.label].to_numpy(),
+        joined["score"].to_numpy(dtype="float64"),
+        scored.threshold,
+        settings.bootstrap_samples,
+        settings.confidence,
+        seed=config.model.seed + day.toordinal(),
+    )
+    record["metrics"] = {
+        name: {"value": _round(i.value), "low": _round(i.low), "high": _round(i.high)}
+        for name, i in intervals.items()
+    }
+    dropped = beyond_tolerance(intervals[settings.metric], settings.metric, level, settings.tolerance)
+    record["status"] = "dropped" if dropped else "ok"
+    return record
+
+
+def read_records(lake: Lake, model: str) -> list[dict[str, Any]]:
+    """Every recorded day of the model, oldest first."""
+    prefix = performance_prefix(model)
+    names = sorted(
+        name for name in lake.list_dir(prefix) if name.startswith("ds=") and name.endswith(".json")
+    )
+    return [lake.read_json(f"{prefix}/{name}") for name in names]
+
+
+def judgement(record: dict[str, Any]) -> Any:
+    """A record as the drop rule reads it."""
+    from mlsteps.logic.performance import DayJudgement, Interval
+
+    judged = record["metrics"].get(record["metric"])
+    interval = Interval(judged["value"], judged["low"], judged["high"]) if judged else None
+    return DayJudgement(record["ds"], interval, record["status"] == "dropped")
+
+
+def summary(document: dict[str, Any]) -> str:
+    """One line for the UI."""
+    head = f"{document['model_name']} v{document['model_version']} on {document['ds']}"
+    coverage = f"{document['labeled_rows']}/{document['scored_rows']} rows labelled"
+    if document["status"] == "waiting":
+        return f"{head}: waiting for labels ({coverage})"
+    value = document["metrics"][document["metric"]]
+    figure = f"{document['metric']} {value['value']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
+    level = f"evaluated {document['evaluation_level']:.4f}"
+    verdict = "significant drop: retrain" if document["significant"] else document["status"]
+    return f"{head}: {figure} vs {level}, {coverage}; {verdict}"
+
+
+def log_run(context: StepContext, document: dict[str, Any], report: Any) -> tuple[str, str]:
+    """The day's MLflow monitoring run (monitor ``performance``)."""
+    from mlsteps.platform.monitoring import log_monitoring_run
+
+    tags = {
+        "monitor": "performance",
+        "ds": document["ds"],
+        "model_name": document["model_name"],
+        "model_version": document["model_version"],
+        "dag_run": context.run_id,
+        "status": document["status"],
+        "significant": str(document["significant"]).lower(),
+        **context.lineage(),
+    }
+    metrics: dict[str, float] = {
+        "labeled_rows": float(document["labeled_rows"]),
+        "label_coverage": float(document["label_coverage"]),
+        "significant": float(document["significant"]),
+    }
+    for name, interval in document["metrics"].items():
+        for part in ("value", "low", "high"):
+            if interval[part] is not None:
+                metrics[name if part == "value" else f"{name}.{part}"] = float(interval[part])
+    params = {
+        "metric": document["metric"],
+        "tolerance": str(document["tolerance"]),
+        "evaluation_level": str(document["evaluation_level"]),
+    }
+    return log_monitoring_run(context.config, tags, metrics, params, report, document)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
