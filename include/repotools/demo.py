@@ -36,7 +36,7 @@ SCORED_DAY = dt.date(2026, 11, 5)
 DRIFTED_DAY = dt.date(2026, 11, 6)  # generated with shifted amount, distance and merchant mix
 RETRAIN_RUN_AT = "2026-11-07T03:00:00+00:00"
 ROWS_PER_DAY = 5_000
-DAG_IDS = ("ml_training", "ml_batch_scoring", "ml_drift_monitor")
+DAG_IDS = ("ml_training", "ml_batch_scoring", "ml_performance_monitor", "ml_drift_monitor")
 RUN_TIMEOUT_S = 1200  # one DAG run, scheduler included
 #: Where ``make ui`` serves the MLflow UI; the demo's task links point there.
 DEMO_MLFLOW_UI_URL = "http://127.0.0.1:5000"
@@ -47,7 +47,7 @@ def main() -> int:
     env = demo_environment(root)
     logs = Path(env["ML_STATE_DIR"]) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    _say(f"1/6 generating {DAYS} days x {ROWS_PER_DAY} raw card transactions into {env['ML_LAKE_URI']}")
+    _say(f"1/7 generating {DAYS} days x {ROWS_PER_DAY} raw card transactions into {env['ML_LAKE_URI']}")
     _run(
         [
             sys.executable,
@@ -73,10 +73,11 @@ def main() -> int:
     ):
         airflow.wait_for_dags(list(DAG_IDS))
         try:
-            _say("2/6 running DAG ml_training (validate, features, Feast, train, evaluate, promote)")
+            _say("2/7 running DAG ml_training (validate, features, Feast, train, evaluate, promote)")
             execute_run(airflow, "ml_training", TRAINING_RUN_AT)
-            _say("3/6 running DAG ml_batch_scoring for ds=" + SCORED_DAY.isoformat())
+            _say("3/7 running DAG ml_batch_scoring for ds=" + SCORED_DAY.isoformat())
             execute_run(airflow, "ml_batch_scoring", SCORING_LOGICAL_DATE)
+            _performance_check(env, airflow)
             _summary(env)
             _drift_loop(env, logs, airflow)
         finally:
@@ -91,10 +92,22 @@ def main() -> int:
     return 0
 
 
+def _performance_check(env: dict[str, str], airflow: LocalAirflow) -> None:
+    """The scored day's labels are in (the generator writes them): the performance monitor judges it."""
+    day = SCORED_DAY.isoformat()
+    _say(f"4/7 labels arrived for ds={day}: running DAG ml_performance_monitor (realized vs evaluated)")
+    execute_run(airflow, "ml_performance_monitor", f"{day}T07:00:00+00:00", conf={"ds": day})
+    from mlsteps.contract.layout import performance_report_prefix
+    from mlsteps.platform.lake import Lake
+
+    report = Lake(env["ML_LAKE_URI"]).read_json(f"{performance_report_prefix(day)}/report.json")
+    _say(f"    performance verdict: {report['summary']}")
+
+
 def _drift_loop(env: dict[str, str], logs: Path, airflow: LocalAirflow) -> None:
     """A drifted day: scored, detected by the monitor, which asks for a retrain that the scheduler runs."""
     day = DRIFTED_DAY.isoformat()
-    _say(f"4/6 generating a drifted day ds={day} and scoring it")
+    _say(f"5/7 generating a drifted day ds={day} and scoring it")
     _run(
         [
             sys.executable,
@@ -115,7 +128,7 @@ def _drift_loop(env: dict[str, str], logs: Path, airflow: LocalAirflow) -> None:
     )
     next_day = (DRIFTED_DAY + dt.timedelta(days=1)).isoformat()
     execute_run(airflow, "ml_batch_scoring", f"{next_day}T02:00:00+00:00")
-    _say(f"5/6 running DAG ml_drift_monitor for ds={day}")
+    _say(f"6/7 running DAG ml_drift_monitor for ds={day}")
     execute_run(airflow, "ml_drift_monitor", f"{day}T06:00:00+00:00", conf={"ds": day})
     from mlsteps.platform.lake import Lake
 
@@ -132,7 +145,7 @@ def _drift_loop(env: dict[str, str], logs: Path, airflow: LocalAirflow) -> None:
         _say("    no retrain was requested (cooldown or weekly budget); see the decide_retrain task log")
         return
     _say(
-        f"6/6 ml_drift_monitor triggered ml_training run {run_id} with conf {json.dumps(retrain['conf'])}; "
+        f"7/7 ml_drift_monitor triggered ml_training run {run_id} with conf {json.dumps(retrain['conf'])}; "
         "the scheduler runs it"
     )
     finished = airflow.wait_for_run("ml_training", run_id, RUN_TIMEOUT_S)
@@ -141,7 +154,7 @@ def _drift_loop(env: dict[str, str], logs: Path, airflow: LocalAirflow) -> None:
     _say("")
     _say(
         "The loop: ml_training (champion) -> ml_batch_scoring (predictions) -> ml_drift_monitor (drift) "
-        "-> ml_training (retrain, gated against the champion)"
+        "and ml_performance_monitor (labels) -> ml_training (retrain, gated against the champion)"
     )
 
 

@@ -294,6 +294,21 @@ def test_decide_retrain(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(records) == (1 if chain.results["decide-retrain"]["trigger"] else 0)
 
 
+def test_monitor_performance(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    after = _check(chain, ["monitor-performance", "--ds", SCORED_DAY, "--run-id", "perf_1"], monkeypatch)
+    assert chain.results["monitor-performance"]["status"] in {"ok", "dropped"}  # judged: its labels are in
+    assert [k for k in after["lake"] if k.startswith(f"monitoring/{chain.model}/performance/")] == [
+        f"monitoring/{chain.model}/performance/ds={SCORED_DAY}.json"
+    ]
+
+
+def test_decide_retrain_on_performance(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["decide-retrain", "--ds", SCORED_DAY, "--reason", "performance", "--run-id", "perf_1"]
+    after = _check(chain, argv, monkeypatch, explained=("reasons",))
+    records = [k for k in after["lake"] if k.startswith(f"monitoring/{chain.model}/retrains/performance__")]
+    assert len(records) == (1 if chain.results["decide-retrain"]["trigger"] else 0)
+
+
 @pytest.fixture(scope="module")
 def airflow_db() -> None:
     """``airflow db migrate`` for the session's AIRFLOW_HOME (SQLite), as the integration tests do."""
