@@ -17,10 +17,10 @@ import yaml
 
 from mlsteps.contract.config import DEFAULT_CONFIG_PATH, load_config
 from mlsteps.contract.layout import partition
+from mlsteps.logic.validation import check_events
 from mlsteps.platform.context import DataInterval
 from mlsteps.platform.lake import Lake
 from mlsteps.steps.generate import CATEGORIES, COLUMNS, DRIFTABLE, generate_events
-from mlsteps.steps.validate import check_events
 
 FIRST_DAY = dt.date(2026, 3, 1)
 DAYS = [FIRST_DAY + dt.timedelta(days=i) for i in range(6)]

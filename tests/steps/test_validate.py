@@ -22,10 +22,10 @@ import yaml
 
 from mlsteps.contract.config import DEFAULT_CONFIG_PATH, load_config
 from mlsteps.contract.layout import partition
+from mlsteps.logic.validation import check_events, data_profile
 from mlsteps.platform.context import DataInterval
 from mlsteps.platform.lake import Lake
 from mlsteps.steps.generate import generate_events
-from mlsteps.steps.validate import check_events, data_profile
 from tests.steps.report_fixtures import assert_figures, external_references, figures
 
 DAYS = [dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)]

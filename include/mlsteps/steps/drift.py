@@ -5,98 +5,48 @@ version's reference sample written by ``train``, and the day's committed feature
 side is reduced to a seeded uniform sample of at most ``drift.sample_rows`` rows while streaming,
 so a large day costs one pass over the needed columns and memory bounded by the sample.
 
-Each column gets two of Evidently's stat tests, chosen by the column's kind, and drifts only when
-both agree: a p-value test (is the difference real?) and a distance with a threshold (is it big
-enough to matter?). A p-value test alone flags about ``column_p_value`` of unchanged columns by
-chance and flags negligible differences once samples are large; a distance alone is noisy on
-small samples. Univariate tests need no row alignment, so features and scores are sampled apart.
+The stat tests and the verdict live in :mod:`mlsteps.logic.drift`, the report in
+:mod:`mlsteps.reports.drift`; this module finds the inputs, samples them, and writes the report,
+the JSON document and the MLflow run.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import html
 import json
 import logging
-import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.layout import drift_report_prefix, reference_prefix
 from mlsteps.errors import StepError
+from mlsteps.logic.drift import (
+    METHODS,
+    ColumnDrift,
+    Samples,
+    compare_columns,
+    drift_verdict,
+    mlflow_metrics,
+    sample_seed,
+    summary_line,
+)
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.registry import run_url
+from mlsteps.platform.sampling import missing_columns, sample_partition
+from mlsteps.reports.drift import build_report
 from mlsteps.reports.html import Report, save_report
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-    from matplotlib.figure import Figure
     from mlflow import MlflowClient
 
     from mlsteps.contract.config import PipelineConfig
 
 log = logging.getLogger(__name__)
-
-#: Panels in the distribution figure: drifted columns first, then the score.
-MAX_DISTRIBUTION_PANELS = 12
-
-
-@dataclass(frozen=True)
-class ColumnMethod:
-    """The two Evidently stat tests a column kind gets: a p-value test and a thresholded distance."""
-
-    test: str
-    distance: str
-    distance_threshold: float
-
-
-#: Wasserstein distance is normed by the reference's standard deviation, so 0.1 means a shift of about
-#: a tenth of a standard deviation (Evidently's default). Jensen-Shannon distance is about 0.35 times a
-#: standardized effect for small changes, so 0.05 is about as sensitive; Evidently's default of 0.1
-#: would let a boolean's rate double from 5% to 10% unflagged. Under no drift both stay below 0.02
-#: at 50k rows, so unchanged columns never reach them.
-METHODS: dict[str, ColumnMethod] = {
-    "numeric": ColumnMethod(test="ks", distance="wasserstein", distance_threshold=0.1),
-    "categorical": ColumnMethod(test="chisquare", distance="jensenshannon", distance_threshold=0.05),
-}
-
-
-@dataclass(frozen=True)
-class ColumnDrift:
-    """The verdict on one column."""
-
-    column: str
-    kind: str
-    test: str
-    p_value: float | None
-    method: str
-    score: float | None
-    threshold: float
-    drifted: bool
-    reference_rows: int
-    current_rows: int
-    reference_missing: float
-    current_missing: float
-    note: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON form; ``column`` is the key it is stored under."""
-        document = asdict(self)
-        del document["column"]
-        return document
-
-    @property
-    def relative_score(self) -> float:
-        """The distance as a multiple of its threshold (1.0 is the line), comparable across kinds."""
-        if self.score is None:
-            return 1.0 if self.drifted else 0.0
-        return self.score / self.threshold
 
 
 @dataclass(frozen=True)
@@ -125,16 +75,6 @@ class DriftInputs:
     @property
     def score_column(self) -> str:
         return str(self.reference.get("score_column", "score"))
-
-
-@dataclass(frozen=True)
-class Samples:
-    """The seeded samples compared: reference and current features, and both sides' scores."""
-
-    reference: pd.DataFrame
-    current: pd.DataFrame
-    current_scores: pd.DataFrame
-    seed: list[int]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,10 +107,12 @@ def monitor_drift(context: StepContext, day: dt.date) -> dict[str, Any]:
     samples = draw_samples(lake, config, inputs)
     excluded = excluded_columns(config, inputs.feature_columns)
     checked = [c for c in inputs.feature_columns if c not in excluded]
+    threshold = config.drift.column_p_value
     features = compare_columns(
-        samples.reference, samples.current, checked, inputs.categorical_columns, config
+        samples.reference, samples.current, checked, inputs.categorical_columns, threshold
     )
-    score = compare_columns(samples.reference, samples.current_scores, [inputs.score_column], [], config)[0]
+    scores = [inputs.score_column]
+    score = compare_columns(samples.reference, samples.current_scores, scores, [], threshold)[0]
     document = drift_document(context, inputs, samples, features, score, excluded)
     document["seconds"] = round(time.monotonic() - started, 3)
     report = build_report(document, features, score, samples, inputs.score_column)
@@ -258,18 +200,6 @@ def excluded_columns(config: PipelineConfig, feature_columns: list[str]) -> dict
     return excluded
 
 
-def missing_columns(lake: Lake, files: list[str], columns: list[str]) -> list[str]:
-    """The wanted columns that some Parquet file lacks (reads only the footers)."""
-    import pyarrow.parquet as pq
-
-    missing: set[str] = set()
-    for relative in files:
-        with lake.fs.open_input_file(lake.path(relative)) as handle:
-            names = set(pq.read_schema(handle).names)
-        missing.update(c for c in columns if c not in names)
-    return [c for c in columns if c in missing]
-
-
 def require_columns(lake: Lake, files: list[str], columns: list[str], where: str, remedy: str) -> None:
     """Refuse with one sentence when the partition lacks columns."""
     missing = missing_columns(lake, files, columns)
@@ -278,72 +208,6 @@ def require_columns(lake: Lake, files: list[str], columns: list[str], where: str
 
 
 # --- sampling -------------------------------------------------------------------------------------
-
-
-def sample_seed(config: PipelineConfig, day: dt.date) -> list[int]:
-    """The entropy of a day's samples: the same for reruns of that day, different across days."""
-    return [config.model.seed, day.toordinal()]
-
-
-def sample_positions(total_rows: int, limit: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted row positions of a uniform sample without replacement of ``min(total_rows, limit)`` rows."""
-    import numpy as np
-
-    if total_rows <= limit:
-        return np.arange(total_rows, dtype=np.int64)
-    return np.sort(rng.choice(total_rows, size=limit, replace=False)).astype(np.int64)
-
-
-def sample_partition(
-    lake: Lake,
-    files: list[str],
-    columns: list[str],
-    total_rows: int,
-    limit: int,
-    rng: np.random.Generator,
-    batch_rows: int = 65_536,
-) -> pd.DataFrame:
-    """Stream the needed columns and keep only the sampled rows; stops once the last one is read.
-
-    Args:
-        lake: The lake holding the files.
-        files: The partition's data files, in manifest order (row positions count across them).
-        columns: The columns to read.
-        total_rows: The partition's row count from its manifest.
-        limit: The most rows to keep.
-        rng: The seeded generator that picks the rows.
-        batch_rows: Rows per streamed batch (memory per batch).
-
-    Returns:
-        The sampled rows, in partition order.
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    positions = sample_positions(total_rows, limit, rng)
-    kept: list[pa.RecordBatch] = []
-    offset, taken = 0, 0
-    schema = None
-    for batch in lake.iter_batches(files, columns=columns, batch_rows=batch_rows):
-        schema = batch.schema
-        end = offset + batch.num_rows
-        stop = int(np.searchsorted(positions, end, side="left"))
-        if stop > taken:
-            kept.append(batch.take(pa.array(positions[taken:stop] - offset)))
-        taken, offset = stop, end
-        if taken >= len(positions):
-            break
-    if not kept:
-        return pa.Table.from_batches([], schema=schema).to_pandas() if schema else _empty(columns)
-    # Parts written apart may differ in schema metadata; concat_tables tolerates that, from_batches not.
-    tables = [pa.Table.from_batches([batch]) for batch in kept]
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
-
-
-def _empty(columns: list[str]) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
 
 
 def draw_samples(lake: Lake, config: PipelineConfig, inputs: DriftInputs) -> Samples:
@@ -375,7 +239,7 @@ def draw_samples(lake: Lake, config: PipelineConfig, inputs: DriftInputs) -> Sam
         f"the predictions for ds={day} at {lake.url(inputs.predictions_prefix)}",
         "rerun ml_batch_scoring for that day",
     )
-    seed = sample_seed(config, day)
+    seed = sample_seed(config.model.seed, day)
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
     limit, batch = config.drift.sample_rows, config.scoring.batch_rows
     reference = sample_partition(
@@ -390,129 +254,6 @@ def draw_samples(lake: Lake, config: PipelineConfig, inputs: DriftInputs) -> Sam
     return Samples(reference, current, scores, seed)
 
 
-# --- comparison (pure) ----------------------------------------------------------------------------
-
-
-def column_kind(series: pd.Series, categorical: bool) -> str:
-    """``categorical`` for declared categories, booleans and text; ``numeric`` otherwise."""
-    import pandas as pd
-
-    if categorical or pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
-        return "categorical"
-    return "numeric"
-
-
-def _present(series: pd.Series, kind: str) -> pd.Series:
-    """Values a stat test can take: no missing values, and no infinities in numeric columns."""
-    import numpy as np
-
-    if kind == "numeric":
-        series = series.astype("float64").replace([np.inf, -np.inf], np.nan)
-    return series.dropna()
-
-
-def _missing_share(series: pd.Series) -> float:
-    return round(float(series.isna().mean()), 6) if len(series) else 0.0
-
-
-def _finite(value: Any) -> float | None:
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def column_drift(
-    column: str, reference: pd.Series, current: pd.Series, kind: str, p_value_threshold: float
-) -> ColumnDrift:
-    """Run the kind's p-value test and distance on one column; it drifts when both say so.
-
-    A column with no values on one side only drifts (a feature appeared or vanished); with no
-    values on either side it does not.
-    """
-    method = METHODS[kind]
-    reference_values, current_values = _present(reference, kind), _present(current, kind)
-    base = ColumnDrift(
-        column=column,
-        kind=kind,
-        test=method.test,
-        p_value=None,
-        method=method.distance,
-        score=None,
-        threshold=method.distance_threshold,
-        drifted=False,
-        reference_rows=len(reference_values),
-        current_rows=len(current_values),
-        reference_missing=_missing_share(reference),
-        current_missing=_missing_share(current),
-    )
-    if reference_values.empty or current_values.empty:
-        empty = [
-            side for side, v in (("reference", reference_values), ("current", current_values)) if v.empty
-        ]
-        return replace(base, drifted=len(empty) == 1, note=f"no values in {' and '.join(empty)}")
-    p_value, significant = evidently_test(
-        reference_values, current_values, kind, method.test, p_value_threshold
-    )
-    score, large = evidently_test(
-        reference_values, current_values, kind, method.distance, method.distance_threshold
-    )
-    return replace(base, p_value=_finite(p_value), score=_finite(score), drifted=significant and large)
-
-
-def evidently_test(
-    reference: pd.Series, current: pd.Series, kind: str, name: str, threshold: float
-) -> tuple[float, bool]:
-    """One of Evidently's registered stat tests; returns its score and its own drift decision.
-
-    These are the tests Evidently's ``ValueDrift`` metric runs; calling them directly skips the
-    Plotly widgets that metric renders for every column, which cost more than the tests.
-    """
-    import warnings
-
-    from evidently.legacy.calculations.stattests import get_stattest
-    from evidently.legacy.core import ColumnType
-
-    column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
-    stat_test = get_stattest(reference, current, column_type, name)
-    with warnings.catch_warnings():  # a category absent from the reference is drift, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stat_test(reference, current, column_type, threshold)
-    return float(result.drift_score), bool(result.drifted)
-
-
-def compare_columns(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    columns: list[str],
-    categorical: list[str],
-    config: PipelineConfig,
-) -> list[ColumnDrift]:
-    """Per-column drift of ``columns`` between two samples, each tested by its kind."""
-    results = []
-    for column in columns:
-        kind = column_kind(reference[column], column in categorical)
-        results.append(
-            column_drift(column, reference[column], current[column], kind, config.drift.column_p_value)
-        )
-    return results
-
-
-def summary_line(document: dict[str, Any]) -> str:
-    """One line for people: how many columns drifted, which, and what it means."""
-    drifted, checked = document["drifted_columns"], document["columns_checked"]
-    if drifted:
-        names = ", ".join(drifted[:6]) + (", ..." if len(drifted) > 6 else "")
-        line = f"drift in {len(drifted)} of {checked} columns ({names})"
-    else:
-        line = f"no drift in {checked} columns"
-    if document["drift"]:
-        line += ": retrain suggested"
-    elif drifted:
-        line += f": below the {document['thresholds']['drift_share']:.0%} share that suggests retraining"
-    if document["prediction_drift"]:
-        line += "; the model's scores drifted too"
-    return f"{line} (ds={document['ds']}, model v{document['model_version']})"
-
-
 def drift_document(
     context: StepContext,
     inputs: DriftInputs,
@@ -523,13 +264,12 @@ def drift_document(
 ) -> dict[str, Any]:
     """The JSON report: per-column results, share, verdict, inputs, samples and lineage."""
     config, lake = context.config, context.lake
-    drifted = [c.column for c in features if c.drifted]
-    share = len(drifted) / len(features) if features else 0.0
+    drifted, share, drift = drift_verdict(features, config.drift.drift_share)
     document: dict[str, Any] = {
         "ds": inputs.day.isoformat(),
         "model_name": config.model.registered_name,
         "model_version": inputs.model_version,
-        "drift": bool(features) and share >= config.drift.drift_share,
+        "drift": drift,
         "drift_share": round(share, 6),
         "drifted_columns": drifted,
         "columns_checked": len(features),
@@ -566,168 +306,6 @@ def drift_document(
     }
     document["summary"] = summary_line(document)
     return document
-
-
-# --- report ---------------------------------------------------------------------------------------
-
-
-def describe_values(series: pd.Series, kind: str) -> str:
-    """A short description of a sample column: quantiles, or the most common values."""
-    values = _present(series, kind)
-    if values.empty:
-        return "no values"
-    if kind == "numeric":
-        low, median, high = values.quantile([0.05, 0.5, 0.95]).to_list()
-        return f"mean {values.mean():.4g}; p5 {low:.4g}, median {median:.4g}, p95 {high:.4g}"
-    shares = values.astype(str).value_counts(normalize=True).head(3)
-    return ", ".join(f"{value} {share:.1%}" for value, share in shares.items())
-
-
-def table_rows(
-    drifts: list[ColumnDrift], reference: pd.DataFrame, current: pd.DataFrame
-) -> list[dict[str, Any]]:
-    """One row per column for the report's tables, drifted columns first."""
-    rows = []
-    for drift in sorted(drifts, key=lambda d: (not d.drifted, -d.relative_score)):
-        rows.append(
-            {
-                "column": drift.column,
-                "drifted": "DRIFT" if drift.drifted else "no",
-                "kind": drift.kind,
-                "test": drift.test,
-                "p-value": drift.p_value,
-                "distance": f"{drift.method} {_number(drift.score)} (threshold {drift.threshold:g})",
-                "reference": describe_values(reference[drift.column], drift.kind),
-                "current": describe_values(current[drift.column], drift.kind),
-                "missing ref / cur": f"{drift.reference_missing:.1%} / {drift.current_missing:.1%}",
-                "note": drift.note,
-            }
-        )
-    return rows
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
-
-
-def drift_score_figure(drifts: list[ColumnDrift]) -> Figure:
-    """Each column's distance as a multiple of its threshold; red bars drifted."""
-    from matplotlib.figure import Figure
-
-    ordered = sorted(drifts, key=lambda d: d.relative_score)
-    figure = Figure(figsize=(8, max(2.5, 0.28 * len(ordered) + 1)))
-    axes = figure.subplots()
-    colors = ["#b42318" if d.drifted else "#3e7cb1" for d in ordered]
-    axes.barh([d.column for d in ordered], [d.relative_score for d in ordered], color=colors)
-    axes.axvline(1.0, color="#52606d", linestyle="--", linewidth=1)
-    axes.set_xlabel("distance / threshold (drift needs >= 1 and a significant p-value)")
-    axes.set_ylabel("feature column")
-    axes.set_title("Drift distance per feature column (red: drifted)")
-    axes.tick_params(axis="y", labelsize=8)
-    figure.tight_layout()
-    return figure
-
-
-def distribution_figure(
-    drifts: list[ColumnDrift], reference: pd.DataFrame, current: pd.DataFrame, title: str
-) -> Figure:
-    """Reference vs current distributions of the given columns, one small panel each."""
-    from matplotlib.figure import Figure
-
-    shown = drifts[:MAX_DISTRIBUTION_PANELS]
-    width = min(3, len(shown))
-    height = math.ceil(len(shown) / width)
-    figure = Figure(figsize=(4 * width, 2.8 * height))
-    axes = figure.subplots(height, width, squeeze=False).ravel()
-    for panel, drift in zip(axes, shown, strict=False):
-        _plot_distribution(panel, reference[drift.column], current[drift.column], drift.kind)
-        panel.set_title(f"{drift.column} ({drift.method} {_number(drift.score)})", fontsize=9)
-    for panel in axes[len(shown) :]:
-        panel.set_visible(False)
-    axes[0].legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
-
-def _plot_distribution(axes: Any, reference: pd.Series, current: pd.Series, kind: str) -> None:
-    import numpy as np
-    import pandas as pd
-
-    reference, current = _present(reference, kind), _present(current, kind)
-    if kind == "numeric":
-        combined = pd.concat([reference, current])
-        low, high = (combined.quantile([0.005, 0.995]).to_list()) if len(combined) else (0.0, 1.0)
-        bins = np.linspace(low, high if high > low else low + 1.0, 40)
-        axes.hist(reference, bins=bins, density=True, alpha=0.5, label="reference", color="#3e7cb1")
-        axes.hist(current, bins=bins, density=True, alpha=0.5, label="current", color="#e07b39")
-        axes.set_xlabel("value (0.5% to 99.5% quantiles)", fontsize=8)
-        axes.set_ylabel("density", fontsize=8)
-        return
-    shares = pd.DataFrame(
-        {
-            "reference": reference.astype(str).value_counts(normalize=True),
-            "current": current.astype(str).value_counts(normalize=True),
-        }
-    ).fillna(0.0)
-    shares = shares.sort_values("reference", ascending=False).head(15)
-    positions = np.arange(len(shares))
-    axes.bar(positions - 0.2, shares["reference"], width=0.4, label="reference", color="#3e7cb1")
-    axes.bar(positions + 0.2, shares["current"], width=0.4, label="current", color="#e07b39")
-    axes.set_xticks(positions, shares.index, rotation=45, ha="right", fontsize=7)
-    axes.set_xlabel("value", fontsize=8)
-    axes.set_ylabel("share of rows", fontsize=8)
-
-
-def build_report(
-    document: dict[str, Any],
-    features: list[ColumnDrift],
-    score: ColumnDrift,
-    samples: Samples,
-    score_column: str,
-) -> Report:
-    """The self-contained HTML report: verdict, per-column tables and plots."""
-    thresholds = document["thresholds"]
-    report = Report(
-        title=f"Drift of {document['model_name']} v{document['model_version']} on ds={document['ds']}",
-        verdict=document["summary"],
-        passed=not document["drift"],
-        meta={
-            "reference": document["inputs"]["reference"],
-            "features": document["inputs"]["features"],
-            "predictions": document["inputs"]["predictions"],
-            "sample rows (reference / current / scores)": (
-                f"{len(samples.reference)} / {len(samples.current)} / {len(samples.current_scores)}"
-            ),
-            "dag run": document["lineage"]["dag_run_id"],
-        },
-    )
-    rule = (
-        f"A column drifts when its p-value test gives p < {thresholds['column_p_value']} and its distance "
-        f"reaches the threshold. Drift (retraining suggested) means at least {thresholds['drift_share']:.0%} "
-        "of the feature columns drifted. Numeric columns: Kolmogorov-Smirnov and Wasserstein distance "
-        "normed by the reference's standard deviation; categorical and boolean columns: chi-square and "
-        "Jensen-Shannon distance (Evidently's stat tests)."
-    )
-    report.add_html("How to read this", f"<p>{html.escape(rule)}</p>")
-    report.add_figure("Drift per feature column", drift_score_figure(features))
-    report.add_table("Feature columns", table_rows(features, samples.reference, samples.current))
-    scores_current = samples.current_scores
-    report.add_table("Prediction drift (model score)", table_rows([score], samples.reference, scores_current))
-    shown = [d for d in features if d.drifted]
-    if shown:
-        figure = distribution_figure(
-            shown, samples.reference, samples.current, "Drifted columns: reference vs current sample"
-        )
-        report.add_figure("Distributions of drifted columns", figure)
-    figure = distribution_figure(
-        [score], samples.reference, scores_current, "Model score: reference vs current sample"
-    )
-    report.add_figure("Distribution of the model score", figure)
-    skipped = [{"column": name, "reason": reason} for name, reason in document["skipped_columns"].items()]
-    if skipped:
-        report.add_table("Columns not checked", skipped)
-    return report
 
 
 # --- MLflow ---------------------------------------------------------------------------------------
@@ -774,25 +352,6 @@ def _monitoring_run(
             return str(earlier.info.run_id), False
     run = client.create_run(experiment_id, run_name=f"drift-{tags['ds']}", tags=tags)
     return str(run.info.run_id), True
-
-
-def mlflow_metrics(document: dict[str, Any]) -> dict[str, float]:
-    """The figures logged per run: verdict, share, counts and every column's scores."""
-    values: dict[str, float] = {
-        "drift": float(document["drift"]),
-        "drift_share": float(document["drift_share"]),
-        "drifted_columns": float(len(document["drifted_columns"])),
-        "columns_checked": float(document["columns_checked"]),
-        "prediction_drift": float(document["prediction_drift"]),
-    }
-    prediction = document["prediction"]
-    columns = {**document["columns"], f"prediction.{prediction['column']}": prediction}
-    for name, result in columns.items():
-        if result["score"] is not None:
-            values[f"distance.{name}"] = float(result["score"])
-        if result["p_value"] is not None:
-            values[f"p_value.{name}"] = float(result["p_value"])
-    return values
 
 
 def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report) -> tuple[str, str]:

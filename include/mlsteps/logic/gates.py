@@ -1,0 +1,183 @@
+"""The evaluation gates: absolute thresholds, then challenger vs champion.
+
+Gate rule against the champion (both scored on the same holdout rows): let
+``delta = AUC(challenger) - AUC(champion)`` and ``[low, high]`` its paired, stratified bootstrap
+percentile interval (``gates.bootstrap_samples`` resamples, ``gates.confidence``, seeded by
+``model.seed``). The challenger is rejected when its drop is both *material* (``delta <
+-gates.max_auc_drop``) and *real* (``high < 0``: the whole interval lies below zero). Noise alone
+cannot reject an equally good retrain, and a clear regression beyond the allowance is rejected;
+a small holdout with a wide interval gives the challenger the benefit of the doubt, while the
+absolute thresholds still apply. A rejection is a result (``approved: false``), not a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlsteps.logic.metrics import paired_bootstrap, weighted_auc
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlsteps.contract.config import GatesConfig
+
+#: The gate settings a verdict depends on (``gates.*``); the approval settings are not thresholds.
+THRESHOLD_FIELDS = (
+    "min_roc_auc",
+    "min_pr_auc",
+    "max_log_loss",
+    "max_auc_drop",
+    "bootstrap_samples",
+    "confidence",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate check and the sentence that explains its outcome."""
+
+    name: str
+    passed: bool
+    sentence: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Challenger minus champion ROC-AUC on the same holdout, with its paired bootstrap interval."""
+
+    champion_version: str
+    delta_roc_auc: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model version and its holdout scores and metrics."""
+
+    version: str
+    scores: np.ndarray
+    metrics: dict[str, Any]
+    calibration: list[dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The champion when evaluation ran, its scores when it could be scored, and the check against it."""
+
+    champion_version: str | None
+    champion: Scored | None
+    comparison: Comparison | None
+    check: Check
+
+
+def verdict_document(
+    name: str, challenger: Scored, judgement: Judgement, checks: list[Check]
+) -> dict[str, Any]:
+    """The verdict, the reasons for it, and both models' metrics (the core of the report and result)."""
+    approved = all(check.passed for check in checks)
+    champion = judgement.champion
+    return {
+        "model_name": name,
+        "model_version": challenger.version,
+        "champion_version": judgement.champion_version,
+        "approved": approved,
+        "reasons": [check.sentence for check in checks if approved or not check.passed],
+        "checks": [asdict(check) for check in checks],
+        "metrics": {"challenger": challenger.metrics, "champion": champion.metrics if champion else None},
+        "calibration": {
+            "challenger": challenger.calibration,
+            "champion": champion.calibration if champion else None,
+        },
+        "comparison": asdict(judgement.comparison) if judgement.comparison else None,
+    }
+
+
+def effective_thresholds(gates: GatesConfig, min_roc_auc: float) -> dict[str, Any]:
+    """The thresholds this evaluation applies: the config's gates, with this run's ROC-AUC minimum.
+
+    Recorded in the step's result and on the version (``registry.THRESHOLDS_TAG``), so ``promote``,
+    ``trace`` and the UI show what a version was judged against, not only the report.
+    """
+    return {**gates.model_dump(include=set(THRESHOLD_FIELDS)), "min_roc_auc": min_roc_auc}
+
+
+def threshold_checks(metrics: dict[str, Any], gates: GatesConfig, min_roc_auc: float) -> list[Check]:
+    """The absolute gates: minimum ROC-AUC and PR-AUC, and maximum log loss when configured."""
+    checks = [
+        _at_least("roc_auc", "ROC-AUC", metrics["roc_auc"], min_roc_auc),
+        _at_least("pr_auc", "PR-AUC", metrics["pr_auc"], gates.min_pr_auc),
+    ]
+    if gates.max_log_loss is not None:
+        passed = metrics["log_loss"] <= gates.max_log_loss
+        relation = "is within" if passed else "exceeds"
+        checks.append(
+            Check(
+                "log_loss",
+                passed,
+                f"Log loss {metrics['log_loss']:.4f} {relation} the maximum {gates.max_log_loss:.4f}.",
+            )
+        )
+    return checks
+
+
+def _at_least(name: str, label: str, value: float, minimum: float) -> Check:
+    passed = value >= minimum
+    relation = "meets" if passed else "is below"
+    return Check(name, passed, f"{label} {value:.4f} on the holdout {relation} the minimum {minimum:.4f}.")
+
+
+def compare(
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    champion_version: str,
+    gates: GatesConfig,
+    seed: int,
+) -> Comparison:
+    """The observed ROC-AUC difference and its paired bootstrap percentile interval."""
+    import numpy as np
+
+    uniform = np.ones(len(y))
+    delta = weighted_auc(challenger, y, uniform) - weighted_auc(champion, y, uniform)
+    deltas = paired_bootstrap(y, challenger, champion, gates.bootstrap_samples, seed)
+    alpha = 1.0 - gates.confidence
+    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
+    return Comparison(
+        champion_version, round(float(delta), 6), round(float(low), 6), round(float(high), 6),
+        gates.confidence, gates.bootstrap_samples,
+    )  # fmt: skip
+
+
+def champion_check(comparison: Comparison, gates: GatesConfig) -> Check:
+    """Reject only a drop that is both beyond ``max_auc_drop`` and significant (interval below zero)."""
+    material = comparison.delta_roc_auc < -gates.max_auc_drop
+    real = comparison.ci_high < 0
+    passed = not (material and real)
+    interval = (
+        f"ROC-AUC vs champion version {comparison.champion_version}: {comparison.delta_roc_auc:+.4f} "
+        f"({comparison.confidence:.0%} CI {comparison.ci_low:+.4f} to {comparison.ci_high:+.4f})"
+    )
+    if passed and not material:
+        verdict = f"within the allowed drop of {gates.max_auc_drop:.4f}"
+    elif passed:
+        verdict = (
+            f"beyond the allowed drop of {gates.max_auc_drop:.4f} but not significant (the CI reaches 0)"
+        )
+    else:
+        verdict = f"a significant drop beyond the allowed {gates.max_auc_drop:.4f}"
+    return Check("champion", passed, f"{interval}: {verdict}.")
+
+
+def summary(
+    challenger: Scored, champion: Scored | None, approved: bool, checks: list[Check], min_roc_auc: float
+) -> str:
+    """One line, e.g. ``version 3: AUC 0.9312 vs champion 0.9107: approved (minimum AUC 0.80)``."""
+    against = f" vs champion {champion.metrics['roc_auc']:.4f}" if champion else ", no champion"
+    failed = sum(not check.passed for check in checks)
+    verdict = "approved" if approved else f"rejected ({failed} check(s) failed)"
+    auc = challenger.metrics["roc_auc"]
+    return f"version {challenger.version}: AUC {auc:.4f}{against}: {verdict} (minimum AUC {min_roc_auc:.2f})"

@@ -1,0 +1,45 @@
+"""Classification metrics, calibration bins and the weighted AUC on tiny score arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlsteps.logic.metrics import calibration_bins, classification_metrics, weighted_auc
+
+Y = np.array([0, 0, 0, 1, 1])
+SCORES = np.array([0.1, 0.2, 0.6, 0.7, 0.9])
+
+
+def test_confusion_counts_at_the_threshold() -> None:
+    metrics = classification_metrics(Y, SCORES, threshold=0.5)
+
+    assert metrics["confusion"] == {"tp": 2, "fp": 1, "tn": 2, "fn": 0}
+
+
+def test_perfectly_ranked_scores_have_an_auc_of_one() -> None:
+    assert classification_metrics(Y, SCORES, threshold=0.5)["roc_auc"] == 1.0
+
+
+def test_calibration_bins_hold_every_row_once() -> None:
+    bins = calibration_bins(Y, SCORES)
+
+    assert sum(b["rows"] for b in bins) == len(Y)
+
+
+def test_a_score_of_one_falls_in_the_last_bin() -> None:
+    assert calibration_bins(np.array([1]), np.array([1.0]))[0]["bin_low"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [([0.1, 0.2, 0.8, 0.9], 1.0), ([0.9, 0.8, 0.2, 0.1], 0.0), ([0.5, 0.5, 0.5, 0.5], 0.5)],
+)
+def test_weighted_auc_with_unit_weights(scores: list[float], expected: float) -> None:
+    assert weighted_auc(np.array(scores), np.array([0, 0, 1, 1]), np.ones(4)) == expected
+
+
+def test_weighted_auc_ignores_rows_of_zero_weight() -> None:
+    scores, y = np.array([0.1, 0.9, 0.8, 0.2]), np.array([0, 0, 1, 1])
+
+    assert weighted_auc(scores, y, np.array([1.0, 0.0, 1.0, 1.0])) == 1.0
