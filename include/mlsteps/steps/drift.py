@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.layout import drift_report_prefix, reference_prefix
@@ -42,8 +39,6 @@ from mlsteps.reports.drift import build_report
 from mlsteps.reports.html import Report, save_report
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from mlsteps.contract.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -311,61 +306,16 @@ def drift_document(
 # --- MLflow ---------------------------------------------------------------------------------------
 
 
-def monitoring_experiment(config: PipelineConfig) -> str:
-    """The MLflow experiment drift runs go to."""
-    return f"{config.model.experiment}-monitoring"
-
-
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, creating it; a concurrent creation is fine."""
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    try:
-        return str(client.create_experiment(name))
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return str(found.experiment_id)
-
-
-def _monitoring_run(
-    client: MlflowClient, experiment_id: str, dag_run: str, tags: dict[str, str]
-) -> tuple[str, bool]:
-    """The run an earlier attempt of this DAG run logged for the day and version, else a new run.
-
-    A retried or cleared drift task thus updates its one run instead of adding a duplicate.
-    Runs without a DAG run id (manual runs) always get a new run.
-
-    Returns:
-        The run id, and whether the run is new.
-    """
-    keys = ("ds", "model_version")
-    if dag_run and "'" not in dag_run and all("'" not in tags[key] for key in keys):
-        query = " and ".join(f"tags.{key} = '{tags[key]}'" for key in (*keys, "dag_run"))
-        for earlier in client.search_runs([experiment_id], filter_string=query, max_results=1):
-            for key, value in tags.items():
-                client.set_tag(earlier.info.run_id, key, value)
-            return str(earlier.info.run_id), False
-    run = client.create_run(experiment_id, run_name=f"drift-{tags['ds']}", tags=tags)
-    return str(run.info.run_id), True
-
-
 def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report) -> tuple[str, str]:
-    """Log the figures, tags and report files as one run named ``drift-<ds>``.
+    """Log the figures, tags and report files as the day's monitoring run, ``drift-<ds>``.
 
     Returns:
         The run id and its experiment id.
     """
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
+    from mlsteps.platform.monitoring import log_monitoring_run
 
-    client = MlflowClient()
-    experiment_id = _experiment_id(client, monitoring_experiment(context.config))
     tags = {
+        "monitor": "drift",
         "ds": document["ds"],
         "model_name": document["model_name"],
         "model_version": document["model_version"],
@@ -373,26 +323,9 @@ def log_to_mlflow(context: StepContext, document: dict[str, Any], report: Report
         "drift": str(document["drift"]).lower(),
         **context.lineage(),
     }
-    run_id, new = _monitoring_run(client, experiment_id, context.run_id, tags)
-    try:
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in mlflow_metrics(document).items()]
-        params = [
-            Param("column_p_value", str(document["thresholds"]["column_p_value"])),
-            Param("drift_share_threshold", str(document["thresholds"]["drift_share"])),
-            Param("sample_rows", str(document["samples"]["limit"])),
-        ]
-        params = params if new else []  # an earlier attempt logged them; MLflow params are write-once
-        for start in range(0, len(metrics), 1000):
-            client.log_batch(
-                run_id, metrics=metrics[start : start + 1000], params=params if not start else []
-            )
-        with tempfile.TemporaryDirectory() as directory:
-            Path(directory, "report.html").write_text(report.render())
-            Path(directory, "report.json").write_text(json.dumps(document, indent=2, default=str))
-            client.log_artifacts(run_id, directory, artifact_path=f"drift/ds={document['ds']}")
-    except Exception:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id)
-    return run_id, experiment_id
+    params = {
+        "column_p_value": str(document["thresholds"]["column_p_value"]),
+        "drift_share_threshold": str(document["thresholds"]["drift_share"]),
+        "sample_rows": str(document["samples"]["limit"]),
+    }
+    return log_monitoring_run(context.config, tags, mlflow_metrics(document), params, report, document)
