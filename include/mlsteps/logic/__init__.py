@@ -1,0 +1,1 @@
+"""Pure functions over frames and arrays: no I/O, no plots."""
