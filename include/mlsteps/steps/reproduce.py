@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
+    from mlsteps.logic.training import Fit
     from mlsteps.platform.datasets import TrainingSet
-    from mlsteps.steps.train import Fit
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +307,7 @@ def run_step(step: str, argv: list[str]) -> dict[str, Any]:
 
 def retrain(scratch: Lake, records: Records) -> Fit:
     """Train on the rebuilt snapshot with the recorded config, device and trial count."""
+    from mlsteps.logic.training import split_by_time, train_model
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.steps import train
 
@@ -317,8 +318,8 @@ def retrain(scratch: Lake, records: Records) -> Fit:
         device = "cpu"
     snapshot = load_training_set(scratch, records.training_run)
     config = records.training_config
-    splits = train.split_by_time(snapshot, config.model.validation_fraction)
-    return train.train_model(splits, snapshot, config, device, int(tags.get(train.TRIALS_TAG, "0")))
+    splits = split_by_time(snapshot, config.model.validation_fraction)
+    return train_model(splits, snapshot, config, device, int(tags.get(train.TRIALS_TAG, "0")))
 
 
 # --- comparison -----------------------------------------------------------------------------
@@ -429,8 +430,8 @@ def predictions_check(records: Records, rebuilt: Rebuilt, tolerance: float) -> C
     """Registered vs retrained predictions on the rebuilt holdout: the largest |Δp|."""
     import numpy as np
 
+    from mlsteps.logic.training import predict
     from mlsteps.platform.datasets import load_training_set
-    from mlsteps.steps.train import predict
 
     registered = registry.load_booster(records.version.name, str(records.version.version))
     holdout = load_training_set(rebuilt.scratch, records.training_run).holdout
