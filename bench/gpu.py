@@ -4,7 +4,7 @@ Run on a machine with an NVIDIA GPU (``python -m bench.gpu``). It needs only the
 training dependencies (xgboost, pandas, pyarrow, scikit-learn, pydantic, PyYAML): no MLflow,
 Feast or Airflow. For each snapshot size it writes the snapshot with the benchmark's own
 ``write_training_set`` (generated events through the real features code), then trains with
-``train.train_model`` on ``cpu`` (the pipeline's fixed thread count, and every core) and on
+``training.train_model`` on ``cpu`` (the pipeline's fixed thread count, and every core) and on
 ``cuda`` (after :func:`mlsteps.steps.train.resolve_device` has checked the GPU is really used), and
 scores each model on the same holdout. The first CUDA fit (context start, kernel loading) is
 reported apart from the median of the later ones.
@@ -32,16 +32,16 @@ def device_case(snapshot: Any, settings: Any, device: str, nthread: int, repeats
     """``repeats`` fits on one device; AUC on the holdout of the last one."""
     import sklearn.metrics
 
-    from mlsteps.steps import train
+    from mlsteps.logic import training
 
     # The config's model params override the step's defaults, nthread included (as in production).
     model = settings.model.model_copy(update={"params": {**settings.model.params, "nthread": nthread}})
     threaded = settings.model_copy(update={"model": model})
-    splits = train.split_by_time(snapshot, settings.model.validation_fraction)
-    fits = [train.train_model(splits, snapshot, threaded, device, 0) for _ in range(repeats)]
+    splits = training.split_by_time(snapshot, settings.model.validation_fraction)
+    fits = [training.train_model(splits, snapshot, threaded, device, 0) for _ in range(repeats)]
     last = fits[-1]
     generic = json.loads(last.booster.save_config())["learner"]["generic_param"]
-    scores = train.predict(last.booster, snapshot.holdout, settings)
+    scores = training.predict(last.booster, snapshot.holdout, settings)
     auc = float(sklearn.metrics.roc_auc_score(snapshot.holdout[snapshot.label].astype(int), scores))
     seconds = [fit.seconds for fit in fits]
     return {
@@ -60,6 +60,7 @@ def device_case(snapshot: Any, settings: Any, device: str, nthread: int, repeats
 def run(sizes: list[int], repeats: int, root: Path, gpu: bool = True) -> dict[str, Any]:
     os.environ["ML_LAKE_URI"] = str(root / "lake")
     from bench.workspace import TRAINING_RUN, config, write_training_set
+    from mlsteps.logic import training
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.platform.lake import Lake
     from mlsteps.steps import train
@@ -75,9 +76,9 @@ def run(sizes: list[int], repeats: int, root: Path, gpu: bool = True) -> dict[st
         shape = write_training_set(root, rows_per_day, customers, 7)
         snapshot = load_training_set(Lake(), TRAINING_RUN)
         cases = {
-            "cpu_pipeline_threads": device_case(snapshot, settings, "cpu", train.DEFAULT_NTHREAD, repeats),
+            "cpu_pipeline_threads": device_case(snapshot, settings, "cpu", training.DEFAULT_NTHREAD, repeats),
             "cpu_all_cores": device_case(snapshot, settings, "cpu", cores, repeats),
-            "cuda": device_case(snapshot, settings, device, train.DEFAULT_NTHREAD, repeats),
+            "cuda": device_case(snapshot, settings, device, training.DEFAULT_NTHREAD, repeats),
         }
         gpu = cases["cuda"]["fit_seconds"]
         results.append(

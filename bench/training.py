@@ -38,10 +38,10 @@ def ours(repeats: int) -> dict[str, Any]:
     import xgboost  # noqa: F401 - imported before any clock starts
 
     from mlsteps.cli import main
+    from mlsteps.logic import training
     from mlsteps.platform import registry
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.platform.lake import Lake
-    from mlsteps.steps import train
 
     baseline_rss = current_rss_mb()
     result_file = Path(tempfile.mkdtemp()) / "train.json"
@@ -55,12 +55,12 @@ def ours(repeats: int) -> dict[str, Any]:
     settings = config()
     snapshot = load_training_set(Lake(), TRAINING_RUN)
     booster = registry.load_booster(step["model_name"], step["model_version"])
-    scores = train.predict(booster, snapshot.holdout, settings)
+    scores = training.predict(booster, snapshot.holdout, settings)
     auc = float(sklearn.metrics.roc_auc_score(snapshot.holdout[snapshot.label].astype(int), scores))
     fits = [float(step["training_seconds"])]
     for _ in range(repeats - 1):
-        splits = train.split_by_time(snapshot, settings.model.validation_fraction)
-        fits.append(train.train_model(splits, snapshot, settings, "cpu", 0).seconds)
+        splits = training.split_by_time(snapshot, settings.model.validation_fraction)
+        fits.append(training.train_model(splits, snapshot, settings, "cpu", 0).seconds)
     return {
         "fit_seconds": median(fits),
         "fit_seconds_all": fits,
@@ -70,7 +70,7 @@ def ours(repeats: int) -> dict[str, Any]:
         "validation_auc": step["metrics"]["validation_auc"],
         "model_name": step["model_name"],
         "model_version": step["model_version"],
-        "nthread": train.DEFAULT_NTHREAD,
+        "nthread": training.DEFAULT_NTHREAD,
         "baseline_rss_mb": baseline_rss,
     }
 
@@ -80,17 +80,17 @@ def fit_only(repeats: int) -> dict[str, Any]:
     import sklearn.metrics  # noqa: F401
     import xgboost  # noqa: F401
 
+    from mlsteps.logic import training
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.platform.lake import Lake
-    from mlsteps.steps import train
 
     settings = config()
     snapshot = load_training_set(Lake(), TRAINING_RUN)
     fits = []
     for _ in range(repeats):
         cpu = os.times()
-        splits = train.split_by_time(snapshot, settings.model.validation_fraction)
-        seconds = train.train_model(splits, snapshot, settings, "cpu", 0).seconds
+        splits = training.split_by_time(snapshot, settings.model.validation_fraction)
+        seconds = training.train_model(splits, snapshot, settings, "cpu", 0).seconds
         used = os.times()
         fits.append(
             {"seconds": seconds, "cpu_seconds": round(used.user + used.system - cpu.user - cpu.system, 3)}

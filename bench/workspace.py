@@ -1,7 +1,7 @@
 """The benchmark's private world: a temp lake, a SQLite MLflow, a real training set and a registered champion.
 
 Everything is produced by the pipeline's own code: events from ``mlsteps.steps.generate``, features
-from ``mlsteps.steps.features.compute_features``, the snapshot from ``mlsteps.platform.datasets``, the model
+from ``mlsteps.logic.features.compute_features``, the snapshot from ``mlsteps.platform.datasets``, the model
 from the real ``train`` step (which logs to MLflow and registers a version with this pipeline's
 lineage tag), and the ``champion`` alias set on it, so that the real ``score`` step can run.
 """
@@ -99,7 +99,7 @@ def config() -> PipelineConfig:
 
 def labelled_features(rows_per_day: int, customers: int, seed: int) -> pd.DataFrame:
     """Generated events of the window (plus look-back) through the real features code, with the label."""
-    from mlsteps.steps.features import compute_features, lookback_days
+    from mlsteps.logic.features import compute_features, lookback_days
     from mlsteps.steps.generate import generate_events
 
     settings = config()
@@ -116,9 +116,9 @@ def labelled_features(rows_per_day: int, customers: int, seed: int) -> pd.DataFr
 
 def write_training_set(root: Path, rows_per_day: int, customers: int, seed: int) -> dict[str, Any]:
     """Commit the snapshot ``training/bench`` exactly as ``build-training-set`` lays it out."""
+    from mlsteps.logic.features import categorical_columns, feature_columns
     from mlsteps.platform.datasets import save_training_set
     from mlsteps.platform.lake import Lake
-    from mlsteps.steps.features import categorical_columns, feature_columns
     from mlsteps.steps.training_set import split_by_time
 
     settings = config()
@@ -160,6 +160,7 @@ def register_full_model() -> dict[str, Any]:
     import mlflow
     import xgboost as xgb
 
+    from mlsteps.logic import training
     from mlsteps.platform import registry
     from mlsteps.platform.context import StepContext
     from mlsteps.platform.datasets import load_training_set, model_input
@@ -171,10 +172,10 @@ def register_full_model() -> dict[str, Any]:
     started = time.perf_counter()
     matrix = xgb.QuantileDMatrix(
         model_input(snapshot.train, snapshot.feature_columns, settings),
-        label=train.labels(snapshot.train, snapshot.label),
+        label=training.labels(snapshot.train, snapshot.label),
         enable_categorical=True,
     )
-    params = train.base_params(settings, "cpu")
+    params = training.base_params(settings, "cpu")
     booster = xgb.train(params, matrix, num_boost_round=settings.model.num_boost_round)
     seconds = time.perf_counter() - started
     context = StepContext(str(os.environ["ML_PIPELINE_CONFIG"]), None, "bench", "bench-full-model")
@@ -232,8 +233,8 @@ def write_scoring_partitions(sizes: list[int], seed: int) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     from mlsteps.contract.layout import features_prefix, partition
+    from mlsteps.logic.features import arrow_schema
     from mlsteps.platform.lake import Lake, Staging
-    from mlsteps.steps.features import arrow_schema
 
     settings = config()
     lake = Lake(os.environ["ML_LAKE_URI"])

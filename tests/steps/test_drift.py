@@ -19,11 +19,11 @@ from mlsteps.cli import main
 from mlsteps.contract.config import load_config
 from mlsteps.contract.layout import partition, predictions_prefix, reference_prefix
 from mlsteps.logic.drift import sample_positions
+from mlsteps.logic.features import arrow_schema, feature_columns, feature_types
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.monitoring import monitoring_experiment
 from mlsteps.platform.sampling import sample_partition
 from mlsteps.platform.scoring import features_prefix
-from mlsteps.steps.features import arrow_schema, feature_columns, feature_types
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.report_fixtures import assert_figures, external_references
 

@@ -14,8 +14,8 @@ import pytest
 from mlsteps.contract.config import PipelineConfig, load_config
 from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
+from mlsteps.logic.features import categorical_columns, compute_features, feature_columns, lookback_days
 from mlsteps.platform.lake import MARKER, Lake
-from mlsteps.steps.features import categorical_columns, compute_features, feature_columns, lookback_days
 from mlsteps.steps.generate import generate_events
 from tests.steps.training_fixtures import run_step
 

@@ -8,10 +8,11 @@ import mlflow
 import numpy as np
 import pytest
 
+from mlsteps.logic.training import predict
 from mlsteps.platform.datasets import load_training_set
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.registry import CHALLENGER, PIPELINE_TAG, load_booster
-from mlsteps.steps.train import SCORE_COLUMN, predict
+from mlsteps.steps.train import SCORE_COLUMN
 from tests.steps.training_fixtures import build_snapshot, run_step, unique_model_name, write_config
 
 

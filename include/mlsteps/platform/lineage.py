@@ -84,7 +84,7 @@ def booster_sha256(booster: xgb.Booster) -> str:
 
 def raw_days(config: PipelineConfig, start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     """Every raw day features of ``[start, end)`` read: the interval's days plus the look-back days."""
-    from mlsteps.steps.features import lookback_days
+    from mlsteps.logic.features import lookback_days
 
     first = start.date() - dt.timedelta(days=lookback_days(config))
     last = (end - dt.timedelta(microseconds=1)).date()

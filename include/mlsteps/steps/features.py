@@ -12,19 +12,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
+from mlsteps.logic.features import (
+    arrow_schema,
+    compute_features,
+    feature_columns,
+    lookback_days,
+    raw_columns,
+)
 from mlsteps.platform.context import DataInterval, StepContext, add_interval_arguments
 from mlsteps.platform.lake import Lake
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -79,233 +84,6 @@ def build_batch(
     raw = read_raw(context.lake, context.config, batch, cache)
     features = compute_features(raw, context.config, batch.start, batch.end)
     return [_write_day(context, day, features, batch) for day in days]
-
-
-# --- the feature contract (pure) ------------------------------------------------------------
-
-
-def aggregate_name(column: str, function: str, window: str) -> str:
-    """The feature name of one rolling aggregate, e.g. ``amount_mean_30d``."""
-    return f"{column}_{function}_{window}"
-
-
-def time_part_name(config: PipelineConfig, part: str) -> str:
-    """The feature name of a time part of the event time, e.g. ``event_time_hour``."""
-    return f"{config.dataset.event_time}_{part}"
-
-
-def feature_columns(config: PipelineConfig) -> list[str]:
-    """The model's feature names in their fixed order: passthrough, aggregates, time parts, transforms.
-
-    Raises:
-        StepError: Two features would get the same name, or a feature would shadow a key column.
-    """
-    names = list(config.features.passthrough)
-    for spec in config.features.aggregates:
-        names += [aggregate_name(spec.column, f, w) for w in spec.windows for f in spec.functions]
-    names += [time_part_name(config, part) for part in config.features.time_parts]
-    names += [transform.name for transform in config.features.transforms]
-    reserved = {*config.dataset.key_columns, config.dataset.event_time, config.dataset.label}
-    seen: set[str] = set()
-    for name in names:
-        if name in seen or name in reserved:
-            raise StepError(
-                f"feature name '{name}' is used twice or names a key, time or label column in "
-                "features of the pipeline config; rename the transform or drop the duplicate"
-            )
-        seen.add(name)
-    return names
-
-
-def categorical_columns(config: PipelineConfig) -> list[str]:
-    """Feature columns the model treats as categories (categorical passthrough columns)."""
-    columns = config.dataset.columns
-    return [c for c in config.features.passthrough if columns[c].type == "categorical"]
-
-
-def feature_types(config: PipelineConfig) -> dict[str, str]:
-    """Each feature's value type: one of ``float``, ``int``, ``bool``, ``string``, ``timestamp``."""
-    types: dict[str, str] = {}
-    for column in config.features.passthrough:
-        types[column] = column_value_type(config, column)
-    for spec in config.features.aggregates:
-        for window in spec.windows:
-            for function in spec.functions:
-                types[aggregate_name(spec.column, function, window)] = (
-                    "int" if function == "count" else "float"
-                )
-    for part in config.features.time_parts:
-        types[time_part_name(config, part)] = "int"
-    for transform in config.features.transforms:
-        types[transform.name] = "float"
-    return {name: types[name] for name in feature_columns(config)}
-
-
-def column_value_type(config: PipelineConfig, column: str) -> str:
-    """The value type a raw column keeps in the feature table (nullable integers become floats)."""
-    spec = config.dataset.columns[column]
-    if spec.type == "integer":
-        return "float" if spec.nullable else "int"
-    return {"numeric": "float", "boolean": "bool", "timestamp": "timestamp"}.get(spec.type, "string")
-
-
-def window_timedelta(window: str) -> dt.timedelta:
-    """A config window such as ``7d`` or ``12h`` as a timedelta."""
-    amount, unit = int(window[:-1]), window[-1]
-    return dt.timedelta(days=amount) if unit == "d" else dt.timedelta(hours=amount)
-
-
-def lookback_days(config: PipelineConfig) -> int:
-    """Whole raw days to read before an interval so every window sees its full history."""
-    windows = [w for spec in config.features.aggregates for w in spec.windows]
-    windows += [t.window for t in config.features.transforms if t.window]
-    longest = max((window_timedelta(w) for w in windows), default=dt.timedelta(0))
-    return math.ceil(longest / dt.timedelta(days=1))
-
-
-def raw_columns(config: PipelineConfig) -> list[str]:
-    """The raw columns features need: keys, event time and feature inputs; never the label."""
-    dataset, features = config.dataset, config.features
-    used = [*dataset.key_columns, dataset.event_time, *features.passthrough]
-    used += [spec.column for spec in features.aggregates] + [t.column for t in features.transforms]
-    return list(dict.fromkeys(used))
-
-
-# --- computation (pure) ---------------------------------------------------------------------
-
-
-def compute_features(
-    raw: pd.DataFrame, config: PipelineConfig, start: dt.datetime, end: dt.datetime
-) -> pd.DataFrame:
-    """Features of the events in ``[start, end)``, each computed from its entity's strictly earlier events.
-
-    Args:
-        raw: Raw events covering ``[start - lookback_days, end)``; extra columns (the label too) are ignored.
-        config: The pipeline config whose ``features`` section declares the features.
-        start: First event time to return (inclusive).
-        end: Event time to stop at (exclusive).
-
-    Returns:
-        One row per event in the interval: row id, entity keys, event time, then :func:`feature_columns`,
-        sorted by event time and row id.
-
-    Raises:
-        StepError: A column the features need is missing from ``raw``.
-    """
-    import pandas as pd
-
-    dataset = config.dataset
-    missing = [c for c in raw_columns(config) if c not in raw.columns]
-    if missing:
-        raise StepError(
-            f"raw events of {dataset.name} lack column(s) {missing} that features need; "
-            "fix the source data or the features section of the pipeline config"
-        )
-    frame = _prepared(raw, config)
-    in_interval = (frame[dataset.event_time] >= pd.Timestamp(start)) & (
-        frame[dataset.event_time] < pd.Timestamp(end)
-    )
-    computed = {**_aggregates(frame, config), **_transforms(frame, config)}
-    frame = frame.assign(**computed).loc[in_interval]
-    frame = frame.assign(**_time_parts(frame, config))
-    columns = [*dataset.key_columns, dataset.event_time, *feature_columns(config)]
-    result = frame.loc[:, columns].sort_values([dataset.event_time, dataset.row_id], kind="stable")
-    return _typed(result.reset_index(drop=True), config)
-
-
-def _prepared(raw: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
-    """Only the needed columns, event time as UTC, sorted by entity then time (rolling needs that order)."""
-    import pandas as pd
-
-    dataset = config.dataset
-    frame = raw.loc[:, raw_columns(config)].copy()
-    times = pd.to_datetime(frame[dataset.event_time])
-    frame[dataset.event_time] = (
-        times.dt.tz_localize("UTC") if times.dt.tz is None else times.dt.tz_convert("UTC")
-    )
-    order = [*dataset.entity_keys, dataset.event_time, dataset.row_id]
-    return frame.sort_values(order, kind="stable").reset_index(drop=True)
-
-
-def _rolling(frame: pd.DataFrame, config: PipelineConfig, column: str, window: str) -> Any:
-    """A per-entity time window over strictly earlier events (``closed='left'`` excludes the event itself)."""
-    dataset = config.dataset
-    values = frame[column].astype("float64")
-    series = values.set_axis(frame[dataset.event_time])
-    keys = [frame[key].to_numpy() for key in dataset.entity_keys]
-    return series.groupby(keys, sort=False, dropna=False).rolling(window_timedelta(window), closed="left")
-
-
-def _aggregates(frame: pd.DataFrame, config: PipelineConfig) -> dict[str, Any]:
-    """Rolling aggregates aligned with ``frame``'s rows (which are sorted by entity, then time)."""
-    columns: dict[str, Any] = {}
-    for spec in config.features.aggregates:
-        for window in spec.windows:
-            rolling = _rolling(frame, config, spec.column, window)
-            for function in spec.functions:
-                values = getattr(rolling, function)().to_numpy()
-                if function in ("count", "sum"):  # no history means zero events, not unknown
-                    values = _fill_nan(values, 0.0)
-                columns[aggregate_name(spec.column, function, window)] = values
-    return columns
-
-
-def _transforms(frame: pd.DataFrame, config: PipelineConfig) -> dict[str, Any]:
-    import numpy as np
-
-    columns: dict[str, Any] = {}
-    for transform in config.features.transforms:
-        values = frame[transform.column].astype("float64").to_numpy()
-        if transform.kind == "log1p":
-            columns[transform.name] = np.log1p(np.where(values > -1.0, values, np.nan))
-            continue
-        past_mean = _rolling(frame, config, transform.column, str(transform.window)).mean().to_numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = values / past_mean
-        # With no usable history the event is taken to be at its entity's usual level.
-        usable = np.isfinite(ratio) | np.isnan(values)
-        columns[transform.name] = np.where(usable, ratio, 1.0)
-    return columns
-
-
-def _time_parts(frame: pd.DataFrame, config: PipelineConfig) -> dict[str, Any]:
-    times = frame[config.dataset.event_time].dt
-    parts = {"hour": times.hour, "day_of_week": times.dayofweek}
-    return {time_part_name(config, part): parts[part] for part in config.features.time_parts}
-
-
-def _fill_nan(values: Any, fill: float) -> Any:
-    import numpy as np
-
-    return np.where(np.isnan(values), fill, values)
-
-
-def _typed(frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
-    """Cast features to their declared value types so every partition has the same schema."""
-    casts = {"float": "float64", "int": "int64", "bool": "bool"}
-    typed = {}
-    for name, kind in feature_types(config).items():
-        if kind in casts and not (kind == "bool" and frame[name].isna().any()):
-            typed[name] = frame[name].astype(casts[kind])
-    return frame.assign(**typed)
-
-
-def arrow_schema(config: PipelineConfig) -> pa.Schema:
-    """The Parquet schema of a feature partition, fixed by the config (so all days agree)."""
-    import pyarrow as pa
-
-    types = {
-        "float": pa.float64(),
-        "int": pa.int64(),
-        "bool": pa.bool_(),
-        "string": pa.string(),
-        "timestamp": pa.timestamp("ns", tz="UTC"),
-    }
-    dataset = config.dataset
-    fields = [pa.field(c, types[column_value_type(config, c)]) for c in dataset.key_columns]
-    fields.append(pa.field(dataset.event_time, types["timestamp"]))
-    fields += [pa.field(name, types[kind]) for name, kind in feature_types(config).items()]
-    return pa.schema(fields)
 
 
 # --- I/O --------------------------------------------------------------------------------------

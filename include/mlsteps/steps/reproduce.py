@@ -33,8 +33,19 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.layout import partition, snapshot_prefix
 from mlsteps.errors import StepError
+from mlsteps.logic.reproduction import (
+    Check,
+    changed_raw_partitions,
+    config_check,
+    feature_passes,
+    first_value_difference,
+    package_changes,
+    params_check,
+    render,
+    verdict,
+)
 from mlsteps.platform import registry
-from mlsteps.platform.context import DataInterval, StepContext, parse_instant
+from mlsteps.platform.context import DataInterval, StepContext
 from mlsteps.platform.lake import MARKER, Lake
 from mlsteps.platform.lineage import (
     MODEL_SHA256_TAG,
@@ -47,23 +58,18 @@ from mlsteps.platform.lineage import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
     import xgboost as xgb
     from mlflow import MlflowClient
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
-    from mlsteps.platform.datasets import TrainingSet
-    from mlsteps.steps.train import Fit
+    from mlsteps.logic.training import Fit
 
 log = logging.getLogger(__name__)
 
 #: The CLI prints this step's own report (text or JSON) instead of a summary line.
 PRINTS_OWN_OUTPUT = True
 SCRATCH_ROOT = "_scratch/reproduce"
-IDENTICAL, EQUIVALENT, DIFFERS = "identical", "equivalent", "differs"
-#: Checks that compare inputs: any difference there makes the verdict "differs".
-INPUT_CHECKS = ("config", "training-set fingerprint", "hyperparameters")
 
 
 @dataclass(frozen=True)
@@ -93,17 +99,6 @@ class Rebuilt:
     scratch: Lake
     manifest: dict[str, Any]
     fit: Fit
-
-
-@dataclass
-class Check:
-    """One comparison between the record and the rebuild."""
-
-    check: str
-    same: bool
-    recorded: Any
-    rebuilt: Any
-    detail: str = ""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -209,11 +204,13 @@ def logged_config(client: MlflowClient, run: Run) -> PipelineConfig | None:
 
 def rebuild(lake: Lake, scratch: Lake, records: Records) -> Rebuilt:
     """Copy the raw data into the scratch lake, recompute features and the snapshot there, retrain."""
+    from mlsteps.steps.features import DEFAULT_BATCH_DAYS
+
     start, end = records.interval
     window = end - start
     if window % dt.timedelta(days=1):
         raise StepError(f"snapshot {records.training_run} spans {window}, not whole days; cannot rebuild it")
-    passes = feature_passes(records)
+    passes = feature_passes(records.snapshot, start, end, DEFAULT_BATCH_DAYS)
     first, last = min(batch.start for batch, _ in passes), max(batch.end for batch, _ in passes)
     copy_raw(lake, scratch, records.snapshot_config, first, last)
     with private_feast_state(), tempfile.TemporaryDirectory() as directory:
@@ -229,31 +226,6 @@ def rebuild(lake: Lake, scratch: Lake, records: Records) -> Rebuilt:
     manifest = scratch.manifest(snapshot_prefix(records.training_run))
     assert manifest is not None
     return Rebuilt(scratch, manifest, retrain(scratch, records))
-
-
-def feature_passes(records: Records) -> list[tuple[DataInterval, list[dt.date]]]:
-    """Each window day with the pass its features were computed in, as the snapshot recorded it.
-
-    Days without a record are recomputed in the passes build-features makes by default.
-    """
-    from mlsteps.steps.features import DEFAULT_BATCH_DAYS
-
-    start, end = records.interval
-    recorded = records.snapshot.get("feature_batches") or {}
-    passes: dict[tuple[str, str], list[dt.date]] = {}
-    unknown = []
-    for day in DataInterval(start, end).days():
-        batch = recorded.get(day.isoformat())
-        if batch:
-            passes.setdefault((batch["start"], batch["end"]), []).append(day)
-        else:
-            unknown.append(day)
-    found = [(DataInterval(parse_instant(a), parse_instant(b)), days) for (a, b), days in passes.items()]
-    for offset in range(0, len(unknown), DEFAULT_BATCH_DAYS):
-        chunk = unknown[offset : offset + DEFAULT_BATCH_DAYS]
-        first, after = parse_instant(chunk[0].isoformat()), parse_instant(chunk[-1].isoformat())
-        found.append((DataInterval(first, after + dt.timedelta(days=1)), chunk))
-    return found
 
 
 def rebuild_features(context: StepContext, passes: list[tuple[DataInterval, list[dt.date]]]) -> None:
@@ -307,6 +279,7 @@ def run_step(step: str, argv: list[str]) -> dict[str, Any]:
 
 def retrain(scratch: Lake, records: Records) -> Fit:
     """Train on the rebuilt snapshot with the recorded config, device and trial count."""
+    from mlsteps.logic.training import split_by_time, train_model
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.steps import train
 
@@ -317,8 +290,8 @@ def retrain(scratch: Lake, records: Records) -> Fit:
         device = "cpu"
     snapshot = load_training_set(scratch, records.training_run)
     config = records.training_config
-    splits = train.split_by_time(snapshot, config.model.validation_fraction)
-    return train.train_model(splits, snapshot, config, device, int(tags.get(train.TRIALS_TAG, "0")))
+    splits = split_by_time(snapshot, config.model.validation_fraction)
+    return train_model(splits, snapshot, config, device, int(tags.get(train.TRIALS_TAG, "0")))
 
 
 # --- comparison -----------------------------------------------------------------------------
@@ -327,23 +300,19 @@ def retrain(scratch: Lake, records: Records) -> Fit:
 def compare(lake: Lake, records: Records, rebuilt: Rebuilt, tolerance: float) -> list[Check]:
     """Every comparison, in the order a difference would propagate: inputs first, then the model."""
     checks = [
-        config_check(records),
+        config_check(
+            (records.version.tags or {}).get("config_hash"),
+            records.snapshot.get("config_hash"),
+            records.snapshot_config.config_hash,
+            records.training_config.config_hash,
+        ),
         fingerprint_check(lake, records, rebuilt),
-        params_check(records, rebuilt.fit),
+        params_check(records.run.data.params, rebuilt.fit.params),
         booster_check(records, rebuilt.fit.booster),
     ]
     if not checks[-1].same:
         checks.append(predictions_check(records, rebuilt, tolerance))
     return checks
-
-
-def config_check(records: Records) -> Check:
-    """The recorded configs hash to what the snapshot and the version say they are."""
-    recorded = (records.version.tags or {}).get("config_hash")
-    snapshot_same = records.snapshot_config.config_hash == records.snapshot.get("config_hash")
-    same = snapshot_same and records.training_config.config_hash == recorded
-    detail = "" if snapshot_same else "the config recorded in the snapshot does not match its hash"
-    return Check("config", same, recorded, records.training_config.config_hash, detail)
 
 
 def fingerprint_check(lake: Lake, records: Records, rebuilt: Rebuilt) -> Check:
@@ -360,58 +329,12 @@ def fingerprint_difference(lake: Lake, records: Records, rebuilt: Rebuilt) -> st
 
     before = (records.snapshot.get("raw") or {}).get("partitions", {})
     after = (rebuilt.manifest.get("raw") or {}).get("partitions", {})
-    changed = sorted(day for day in set(before) | set(after) if before.get(day) != after.get(day))
-    parts = [f"raw partition(s) changed since training: {', '.join(changed)}"] if changed else []
+    parts = [changed_raw_partitions(before, after)]
     if records.snapshot.get("fingerprint") == (records.version.tags or {}).get("data_fingerprint"):
         original = load_training_set(lake, records.training_run)
         again = load_training_set(rebuilt.scratch, records.training_run)
         parts.append(first_value_difference(original, again))
     return "; ".join(part for part in parts if part)
-
-
-def first_value_difference(original: TrainingSet, rebuilt: TrainingSet) -> str:
-    """The first row and column whose value differs between two snapshots (or how their shapes differ)."""
-    row_id = original.manifest["row_id"]
-    for split in ("train", "holdout"):
-        before, after = getattr(original, split), getattr(rebuilt, split)
-        if len(before) != len(after) or list(before.columns) != list(after.columns):
-            return f"the {split} split has {len(before)} rows in the original and {len(after)} rebuilt"
-        differs = _cells_differ(before, after)
-        rows = differs.any(axis=1).to_numpy()
-        if rows.any():
-            row = int(rows.argmax())
-            column = str(differs.columns[int(differs.iloc[row].to_numpy().argmax())])
-            return (
-                f"first differing value: {split} {row_id}={before[row_id].iloc[row]}, {column} "
-                f"{_plain(before[column].iloc[row])!r} then, {_plain(after[column].iloc[row])!r} now"
-            )
-    return ""
-
-
-def _plain(value: Any) -> Any:
-    """A NumPy scalar as the Python value it holds (so it prints as 1.5, not np.float64(1.5))."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def _cells_differ(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
-    left, right = before.reset_index(drop=True), after.reset_index(drop=True)
-    return ~((left == right) | (left.isna() & right.isna()))
-
-
-def params_check(records: Records, fit: Fit) -> Check:
-    """The parameters the retrained booster used, against those logged on the original run."""
-    recorded = records.run.data.params
-    params = {key: str(value) for key, value in fit.params.items() if key != "eval_metric"}
-    differing = [key for key, value in params.items() if recorded.get(key) != value]
-    detail = ", ".join(f"{key}: {recorded.get(key)} then, {params[key]} now" for key in differing)
-    summary = f"{len(params)} parameters, seed {{}}"
-    return Check(
-        "hyperparameters",
-        not differing,
-        summary.format(recorded.get("seed")),
-        summary.format(params.get("seed")),
-        detail,
-    )
 
 
 def booster_check(records: Records, booster: xgb.Booster) -> Check:
@@ -427,23 +350,15 @@ def booster_check(records: Records, booster: xgb.Booster) -> Check:
 
 def predictions_check(records: Records, rebuilt: Rebuilt, tolerance: float) -> Check:
     """Registered vs retrained predictions on the rebuilt holdout: the largest |Δp|."""
-    import numpy as np
-
+    from mlsteps.logic import reproduction
+    from mlsteps.logic.training import predict
     from mlsteps.platform.datasets import load_training_set
-    from mlsteps.steps.train import predict
 
     registered = registry.load_booster(records.version.name, str(records.version.version))
     holdout = load_training_set(rebuilt.scratch, records.training_run).holdout
     config = records.training_config
-    delta = float(
-        np.max(np.abs(predict(registered, holdout, config) - predict(rebuilt.fit.booster, holdout, config)))
-    )
-    return Check(
-        "holdout predictions",
-        delta <= tolerance,
-        f"max |Δp| <= {tolerance:g}",
-        f"max |Δp| = {delta:.3g}",
-        f"{len(holdout)} holdout rows",
+    return reproduction.predictions_check(
+        predict(registered, holdout, config), predict(rebuilt.fit.booster, holdout, config), tolerance
     )
 
 
@@ -454,23 +369,13 @@ def verdict_document(
     name: str, number: str, records: Records, checks: list[Check], scratch: str | None
 ) -> dict[str, Any]:
     """The verdict, the first difference and every check."""
-    by_name = {check.check: check for check in checks}
-    first = next((check for check in checks if not check.same), None)
-    if any(not by_name[n].same for n in INPUT_CHECKS) or (first and first.check == "holdout predictions"):
-        verdict = DIFFERS
-    else:
-        verdict = IDENTICAL if first is None else EQUIVALENT
-    text = verdict
-    if "holdout predictions" in by_name and verdict == EQUIVALENT:
-        text = f"{verdict} ({by_name['holdout predictions'].rebuilt})"
-    elif first is not None:
-        text = f"{verdict}: first difference in {first.check}"
+    found, text, first = verdict(checks)
     return {
         "model_name": name,
         "model_version": number,
         "training_run": records.training_run,
         "interval": registry.describe_interval(records.snapshot.get("interval")),
-        "verdict": verdict,
+        "verdict": found,
         "verdict_text": text,
         "first_difference": asdict(first) if first else None,
         "checks": [asdict(check) for check in checks],
@@ -486,31 +391,5 @@ def environment_changes(records: Records) -> dict[str, Any]:
     now = package_versions()
     return {
         "code_version": {"recorded": tags.get("git_sha", "unknown"), "now": code_version()},
-        "packages_changed": {
-            name: f"{then[name]} -> {now.get(name)}" for name in then if then[name] != now.get(name)
-        },
+        "packages_changed": package_changes(then, now),
     }
-
-
-def render(report: dict[str, Any]) -> str:
-    lines = [
-        f"Reproduce {report['model_name']} version {report['model_version']} "
-        f"(snapshot {report['training_run']}, data interval {report['interval']})"
-    ]
-    for check in report["checks"]:
-        mark = "same" if check["same"] else "DIFFERS"
-        lines.append(
-            f"  [{mark:^7}] {check['check']:<25} recorded {check['recorded']}, rebuilt {check['rebuilt']}"
-        )
-        if check["detail"]:
-            lines.append(f"{'':12}{check['detail']}")
-    code, changed = report["environment"]["code_version"], report["environment"]["packages_changed"]
-    lines.append(f"  code version: recorded {code['recorded']}, now {code['now']}")
-    if changed:
-        lines.append(
-            f"  packages changed since training: {', '.join(f'{k} {v}' for k, v in changed.items())}"
-        )
-    if report["scratch"]:
-        lines.append(f"  scratch kept at {report['scratch']}")
-    lines.append(f"verdict: {report['verdict_text']}")
-    return "\n".join(lines)

@@ -16,17 +16,26 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract import layout
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.layout import partition, snapshot_prefix
 from mlsteps.errors import StepError
+from mlsteps.logic.lineage_facts import (
+    BROKEN,
+    Link,
+    chain_document,
+    code_link,
+    features_link,
+    params_link,
+    render,
+    unreachable,
+)
 from mlsteps.platform import registry
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.lake import MARKER, Lake
-from mlsteps.platform.lineage import MODEL_SHA256_TAG, VERSIONS_TAG, partition_digest
+from mlsteps.platform.lineage import partition_digest
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,29 +44,6 @@ if TYPE_CHECKING:
 
 #: The CLI prints this step's own report (text or JSON) instead of a summary line.
 PRINTS_OWN_OUTPUT = True
-
-OK, WARNING, BROKEN, UNREACHABLE = "ok", "warning", "broken", "unreachable"
-MAX_ROWS_SHOWN = 20
-
-
-@dataclass
-class Link:
-    """One link of the chain: the record it was read from, what it says, and whether it holds."""
-
-    name: str
-    record: str
-    status: str = OK
-    facts: dict[str, Any] = field(default_factory=dict)
-    problem: str = ""
-
-    def broken(self, problem: str) -> Link:
-        self.status, self.problem = BROKEN, problem
-        return self
-
-    def warn(self, problem: str) -> Link:
-        if self.status == OK:
-            self.status, self.problem = WARNING, problem
-        return self
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,15 +114,16 @@ def trace(
     links = [link, model]
     if version is None:
         return rows, links
+    tags = version.tags or {}
     run_record, run = run_link(client, version)
     snapshot_record, snapshot = snapshot_link(lake, version)
     links += [
         run_record,
         snapshot_record,
         raw_link(lake, snapshot),
-        features_link(version, snapshot, manifest),
-        code_link(version, snapshot, manifest),
-        params_link(version, run),
+        features_link(tags, snapshot, manifest),
+        code_link(tags, snapshot, manifest),
+        params_link(tags, *_run_record(run)),
         evaluation_link(lake, version),
         promotion_link(lake, version, manifest),
     ]
@@ -285,7 +272,7 @@ def snapshot_link(lake: Lake, version: ModelVersion) -> tuple[Link, dict[str, An
 def raw_link(lake: Lake, snapshot: dict[str, Any] | None) -> Link:
     """The raw data interval, and whether each raw partition read then is still there, unchanged."""
     if snapshot is None:
-        return _unreachable("raw data", "training set")
+        return unreachable("raw data", "training set")
     record = snapshot.get("raw")
     interval = snapshot.get("interval") or {}
     link = Link("raw data", lake.url(record["prefix"]) if record else "training set manifest")
@@ -310,74 +297,6 @@ def raw_link(lake: Lake, snapshot: dict[str, Any] | None) -> Link:
         link.broken(f"raw partition(s) {_days(missing)} under {lake.url(record['prefix'])} are missing")
     elif changed:
         link.warn(f"raw partition(s) {_days(changed)} changed since the snapshot was built")
-    return link
-
-
-def features_link(
-    version: ModelVersion, snapshot: dict[str, Any] | None, predictions: dict[str, Any]
-) -> Link:
-    """The feature definitions: the config hash (checked against the recorded config) and the Feast views."""
-    if snapshot is None:
-        return _unreachable("features", "training set")
-    tags = version.tags or {}
-    link = Link("features", "training set manifest: config, feature_views")
-    views = snapshot.get("feature_views") or []
-    link.facts = {
-        "config_hash": snapshot.get("config_hash"),
-        "config_hash_at_training": tags.get("config_hash"),
-        "config_hash_at_scoring": predictions.get("config_hash"),
-        "feature_service": snapshot.get("feature_service"),
-        "feature_views": [_view_summary(view) for view in views if "name" in view],
-        "feature_columns": len(snapshot.get("feature_columns", [])),
-    }
-    document = snapshot.get("config")
-    if document is None:
-        return link.warn("the snapshot predates recorded configs: only the config hash is known")
-    recorded_hash = PipelineConfig.model_validate(document).config_hash
-    if recorded_hash != snapshot.get("config_hash"):
-        return link.broken(
-            f"the config recorded in the snapshot hashes to {recorded_hash}, "
-            f"not {snapshot.get('config_hash')}"
-        )
-    if tags.get("config_hash") != snapshot.get("config_hash"):
-        link.warn("the config changed between build-training-set and train")
-    return link
-
-
-def code_link(version: ModelVersion, snapshot: dict[str, Any] | None, predictions: dict[str, Any]) -> Link:
-    """Code version, image and package versions at training (and at scoring)."""
-    tags = version.tags or {}
-    link = Link("code", "registry tags git_sha, image, mlsteps.versions")
-    link.facts = {
-        "git_sha": tags.get("git_sha"),
-        "image": tags.get("image"),
-        "packages": json.loads(tags[VERSIONS_TAG]) if VERSIONS_TAG in tags else None,
-        "git_sha_at_snapshot": ((snapshot or {}).get("lineage") or {}).get("git_sha"),
-        "git_sha_at_scoring": predictions.get("git_sha"),
-    }
-    if not tags.get("git_sha") or tags.get("git_sha") == "unknown":
-        link.warn("no code version was recorded at training")
-    elif VERSIONS_TAG not in tags:
-        link.warn("package versions were not recorded at training")
-    return link
-
-
-def params_link(version: ModelVersion, run: Run | None) -> Link:
-    """Hyperparameters, seed and training metrics, from the MLflow run."""
-    if run is None:
-        return _unreachable("hyperparameters", "mlflow run")
-    tags = version.tags or {}
-    params = dict(sorted(run.data.params.items()))
-    link = Link("hyperparameters", f"MLflow run {run.info.run_id} params")
-    link.facts = {
-        "params": params,
-        "device": tags.get("mlsteps.device"),
-        "n_trials": tags.get("mlsteps.n_trials"),
-        "validation_auc": run.data.metrics.get("validation_auc"),
-        "model_sha256": tags.get(MODEL_SHA256_TAG),
-    }
-    if "seed" not in params:
-        link.broken(f"MLflow run {run.info.run_id} records no seed parameter")
     return link
 
 
@@ -444,15 +363,11 @@ def _ledger_entry_before(lake: Lake, version: ModelVersion, scored_at: str | Non
     return entries[-1] if entries else None
 
 
-def _unreachable(name: str, upstream: str) -> Link:
-    return Link(name, "-", UNREACHABLE, problem=f"not followed: the {upstream} link is broken")
-
-
-def _view_summary(view: dict[str, Any]) -> str:
-    ttl = view.get("ttl_seconds")
-    ttl_text = f", ttl {ttl // 86400} d" if ttl else ""
-    entities = ", ".join(view.get("entities", []))
-    return f"{view['name']}({entities}; {len(view.get('features', {}))} features{ttl_text})"
+def _run_record(run: Run | None) -> tuple[str | None, dict[str, str], dict[str, float]]:
+    """The run's id, params and metrics (no id: the run could not be read)."""
+    if run is None:
+        return None, {}, {}
+    return run.info.run_id, run.data.params, run.data.metrics
 
 
 def _days(days: list[str]) -> str:
@@ -467,55 +382,3 @@ def _run_url(run: Run) -> str | None:
     from mlsteps.platform.registry import run_url
 
     return run_url(run.info.experiment_id, run.info.run_id)
-
-
-# --- output ---------------------------------------------------------------------------------
-
-
-def chain_document(
-    name: str, day: dt.date, column: str, value: str, rows: list[dict[str, Any]], links: list[Link]
-) -> dict[str, Any]:
-    """The chain as JSON-able data (what ``--json`` prints and the step result holds)."""
-    broken = [link for link in links if link.status == BROKEN]
-    return {
-        "prediction": {"model": name, "ds": day.isoformat(), "selector": {column: value}, "rows": rows},
-        "links": [asdict(link) for link in links],
-        "intact": not broken and all(link.status != UNREACHABLE for link in links),
-        "broken": [{"link": link.name, "record": link.record, "problem": link.problem} for link in broken],
-    }
-
-
-def render(document: dict[str, Any]) -> str:
-    """The chain as text: the prediction, one block per link, and the verdict."""
-    prediction = document["prediction"]
-    (column, value), rows = next(iter(prediction["selector"].items())), prediction["rows"]
-    lines = [f"Lineage of {column}={value} in {prediction['model']} predictions ds={prediction['ds']}"]
-    for row in rows[:MAX_ROWS_SHOWN]:
-        cells = ", ".join(f"{key}={_text(cell)}" for key, cell in row.items() if key != "part")
-        lines.append(f"  row: {cells}")
-    if len(rows) > MAX_ROWS_SHOWN:
-        lines.append(f"  ... and {len(rows) - MAX_ROWS_SHOWN} more rows")
-    for link in document["links"]:
-        lines.append(f"[{link['status'].upper():^11}] {link['name']:<15} {link['record']}")
-        if link["problem"]:
-            lines.append(f"{'':16}! {link['problem']}")
-        lines += [
-            f"{'':16}{key}: {_text(fact)}"
-            for key, fact in link["facts"].items()
-            if fact not in (None, [], {})
-        ]
-    if document["broken"]:
-        lines.append(f"lineage BROKEN at: {', '.join(b['link'] for b in document['broken'])}")
-    else:
-        lines.append(f"lineage intact: {len(document['links'])} links")
-    return "\n".join(lines)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, dict):
-        return " ".join(f"{key}={_text(item)}" for key, item in value.items())
-    if isinstance(value, list):
-        return ", ".join(_text(item) for item in value)
-    return str(value)

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.layout import features_prefix, partition, training_run_name
 from mlsteps.errors import StepError
+from mlsteps.logic.features import categorical_columns, feature_columns, feature_types
 from mlsteps.platform.context import DataInterval, StepContext, parse_instant
 from mlsteps.platform.datasets import save_training_set
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.lineage import config_document, feature_batches, package_versions, raw_record
-from mlsteps.steps.features import categorical_columns, feature_columns, feature_types
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,12 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from mlsteps.platform.feature_store import (
-        describe_feature_views,
-        feature_service_name,
-        feature_store,
-        training_service_name,
-    )
+    from mlsteps.platform.feature_store import feature_store, training_service_name
 
     context = StepContext.from_args(args)
     config = context.config
@@ -74,27 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         training_run,
         train,
         holdout,
-        {
-            "feature_columns": feature_columns(config),
-            "categorical_columns": categorical_columns(config),
-            "label": config.dataset.label,
-            "row_id": config.dataset.row_id,
-            "entity_keys": list(config.dataset.entity_keys),
-            "event_time": config.dataset.event_time,
-            "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
-            "holdout_start": holdout_start.isoformat(),
-            "config_hash": config.config_hash,
-            "feature_service": training_service_name(config),
-            "serving_feature_service": feature_service_name(config),
-            "lineage": context.lineage(),
-            # What `trace` shows and `reproduce` rebuilds from: the config itself, the Feast
-            # definitions, the raw partitions read (with digests) and the package versions.
-            "config": config_document(config),
-            "feature_views": describe_feature_views(config, context.lake),
-            "raw": raw_record(context.lake, config, interval.start, interval.end),
-            "feature_batches": feature_batches(context.lake, config, interval.days()),
-            "versions": package_versions(),
-        },
+        snapshot_record(context, interval, holdout_start),
     )
     uri = context.lake.url(f"training/{manifest['training_run']}")
     return {
@@ -108,6 +83,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
         "holdout_start": holdout_start.isoformat(),
         "feature_service": training_service_name(config),
+    }
+
+
+def snapshot_record(
+    context: StepContext, interval: DataInterval, holdout_start: dt.datetime
+) -> dict[str, Any]:
+    """What the snapshot manifest records: column roles, interval, config, Feast views, raw digests."""
+    from mlsteps.platform.feature_store import (
+        describe_feature_views,
+        feature_service_name,
+        training_service_name,
+    )
+
+    config = context.config
+    return {
+        "feature_columns": feature_columns(config),
+        "categorical_columns": categorical_columns(config),
+        "label": config.dataset.label,
+        "row_id": config.dataset.row_id,
+        "entity_keys": list(config.dataset.entity_keys),
+        "event_time": config.dataset.event_time,
+        "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
+        "holdout_start": holdout_start.isoformat(),
+        "config_hash": config.config_hash,
+        "feature_service": training_service_name(config),
+        "serving_feature_service": feature_service_name(config),
+        "lineage": context.lineage(),
+        # What `trace` shows and `reproduce` rebuilds from: the config itself, the Feast
+        # definitions, the raw partitions read (with digests) and the package versions.
+        "config": config_document(config),
+        "feature_views": describe_feature_views(config, context.lake),
+        "raw": raw_record(context.lake, config, interval.start, interval.end),
+        "feature_batches": feature_batches(context.lake, config, interval.days()),
+        "versions": package_versions(),
     }
 
 
