@@ -17,11 +17,12 @@ import yaml
 
 from mlsteps.cli import main
 from mlsteps.contract.config import load_config
+from mlsteps.contract.feature_schema import feature_columns, feature_types
 from mlsteps.contract.layout import partition, predictions_prefix, reference_prefix
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.scoring import features_prefix
 from mlsteps.steps.drift import monitoring_experiment, sample_partition, sample_positions
-from mlsteps.steps.features import arrow_schema, feature_columns, feature_types
+from mlsteps.steps.features import arrow_schema
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.report_fixtures import assert_figures, external_references
 

@@ -17,6 +17,7 @@ import yaml
 
 from mlsteps.cli import main
 from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.feature_schema import feature_columns, lookback_days
 from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.platform.context import StepContext
 from mlsteps.platform.datasets import load_training_set
@@ -28,7 +29,6 @@ from mlsteps.platform.feature_store import (
     load_repo_config,
 )
 from mlsteps.platform.lake import MARKER, Lake
-from mlsteps.steps.features import feature_columns, lookback_days
 from mlsteps.steps.generate import generate_events
 from tests.conftest import DEFAULT_CONFIG
 from tests.support.services import S3Server, free_port

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.feature_schema import feature_columns
 from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
 from mlsteps.platform.context import StepContext
@@ -25,7 +26,6 @@ from mlsteps.platform.feature_store import (
     store_yaml_path,
 )
 from mlsteps.platform.lake import MARKER, Lake
-from mlsteps.steps.features import feature_columns
 from tests.steps.training_fixtures import run_step
 
 PRODUCTION_YAML = FEATURE_REPO / "feature_store.production.yaml"

@@ -12,12 +12,12 @@ import pytest
 
 from mlsteps.cli import main
 from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.feature_schema import feature_columns
 from mlsteps.contract.layout import features_prefix, partition, training_run_name
 from mlsteps.errors import StepError
 from mlsteps.platform.context import DataInterval
 from mlsteps.platform.datasets import load_training_set
 from mlsteps.platform.lake import Lake
-from mlsteps.steps.features import feature_columns
 from mlsteps.steps.training_set import labelled_events, split_by_time
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.training_fixtures import run_step

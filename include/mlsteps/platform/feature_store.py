@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import PipelineConfig
+from mlsteps.contract.feature_schema import column_value_type, feature_columns, feature_types
 from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
 from mlsteps.platform.lake import Lake
-from mlsteps.steps.features import column_value_type, feature_columns, feature_types
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureStore, FeatureView, RepoConfig

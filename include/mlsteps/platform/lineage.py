@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlsteps.contract.feature_schema import lookback_days
 from mlsteps.contract.layout import partition
 
 if TYPE_CHECKING:
@@ -84,8 +85,6 @@ def booster_sha256(booster: xgb.Booster) -> str:
 
 def raw_days(config: PipelineConfig, start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     """Every raw day features of ``[start, end)`` read: the interval's days plus the look-back days."""
-    from mlsteps.steps.features import lookback_days
-
     first = start.date() - dt.timedelta(days=lookback_days(config))
     last = (end - dt.timedelta(microseconds=1)).date()
     return [first + dt.timedelta(days=offset) for offset in range((last - first).days + 1)]
