@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import os
 import platform
 import subprocess
 from importlib import metadata
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.feature_schema import lookback_days
 from mlsteps.contract.layout import partition
+from mlsteps.contract.settings import UNKNOWN_CODE_VERSION, StepSettings
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -33,17 +33,12 @@ VERSIONS_TAG = "mlsteps.versions"
 TRACKED_PACKAGES = (
     "mlsteps", "xgboost", "numpy", "pandas", "pyarrow", "scikit-learn", "mlflow", "feast", "optuna",
 )  # fmt: skip
-UNKNOWN = "unknown"
 
 
-def code_version() -> str:
+def code_version(settings: StepSettings | None = None) -> str:
     """The code's git SHA: ``$ML_GIT_SHA`` (the factory and the step image set it), ``$ML_CODE_VERSION``,
     else ``git rev-parse HEAD`` of the checkout this package runs from, else ``unknown``."""
-    for variable in ("ML_GIT_SHA", "ML_CODE_VERSION"):
-        value = os.environ.get(variable, "").strip()
-        if value and value != UNKNOWN:
-            return value
-    return _checkout_sha()
+    return (settings or StepSettings.from_env()).code_version or _checkout_sha()
 
 
 @functools.cache
@@ -58,8 +53,8 @@ def _checkout_sha() -> str:
             check=True,
         )
     except (OSError, subprocess.SubprocessError):
-        return UNKNOWN
-    return found.stdout.strip() or UNKNOWN
+        return UNKNOWN_CODE_VERSION
+    return found.stdout.strip() or UNKNOWN_CODE_VERSION
 
 
 def package_versions() -> dict[str, str]:
