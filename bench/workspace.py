@@ -99,7 +99,8 @@ def config() -> PipelineConfig:
 
 def labelled_features(rows_per_day: int, customers: int, seed: int) -> pd.DataFrame:
     """Generated events of the window (plus look-back) through the real features code, with the label."""
-    from mlsteps.logic.features import compute_features, lookback_days
+    from mlsteps.contract.feature_schema import lookback_days
+    from mlsteps.logic.features import compute_features
     from mlsteps.steps.generate import generate_events
 
     settings = config()
@@ -116,7 +117,7 @@ def labelled_features(rows_per_day: int, customers: int, seed: int) -> pd.DataFr
 
 def write_training_set(root: Path, rows_per_day: int, customers: int, seed: int) -> dict[str, Any]:
     """Commit the snapshot ``training/bench`` exactly as ``build-training-set`` lays it out."""
-    from mlsteps.logic.features import categorical_columns, feature_columns
+    from mlsteps.contract.feature_schema import categorical_columns, feature_columns
     from mlsteps.platform.datasets import save_training_set
     from mlsteps.platform.lake import Lake
     from mlsteps.steps.training_set import split_by_time

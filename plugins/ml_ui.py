@@ -131,11 +131,9 @@ def report_store(uri: str) -> ReportStore:
 
 def _lake_store() -> ReportStore:
     """The store of the lake the steps write to (``$ML_LAKE_URI``, read per request)."""
-    from mlsteps.platform.lake import (
-        default_lake_uri,  # the module imports pyarrow only inside Lake's methods
-    )
+    from mlsteps.contract.settings import StepSettings
 
-    return report_store(default_lake_uri())
+    return report_store(StepSettings.from_env().lake())
 
 
 def list_reports(lake: Any, limit: int = 500) -> list[str]:

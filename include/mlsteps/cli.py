@@ -15,9 +15,8 @@ import sys
 import traceback
 from typing import Any, NoReturn, Protocol, cast
 
+from mlsteps.contract.settings import StepSettings
 from mlsteps.errors import EXIT_CRASH, EXIT_USER_ERROR, StepError
-
-RESULT_ENV_VAR = "ML_STEP_RESULT"
 
 #: step name -> (module, one-line help). The order is the pipeline's order.
 STEPS: dict[str, tuple[str, str]] = {
@@ -135,9 +134,8 @@ def _load(module_name: str) -> StepModule:
     return cast(StepModule, importlib.import_module(module_name))
 
 
-def write_result(result: dict[str, Any]) -> None:
-    """Write the step's small JSON result where ``$ML_STEP_RESULT`` points (XCom's source)."""
-    target = os.environ.get(RESULT_ENV_VAR)
+def write_result(result: dict[str, Any], target: str | None) -> None:
+    """Write the step's small JSON result to ``target`` (``$ML_STEP_RESULT``, XCom's source), if any."""
     if not target:
         return
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
@@ -156,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     step = step if step in STEPS else None
     try:  # building the parser imports the step's module, which can fail like the step itself
         args = build_parser(step).parse_args(argv)
+        # Read once; a bad value is the deployment's fault, not the run's input: a crash, retried.
+        settings = args.settings = StepSettings.from_env()
     except Exception as err:
         return _crashed(step, err)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -165,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     except StepError as err:
         print(f"ERROR: {err}", file=sys.stderr, flush=True)
         if err.result:  # what a failed step still has to show (a report); the task's links read it
-            write_result({**err.result, "failed": True, "error": str(err), "summary": f"FAILED: {err}"})
+            failed = {**err.result, "failed": True, "error": str(err), "summary": f"FAILED: {err}"}
+            write_result(failed, settings.result_path)
         return EXIT_USER_ERROR
     except Exception as err:
         return _crashed(args.step, err)
-    write_result(result)
+    write_result(result, settings.result_path)
     if not getattr(module, "PRINTS_OWN_OUTPUT", False):  # a report (e.g. JSON on stdout) stays clean
         print(f"{args.step}: {result.get('summary', 'done')}", flush=True)
     return 0

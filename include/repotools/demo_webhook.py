@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from mlsteps.contract.config import CONFIG_ENV_VAR, config_path, load_config
+from mlsteps.contract.config import config_path, load_config
+from mlsteps.contract.settings import CONFIG_ENV_VAR, StepSettings
 
 CONN_ID = "ml_demo_webhook"
 
@@ -85,7 +86,7 @@ def notifying_env(env: dict[str, str], port: int, directory: Path) -> dict[str, 
 
     Returns ``env`` unchanged when the config in use already has notification channels.
     """
-    source = config_path(env)
+    source = config_path(StepSettings.from_env(env))
     if load_config(source).notifications.channels:
         return env
     document = yaml.safe_load(source.read_text())

@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from mlsteps.contract.settings import GIT_SHA_ENV_VAR, RESULT_ENV_VAR
 from step_tasks.exit_codes import step_failure
 from step_tasks.links import RETURN_KEY, STEP_LINKS, publish_summary
 
@@ -58,8 +59,8 @@ class LocalStepOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         with tempfile.TemporaryDirectory(prefix="mlsteps-") as scratch:
             result_path = Path(scratch) / "result.json"
-            env = {**os.environ, **self.env, "ML_STEP_RESULT": str(result_path), "PYTHONUNBUFFERED": "1"}
-            env.setdefault("ML_GIT_SHA", _git_sha(self.workdir))
+            env = {**os.environ, **self.env, RESULT_ENV_VAR: str(result_path), "PYTHONUNBUFFERED": "1"}
+            env.setdefault(GIT_SHA_ENV_VAR, _git_sha(self.workdir))
             self.log.info("Running step: %s", " ".join(self.argv))
             returncode, last_lines = self._run(env)
             if returncode != 0:

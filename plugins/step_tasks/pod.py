@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mlsteps.contract.settings import REQUIRE_GPU_ENV_VAR, RESULT_ENV_VAR, STEP_IMAGE_ENV_VAR
 from step_tasks.settings import ExecutionSettings, Profile
 
 if TYPE_CHECKING:
@@ -39,13 +40,13 @@ def build_pod_task(
     timeout = operator_kwargs.get("execution_timeout") or resources.execution_timeout
     env = {
         **settings.step_env,
-        "ML_STEP_RESULT": RESULT_PATH,
-        "ML_STEP_IMAGE": settings.image,
+        RESULT_ENV_VAR: RESULT_PATH,
+        STEP_IMAGE_ENV_VAR: settings.image,
         "HOME": SCRATCH_PATH,
         "MPLCONFIGDIR": f"{SCRATCH_PATH}/matplotlib",
     }
     if profile == "gpu":
-        env["ML_REQUIRE_GPU"] = "1"
+        env[REQUIRE_GPU_ENV_VAR] = "1"
     kwargs: dict[str, Any] = dict(
         task_id=task_id,
         name=f"mlsteps-{step}",

@@ -14,24 +14,37 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from mlsteps.contract.settings import (
+    CONFIG_ENV_VAR,
+    LAKE_ENV_VAR,
+    REGION_ENV_VARS,
+    REGISTRY_ENDPOINT_ENV_VAR,
+    REGISTRY_URI_ENV_VAR,
+    ROW_GROUP_ROWS_ENV_VAR,
+    STATE_DIR_ENV_VAR,
+    STEP_IMAGE_ENV_VAR,
+    STORE_YAML_ENV_VAR,
+    TRACKING_URI_ENV_VAR,
+)
+
 Mode = Literal["local", "kubernetes"]
 Profile = Literal["cpu", "gpu"]
 PROFILES: tuple[Profile, ...] = ("cpu", "gpu")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-#: Non-secret variables the worker passes to every step (its own values, read once).
+#: Non-secret variables the worker passes to every step (its own values, read once); the names are
+#: the steps' (``mlsteps.contract.settings``).
 FORWARDED_ENV = (
-    "ML_LAKE_URI",
-    "ML_PIPELINE_CONFIG",
-    "ML_STATE_DIR",
-    "ML_FEAST_STORE_YAML",
-    "MLFLOW_TRACKING_URI",
+    LAKE_ENV_VAR,
+    CONFIG_ENV_VAR,
+    STATE_DIR_ENV_VAR,
+    STORE_YAML_ENV_VAR,
+    TRACKING_URI_ENV_VAR,
     "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "ML_FEAST_REGISTRY_URI",
-    "FEAST_S3_ENDPOINT_URL",
-    "ML_PARQUET_ROW_GROUP_ROWS",
+    *REGION_ENV_VARS,
+    REGISTRY_URI_ENV_VAR,
+    REGISTRY_ENDPOINT_ENV_VAR,
+    ROW_GROUP_ROWS_ENV_VAR,
 )
 
 
@@ -106,7 +119,7 @@ class ExecutionSettings:
         if self.retries < 0 or self.retries > 10:
             raise SettingsError(f"ML_STEP_RETRIES={self.retries} must be between 0 and 10")
         if self.mode == "kubernetes" and not self.image:
-            raise SettingsError("ML_STEP_IMAGE must name the step image in kubernetes mode")
+            raise SettingsError(f"{STEP_IMAGE_ENV_VAR} must name the step image in kubernetes mode")
         for name, value in self.step_env.items():
             _refuse_password(name, value)
         for name, value in (("ML_MLFLOW_UI_URL", self.mlflow_ui_url), ("ML_REPORTS_URL", self.reports_url)):
@@ -125,7 +138,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings
     defaults = ExecutionSettings()
     return ExecutionSettings(
         mode=env.get("ML_EXECUTION_MODE", defaults.mode),  # type: ignore[arg-type]
-        image=env.get("ML_STEP_IMAGE", defaults.image),
+        image=env.get(STEP_IMAGE_ENV_VAR, defaults.image),
         image_pull_policy=env.get("ML_IMAGE_PULL_POLICY", defaults.image_pull_policy),
         namespace=env.get("ML_NAMESPACE", defaults.namespace),
         service_account=env.get("ML_SERVICE_ACCOUNT", defaults.service_account),

@@ -10,13 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlsteps.contract.config import (
-    CONFIG_ENV_VAR,
-    DEFAULT_CONFIG_PATH,
-    PipelineConfig,
-    config_path,
-    load_config,
-)
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH, PipelineConfig, config_path, load_config
+from mlsteps.contract.settings import CONFIG_ENV_VAR
 from mlsteps.errors import StepError
 
 Mutation = Callable[[dict[str, Any]], None]

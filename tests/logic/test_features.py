@@ -8,17 +8,15 @@ import pandas as pd
 import pytest
 
 from mlsteps.contract.config import PipelineConfig, load_config
-from mlsteps.errors import StepError
-from mlsteps.logic.features import (
+from mlsteps.contract.feature_schema import (
     aggregate_name,
-    arrow_schema,
-    compute_features,
     feature_columns,
     feature_types,
-    raw_columns,
     time_part_name,
     window_timedelta,
 )
+from mlsteps.errors import StepError
+from mlsteps.logic.features import arrow_schema, compute_features, raw_columns
 
 
 @pytest.fixture

@@ -54,6 +54,15 @@ def test_equivalent_text_quotes_the_holdout_difference() -> None:
     assert verdict(checks)[1] == f"{EQUIVALENT} (d)"
 
 
+def test_holdout_predictions_beyond_the_tolerance_differ() -> None:
+    checks = [
+        *inputs_same(),
+        Check("booster sha256", False, "a", "b"),
+        Check("holdout predictions", False, "", "max |dp| = 0.2"),
+    ]
+    assert verdict(checks)[1] == f"{DIFFERS}: holdout predictions (max |dp| = 0.2)"
+
+
 def test_config_check_names_a_snapshot_config_that_does_not_match_its_hash() -> None:
     assert config_check("h", "h", "other", "h").detail.startswith("the config recorded in the snapshot")
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from repotools.demo_webhook import CONN_ID, demo_webhook, notifying_env
 
-from mlsteps.contract.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, load_config
+from mlsteps.contract.config import DEFAULT_CONFIG_PATH, load_config
+from mlsteps.contract.settings import CONFIG_ENV_VAR
 from step_tasks.notify import send
 
 MESSAGE = {"event": "promoted", "title": "New champion", "text": "[ml_training] New champion: version 3"}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mlsteps.cli import STEPS
+from mlsteps.cli import STEPS, main
 
 PYCACHE = Path(__file__).resolve().parents[2] / ".pytest_cache" / "pycache"
 HEAVY_MODULES = ("pandas", "numpy", "pyarrow", "mlflow", "xgboost", "feast", "evidently", "boto3", "sklearn")
@@ -206,3 +206,15 @@ def test_a_step_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
         "ERROR: data interval end 2026-01-01T00:00:00+00:00 is not after its start "
         "2026-01-02T00:00:00+00:00; pass --start before --end"
     ]
+
+
+def test_a_bad_setting_is_a_crash_whose_error_line_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deployment setting, not the run's input: retried like any crash (exit 1), never half-run."""
+    monkeypatch.setenv("ML_PARQUET_ROW_GROUP_ROWS", "not-a-number")
+
+    assert main(["validate", "--start", "2026-01-01", "--end", "2026-01-02"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    expected = "ERROR: step validate crashed: StepError: ML_PARQUET_ROW_GROUP_ROWS='not-a-number' is not"
+    assert last.startswith(expected)

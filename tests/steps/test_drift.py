@@ -17,9 +17,10 @@ import yaml
 
 from mlsteps.cli import main
 from mlsteps.contract.config import load_config
+from mlsteps.contract.feature_schema import feature_columns, feature_types
 from mlsteps.contract.layout import partition, predictions_prefix, reference_prefix
 from mlsteps.logic.drift import sample_positions
-from mlsteps.logic.features import arrow_schema, feature_columns, feature_types
+from mlsteps.logic.features import arrow_schema
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.monitoring import monitoring_experiment
 from mlsteps.platform.sampling import sample_partition

@@ -17,10 +17,11 @@ import yaml
 
 from mlsteps.cli import main
 from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.feature_schema import feature_columns, lookback_days
 from mlsteps.contract.layout import features_prefix, partition
-from mlsteps.logic.features import feature_columns, lookback_days
 from mlsteps.platform.context import StepContext
 from mlsteps.platform.datasets import load_training_set
+from mlsteps.platform.feast_registry import EndpointS3RegistryStore
 from mlsteps.platform.feature_store import (
     FEATURE_REPO,
     feature_service_name,
@@ -223,7 +224,10 @@ def test_production_repo_config_loads_and_applies_without_contacting_redis(
     assert repo_config.project == config.name
 
     store = feature_store(StepContext(None, s3_lake, "", ""))
-    assert os.environ["FEAST_S3_ENDPOINT_URL"] == s3_env.endpoint
+    assert os.environ["FEAST_S3_ENDPOINT_URL"] == ""  # the endpoint is passed to the registry, not set
+    registry_store = store.registry._registry_store
+    assert isinstance(registry_store, EndpointS3RegistryStore)
+    assert registry_store.s3_client.meta.client.meta.endpoint_url == s3_env.endpoint
     assert f"{urlparse(s3_lake).path.lstrip('/')}/feast/registry.db" in bucket_keys(s3_env, s3_lake)
     source = store.get_feature_view(feature_view_name(config)).batch_source
     assert isinstance(source, FileSource)

@@ -12,9 +12,10 @@ import pyarrow as pa
 import pytest
 
 from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.feature_schema import categorical_columns, feature_columns, lookback_days
 from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
-from mlsteps.logic.features import categorical_columns, compute_features, feature_columns, lookback_days
+from mlsteps.logic.features import compute_features
 from mlsteps.platform.lake import MARKER, Lake
 from mlsteps.steps.generate import generate_events
 from tests.steps.training_fixtures import run_step

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.feature_schema import feature_columns
 from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
-from mlsteps.logic.features import feature_columns
 from mlsteps.platform.context import StepContext
 from mlsteps.platform.feature_store import (
     DEFAULT_STORE_YAML,

@@ -12,9 +12,9 @@ import pytest
 
 from mlsteps.cli import main
 from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.feature_schema import feature_columns
 from mlsteps.contract.layout import features_prefix, partition, training_run_name
 from mlsteps.errors import StepError
-from mlsteps.logic.features import feature_columns
 from mlsteps.platform.context import DataInterval
 from mlsteps.platform.datasets import load_training_set
 from mlsteps.platform.lake import Lake

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -14,9 +12,9 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlsteps.contract.settings import CONFIG_ENV_VAR, StepSettings
 from mlsteps.errors import StepError
 
-CONFIG_ENV_VAR = "ML_PIPELINE_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "pipeline.yaml"
 
 Window = Annotated[
@@ -301,10 +299,10 @@ class PipelineConfig(_Frozen):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def config_path(env: Mapping[str, str] | None = None) -> Path:
-    """The config file in use: ``$ML_PIPELINE_CONFIG`` of ``env`` (this process's environment by
-    default), else the default under ``include/config``."""
-    return Path((os.environ if env is None else env).get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+def config_path(settings: StepSettings | None = None) -> Path:
+    """The config file in use: ``$ML_PIPELINE_CONFIG`` of ``settings`` (read from this process's
+    environment by default), else the default under ``include/config``."""
+    return Path((settings or StepSettings.from_env()).config_file or DEFAULT_CONFIG_PATH)
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:

@@ -139,19 +139,23 @@ def predictions_check(registered: np.ndarray, rebuilt: np.ndarray, tolerance: fl
 
 
 def verdict(checks: list[Check]) -> tuple[str, str, Check | None]:
-    """The verdict, its one-line text and the first check that differs (None when all agree)."""
+    """The verdict, its one-line text and the check that decided it (None when all agree).
+
+    Different inputs, or holdout predictions further apart than the tolerance, make ``differs``;
+    the same inputs with a different booster whose predictions stay within it, ``equivalent``.
+    """
     by_name = {check.check: check for check in checks}
     first = next((check for check in checks if not check.same), None)
-    if any(not by_name[n].same for n in INPUT_CHECKS) or (first and first.check == "holdout predictions"):
-        found = DIFFERS
-    else:
-        found = IDENTICAL if first is None else EQUIVALENT
-    text = found
-    if "holdout predictions" in by_name and found == EQUIVALENT:
-        text = f"{found} ({by_name['holdout predictions'].rebuilt})"
-    elif first is not None:
-        text = f"{found}: first difference in {first.check}"
-    return found, text, first
+    predictions = by_name.get("holdout predictions")
+    if any(not by_name[n].same for n in INPUT_CHECKS):
+        return DIFFERS, f"{DIFFERS}: first difference in {first.check if first else 'inputs'}", first
+    if predictions is not None and not predictions.same:
+        return DIFFERS, f"{DIFFERS}: holdout predictions ({predictions.rebuilt})", predictions
+    if first is None:
+        return IDENTICAL, IDENTICAL, None
+    if predictions is not None:
+        return EQUIVALENT, f"{EQUIVALENT} ({predictions.rebuilt})", first
+    return EQUIVALENT, f"{EQUIVALENT}: first difference in {first.check}", first
 
 
 def package_changes(then: dict[str, str], now: dict[str, str]) -> dict[str, str]:

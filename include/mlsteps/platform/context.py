@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
-from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.config import PipelineConfig, config_path, load_config
+from mlsteps.contract.settings import StepSettings
 from mlsteps.errors import StepError
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.lineage import code_version
@@ -61,24 +61,30 @@ def add_interval_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class StepContext:
-    """Config, lake and lineage for one step run; built once from the CLI options."""
+    """Config, lake, settings and lineage for one step run; built once from the CLI options.
+
+    ``settings`` are what the CLI read from the environment (``args.settings``); a context built
+    without them reads the environment once, when built.
+    """
 
     config_file: str | None
     lake_uri: str | None
     dag_id: str
     run_id: str
+    settings: StepSettings = field(default_factory=StepSettings.from_env)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> StepContext:
-        return cls(args.config, args.lake, args.dag_id, args.run_id)
+        settings = getattr(args, "settings", None) or StepSettings.from_env()
+        return cls(args.config, args.lake, args.dag_id, args.run_id, settings)
 
     @cached_property
     def config(self) -> PipelineConfig:
-        return load_config(self.config_file)
+        return load_config(self.config_file or config_path(self.settings))
 
     @cached_property
     def lake(self) -> Lake:
-        return Lake(self.lake_uri)
+        return Lake(self.lake_uri, self.settings)
 
     def lineage(self) -> dict[str, str]:
         """Tags that tie an output to the run, code and config that produced it."""
@@ -86,6 +92,6 @@ class StepContext:
             "dag_id": self.dag_id,
             "dag_run_id": self.run_id,
             "config_hash": self.config.config_hash,
-            "git_sha": code_version(),
-            "image": os.environ.get("ML_STEP_IMAGE", "local"),
+            "git_sha": code_version(self.settings),
+            "image": self.settings.step_image,
         }

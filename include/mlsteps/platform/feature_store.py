@@ -3,7 +3,7 @@
 The entity, feature view and feature service are built from the pipeline config, never written
 by hand, so a different dataset needs only a different config. The repo config (registry, online
 and offline store) comes from ``include/feature_repo/feature_store.yaml`` or the file named by
-``$ML_FEAST_STORE_YAML``, with ``${VAR}`` replaced from the environment.
+``$ML_FEAST_STORE_YAML``, with ``${VAR}`` replaced from the environment the step's settings read.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import PipelineConfig
+from mlsteps.contract.feature_schema import column_value_type, feature_columns, feature_types
 from mlsteps.contract.layout import features_prefix, partition
+from mlsteps.contract.settings import STATE_DIR_ENV_VAR, STORE_YAML_ENV_VAR, StepSettings
 from mlsteps.errors import StepError
-from mlsteps.logic.features import column_value_type, feature_columns, feature_types
 from mlsteps.platform.lake import Lake
 
 if TYPE_CHECKING:
@@ -28,11 +28,10 @@ if TYPE_CHECKING:
 
     from mlsteps.platform.context import StepContext
 
-STORE_YAML_ENV_VAR = "ML_FEAST_STORE_YAML"
-STATE_DIR_ENV_VAR = "ML_STATE_DIR"
-REGISTRY_ENDPOINT_ENV_VAR = "FEAST_S3_ENDPOINT_URL"
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 DEFAULT_STORE_YAML = FEATURE_REPO / "feature_store.yaml"
+#: The registry store Feast builds for an S3 registry: ours, which takes the endpoint from the settings.
+S3_REGISTRY_STORE = "mlsteps.platform.feast_registry.EndpointS3RegistryStore"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -64,14 +63,9 @@ class FeastObjects:
         ]
 
 
-def store_yaml_path() -> Path:
+def store_yaml_path(settings: StepSettings | None = None) -> Path:
     """The repo config in use: ``$ML_FEAST_STORE_YAML``, else the local one under ``include/feature_repo``."""
-    return Path(os.environ.get(STORE_YAML_ENV_VAR) or DEFAULT_STORE_YAML)
-
-
-def state_dir() -> Path:
-    """Local Feast state (registry, SQLite online store): ``$ML_STATE_DIR``, else ``.state/`` here."""
-    return Path(os.environ.get(STATE_DIR_ENV_VAR) or Path.cwd() / ".state").resolve()
+    return Path((settings or StepSettings.from_env()).store_yaml or DEFAULT_STORE_YAML)
 
 
 def feature_view_name(config: PipelineConfig) -> str:
@@ -94,14 +88,16 @@ def training_service_name(config: PipelineConfig) -> str:
     return f"{config.name}_model_training"
 
 
-def expand_variables(text: str, source: Path) -> str:
-    """Replace ``${VAR}`` from the environment (``ML_STATE_DIR`` has a default); drop comment lines.
+def expand_variables(text: str, source: Path, settings: StepSettings | None = None) -> str:
+    """Replace ``${VAR}`` from the settings' environment (``ML_STATE_DIR`` has a default); drop comment lines.
 
     Raises:
         StepError: A variable is not set.
     """
+    settings = settings or StepSettings.from_env()
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    values = {**os.environ, STATE_DIR_ENV_VAR: str(state_dir())}  # the state dir always absolute
+    state = str(settings.state_dir())  # always absolute
+    values = {**settings.environ, STATE_DIR_ENV_VAR: state}
     unset = sorted({name for name in _VARIABLE.findall(text) if not values.get(name)})
     if unset:
         raise StepError(
@@ -111,8 +107,12 @@ def expand_variables(text: str, source: Path) -> str:
     return _VARIABLE.sub(lambda match: values[match.group(1)], text)
 
 
-def load_repo_config(config: PipelineConfig, path: Path | None = None) -> RepoConfig:
+def load_repo_config(
+    config: PipelineConfig, path: Path | None = None, settings: StepSettings | None = None
+) -> RepoConfig:
     """Read the Feast repo config; ``project`` defaults to the pipeline's name.
+
+    ``settings`` (read from this process's environment by default) say which file, and fill ``${VAR}``.
 
     Raises:
         StepError: The file is missing, is not a YAML mapping, uses unset variables or is invalid.
@@ -120,9 +120,10 @@ def load_repo_config(config: PipelineConfig, path: Path | None = None) -> RepoCo
     import yaml
     from feast import RepoConfig
 
-    file = path or store_yaml_path()
+    settings = settings or StepSettings.from_env()
+    file = path or store_yaml_path(settings)
     try:
-        raw = yaml.safe_load(expand_variables(file.read_text(), file))
+        raw = yaml.safe_load(expand_variables(file.read_text(), file, settings))
     except FileNotFoundError:
         raise StepError(
             f"Feast repo config {file} does not exist; set {STORE_YAML_ENV_VAR} to a valid file"
@@ -154,15 +155,11 @@ def _prepare_paths(raw: dict[str, Any]) -> None:
     for path in (registry_path, online_path):
         if path and "://" not in path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    endpoint = _s3_endpoint()
-    # Feast's S3 registry reads only this variable (at construction); an explicit value wins.
-    if registry_path.startswith("s3://") and endpoint and not os.environ.get(REGISTRY_ENDPOINT_ENV_VAR):
-        os.environ[REGISTRY_ENDPOINT_ENV_VAR] = endpoint
-
-
-def _s3_endpoint() -> str | None:
-    """The S3-compatible endpoint (MinIO, moto), from the standard AWS variables; None means AWS itself."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    # Feast's own S3 store reads its endpoint from $FEAST_S3_ENDPOINT_URL only; ours from the settings.
+    if registry_path.startswith("s3://"):
+        registry = registry if isinstance(registry, dict) else {"path": registry_path}
+        registry.setdefault("registry_store_type", S3_REGISTRY_STORE)
+        raw["registry"] = registry
 
 
 def offline_source_path(lake: Lake, config: PipelineConfig) -> str:
@@ -192,7 +189,7 @@ def feast_objects(config: PipelineConfig, lake: Lake) -> FeastObjects:
         path=offline_source_path(lake, config),
         timestamp_field=dataset.event_time,
         file_format=ParquetFormat(),
-        s3_endpoint_override=None if lake.is_local else _s3_endpoint(),
+        s3_endpoint_override=None if lake.is_local else lake.s3_endpoint,
     )
     keys = [Field(name=key, dtype=_feast_type(column_value_type(config, key))) for key in dataset.key_columns]
     features = [Field(name=name, dtype=_feast_type(kind)) for name, kind in feature_types(config).items()]
@@ -317,7 +314,9 @@ def feature_store(context: StepContext) -> FeatureStore:
         _fresh_s3_listings(offline_source_path(context.lake, config))
     check_feature_table(context.lake, config)
     logging.getLogger("feast.infra.registry.registry").setLevel(logging.WARNING)  # one line per registry read
-    store = FeatureStore(config=load_repo_config(config), repo_path=str(FEATURE_REPO))
+    store = FeatureStore(
+        config=load_repo_config(config, settings=context.settings), repo_path=str(FEATURE_REPO)
+    )
     store.apply(feast_objects(config, context.lake).all())
     return store
 

@@ -19,22 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from mlsteps.contract.settings import StepSettings
 from mlsteps.errors import StepError
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs as pafs
 
-LAKE_ENV_VAR = "ML_LAKE_URI"
 MARKER = "_SUCCESS.json"
 STAGING = "_staging"
 #: The name :meth:`Lake.commit` gives a part: such a file is visible only through a manifest listing it.
 COMMITTED_PART = re.compile(r"^part-\d{8}T\d{6}-[0-9a-f]{8}-")
-
-
-def default_lake_uri() -> str:
-    """``$ML_LAKE_URI``, else ``.lake/`` under the current directory (the project root in local mode)."""
-    return os.environ.get(LAKE_ENV_VAR) or str(Path.cwd() / ".lake")
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,11 @@ class Staging:
             dictionary = [column for column in table.column_names if column not in unique_columns]
         sink = pa.BufferOutputStream()
         pq.write_table(
-            table, sink, compression="zstd", row_group_size=row_group_rows(), use_dictionary=dictionary
+            table,
+            sink,
+            compression="zstd",
+            row_group_size=self.lake.row_group_rows,
+            use_dictionary=dictionary,
         )
         data = sink.getvalue().to_pybytes()
         self.lake.write_bytes(f"{self.root}/{name}", data)
@@ -87,9 +86,15 @@ class Staging:
 class Lake:
     """The lake root and the few operations every step needs."""
 
-    def __init__(self, uri: str | None = None) -> None:
-        self.uri = (uri or default_lake_uri()).rstrip("/")
-        self.fs, self._root = _filesystem(self.uri)
+    def __init__(self, uri: str | None = None, settings: StepSettings | None = None) -> None:
+        """``uri`` defaults to the settings' lake; ``settings`` are read from the environment by default."""
+        settings = settings or StepSettings.from_env()
+        self.uri = (uri or settings.lake()).rstrip("/")
+        #: Rows per Parquet row group (``ML_PARQUET_ROW_GROUP_ROWS``): the unit of sharding.
+        self.row_group_rows = settings.row_group_rows
+        #: The S3-compatible endpoint (MinIO, moto) from the standard AWS variables; None means AWS itself.
+        self.s3_endpoint = settings.s3_endpoint
+        self.fs, self._root = _filesystem(self.uri, settings)
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
@@ -267,12 +272,7 @@ def _unique_token() -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-def row_group_rows() -> int:
-    """Rows per Parquet row group (``ML_PARQUET_ROW_GROUP_ROWS``, default 65536): the unit of sharding."""
-    return int(os.environ.get("ML_PARQUET_ROW_GROUP_ROWS", "65536"))
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def _filesystem(uri: str, settings: StepSettings) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and root path for a lake URI."""
     import pyarrow.fs as pafs
 
@@ -280,7 +280,7 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise StepError(f"lake URI {uri!r} has no bucket; use s3://bucket/prefix")
-        return _s3_filesystem(), f"{parsed.netloc}{parsed.path}".rstrip("/")
+        return _s3_filesystem(settings), f"{parsed.netloc}{parsed.path}".rstrip("/")
     if parsed.scheme not in ("", "file"):
         raise StepError(f"lake URI {uri!r} has unsupported scheme {parsed.scheme!r}; use a path or s3://")
     root = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
@@ -294,15 +294,13 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(root)
 
 
-def _s3_filesystem() -> pafs.S3FileSystem:
+def _s3_filesystem(settings: StepSettings) -> pafs.S3FileSystem:
     """An S3 filesystem honouring the standard AWS variables, ``AWS_ENDPOINT_URL`` included."""
     import pyarrow.fs as pafs
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    options: dict[str, Any] = {"region": region}
-    if endpoint:
-        parsed = urlparse(endpoint)
+    options: dict[str, Any] = {"region": settings.region}
+    if settings.s3_endpoint:
+        parsed = urlparse(settings.s3_endpoint)
         options["endpoint_override"] = parsed.netloc or parsed.path
         options["scheme"] = parsed.scheme or "https"
     return pafs.S3FileSystem(**options)

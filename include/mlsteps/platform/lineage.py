@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlsteps.contract.feature_schema import lookback_days
 from mlsteps.contract.layout import partition
+from mlsteps.contract.settings import UNKNOWN_CODE_VERSION, StepSettings
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -32,17 +33,12 @@ VERSIONS_TAG = "mlsteps.versions"
 TRACKED_PACKAGES = (
     "mlsteps", "xgboost", "numpy", "pandas", "pyarrow", "scikit-learn", "mlflow", "feast", "optuna",
 )  # fmt: skip
-UNKNOWN = "unknown"
 
 
-def code_version() -> str:
+def code_version(settings: StepSettings | None = None) -> str:
     """The code's git SHA: ``$ML_GIT_SHA`` (the factory and the step image set it), ``$ML_CODE_VERSION``,
     else ``git rev-parse HEAD`` of the checkout this package runs from, else ``unknown``."""
-    for variable in ("ML_GIT_SHA", "ML_CODE_VERSION"):
-        value = os.environ.get(variable, "").strip()
-        if value and value != UNKNOWN:
-            return value
-    return _checkout_sha()
+    return (settings or StepSettings.from_env()).code_version or _checkout_sha()
 
 
 @functools.cache
@@ -57,8 +53,8 @@ def _checkout_sha() -> str:
             check=True,
         )
     except (OSError, subprocess.SubprocessError):
-        return UNKNOWN
-    return found.stdout.strip() or UNKNOWN
+        return UNKNOWN_CODE_VERSION
+    return found.stdout.strip() or UNKNOWN_CODE_VERSION
 
 
 def package_versions() -> dict[str, str]:
@@ -84,8 +80,6 @@ def booster_sha256(booster: xgb.Booster) -> str:
 
 def raw_days(config: PipelineConfig, start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     """Every raw day features of ``[start, end)`` read: the interval's days plus the look-back days."""
-    from mlsteps.logic.features import lookback_days
-
     first = start.date() - dt.timedelta(days=lookback_days(config))
     last = (end - dt.timedelta(microseconds=1)).date()
     return [first + dt.timedelta(days=offset) for offset in range((last - first).days + 1)]

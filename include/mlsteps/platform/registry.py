@@ -264,7 +264,7 @@ def create_exclusive(lake: Lake, relative: str, data: bytes) -> bool:
     if lake.is_local:
         return _local_create_exclusive(lake.path(relative), data)
     bucket, key = _bucket_key(lake, relative)
-    return _S3Object(bucket, key).create(data) is not None
+    return _S3Object(bucket, key, lake.s3_endpoint).create(data) is not None
 
 
 def _local_create_exclusive(target: str, data: bytes) -> bool:
@@ -288,10 +288,9 @@ def _bucket_key(lake: Lake, relative: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _s3_client() -> Any:
+def _s3_client(endpoint: str | None) -> Any:
     import boto3
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
     return boto3.client("s3", endpoint_url=endpoint)
 
 
@@ -378,9 +377,9 @@ class _LocalFile:
 class _S3Object:
     """A lock object on S3: its token is the ETag. Conditional PUT creates; If-Match swaps and deletes."""
 
-    def __init__(self, bucket: str, key: str) -> None:
+    def __init__(self, bucket: str, key: str, endpoint: str | None) -> None:
         self.bucket, self.key = bucket, key
-        self.client = _s3_client()
+        self.client = _s3_client(endpoint)
 
     def create(self, data: bytes) -> str | None:
         try:
@@ -469,7 +468,9 @@ class LakeLock:
         self._token: str | None = None
         self._expires_at = 0.0
         self._object: _LockObject = (
-            _LocalFile(lake.path(relative)) if lake.is_local else _S3Object(*_bucket_key(lake, relative))
+            _LocalFile(lake.path(relative))
+            if lake.is_local
+            else _S3Object(*_bucket_key(lake, relative), lake.s3_endpoint)
         )
 
     def __enter__(self) -> LakeLock:

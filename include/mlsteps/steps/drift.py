@@ -185,7 +185,7 @@ def excluded_columns(config: PipelineConfig, feature_columns: list[str]) -> dict
     A day's partition holds a single day of the week, so against a reference spanning weeks that
     feature differs every day by construction and would only add a permanent false alarm.
     """
-    from mlsteps.logic.features import time_part_name
+    from mlsteps.contract.feature_schema import time_part_name
 
     excluded = {}
     if "day_of_week" in config.features.time_parts:

@@ -16,15 +16,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import PipelineConfig
+from mlsteps.contract.feature_schema import feature_columns, lookback_days
 from mlsteps.contract.layout import features_prefix, partition
 from mlsteps.errors import StepError
-from mlsteps.logic.features import (
-    arrow_schema,
-    compute_features,
-    feature_columns,
-    lookback_days,
-    raw_columns,
-)
+from mlsteps.logic.features import arrow_schema, compute_features, raw_columns
 from mlsteps.platform.context import DataInterval, StepContext, add_interval_arguments
 from mlsteps.platform.lake import Lake
 

@@ -21,17 +21,17 @@ import datetime as dt
 import importlib
 import json
 import logging
-import os
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.layout import partition, snapshot_prefix
+from mlsteps.contract.settings import StepSettings
 from mlsteps.errors import StepError
 from mlsteps.logic.reproduction import (
     Check,
@@ -125,14 +125,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     registry.require_lineage(version, context.config)
     records = load_records(context.lake, client, version)
     token = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    scratch = Lake(context.lake.url(f"{SCRATCH_ROOT}/{name}-v{number}-{token}"))
+    scratch = Lake(context.lake.url(f"{SCRATCH_ROOT}/{name}-v{number}-{token}"), context.settings)
     try:
-        rebuilt = rebuild(context.lake, scratch, records)
+        rebuilt = rebuild(context.lake, scratch, records, context.settings)
         checks = compare(context.lake, records, rebuilt, args.tolerance)
     finally:
         if not args.keep_scratch:
             scratch.delete("")
-    report = verdict_document(name, number, records, checks, scratch.uri if args.keep_scratch else None)
+    kept = scratch.uri if args.keep_scratch else None
+    report = verdict_document(name, number, records, checks, kept, code_version(context.settings))
     print(json.dumps(report, indent=2, default=str) if args.json else render(report), flush=True)
     return {"summary": f"{name} version {number}: {report['verdict_text']}", **report}
 
@@ -202,8 +203,11 @@ def logged_config(client: MlflowClient, run: Run) -> PipelineConfig | None:
 # --- rebuild --------------------------------------------------------------------------------
 
 
-def rebuild(lake: Lake, scratch: Lake, records: Records) -> Rebuilt:
-    """Copy the raw data into the scratch lake, recompute features and the snapshot there, retrain."""
+def rebuild(lake: Lake, scratch: Lake, records: Records, settings: StepSettings) -> Rebuilt:
+    """Copy the raw data into the scratch lake, recompute features and the snapshot there, retrain.
+
+    The steps it runs get ``settings`` with a private Feast state (:func:`private_feast_state`).
+    """
     from mlsteps.steps.features import DEFAULT_BATCH_DAYS
 
     start, end = records.interval
@@ -213,15 +217,16 @@ def rebuild(lake: Lake, scratch: Lake, records: Records) -> Rebuilt:
     passes = feature_passes(records.snapshot, start, end, DEFAULT_BATCH_DAYS)
     first, last = min(batch.start for batch, _ in passes), max(batch.end for batch, _ in passes)
     copy_raw(lake, scratch, records.snapshot_config, first, last)
-    with private_feast_state(), tempfile.TemporaryDirectory() as directory:
+    with private_feast_state(settings) as private, tempfile.TemporaryDirectory() as directory:
         config_file = Path(directory, "pipeline.yaml")
         config_file.write_text(json.dumps(config_document(records.snapshot_config)))  # JSON is YAML
         run_id = f"reproduce-{records.training_run}"
-        rebuild_features(StepContext(str(config_file), scratch.uri, "", run_id), passes)
+        rebuild_features(StepContext(str(config_file), scratch.uri, "", run_id, private), passes)
         run_step(
             "build-training-set",
             ["--end", end.isoformat(), "--window-days", str(window.days), "--training-run",
              records.training_run, "--config", str(config_file), "--lake", scratch.uri, "--run-id", run_id],
+            private,
         )  # fmt: skip
     manifest = scratch.manifest(snapshot_prefix(records.training_run))
     assert manifest is not None
@@ -249,29 +254,21 @@ def copy_raw(lake: Lake, scratch: Lake, config: PipelineConfig, start: dt.dateti
 
 
 @contextmanager
-def private_feast_state() -> Iterator[None]:
-    """A throw-away local Feast registry and online store, so the real registry is never touched."""
-    from mlsteps.platform.feature_store import DEFAULT_STORE_YAML, STATE_DIR_ENV_VAR, STORE_YAML_ENV_VAR
+def private_feast_state(settings: StepSettings) -> Iterator[StepSettings]:
+    """``settings`` with a throw-away local Feast registry and online store, so the real registry is
+    never touched; the directory is removed on exit."""
+    from mlsteps.platform.feature_store import DEFAULT_STORE_YAML
 
-    saved = {name: os.environ.get(name) for name in (STATE_DIR_ENV_VAR, STORE_YAML_ENV_VAR)}
     with tempfile.TemporaryDirectory(prefix="mlsteps-reproduce-") as directory:
-        os.environ[STATE_DIR_ENV_VAR] = directory
-        os.environ[STORE_YAML_ENV_VAR] = str(DEFAULT_STORE_YAML)
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        yield replace(settings, state_dir_path=directory, store_yaml=str(DEFAULT_STORE_YAML))
 
 
-def run_step(step: str, argv: list[str]) -> dict[str, Any]:
+def run_step(step: str, argv: list[str], settings: StepSettings) -> dict[str, Any]:
     """Run a step's real code in this process, with options parsed exactly as the CLI parses them."""
     from mlsteps.cli import STEPS, build_parser
 
     args = build_parser(step).parse_args([step, *argv])
+    args.settings = settings  # what the CLI would have read, with this run's own values
     log.info("reproduce: %s %s", step, " ".join(argv))
     result: dict[str, Any] = importlib.import_module(STEPS[step][0]).run(args)
     return result
@@ -366,9 +363,9 @@ def predictions_check(records: Records, rebuilt: Rebuilt, tolerance: float) -> C
 
 
 def verdict_document(
-    name: str, number: str, records: Records, checks: list[Check], scratch: str | None
+    name: str, number: str, records: Records, checks: list[Check], scratch: str | None, code_now: str
 ) -> dict[str, Any]:
-    """The verdict, the first difference and every check."""
+    """The verdict, the first difference and every check; ``code_now`` is the code version running."""
     found, text, first = verdict(checks)
     return {
         "model_name": name,
@@ -379,17 +376,17 @@ def verdict_document(
         "verdict_text": text,
         "first_difference": asdict(first) if first else None,
         "checks": [asdict(check) for check in checks],
-        "environment": environment_changes(records),
+        "environment": environment_changes(records, code_now),
         "scratch": scratch,
     }
 
 
-def environment_changes(records: Records) -> dict[str, Any]:
-    """Code version then and now, and the packages whose version changed (context for a difference)."""
+def environment_changes(records: Records, code_now: str) -> dict[str, Any]:
+    """Code version then and ``code_now``, and the packages whose version changed (context for a diff)."""
     tags = records.version.tags or {}
     then = json.loads(tags[VERSIONS_TAG]) if VERSIONS_TAG in tags else {}
     now = package_versions()
     return {
-        "code_version": {"recorded": tags.get("git_sha", "unknown"), "now": code_version()},
+        "code_version": {"recorded": tags.get("git_sha", "unknown"), "now": code_now},
         "packages_changed": package_changes(then, now),
     }

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.layout import reference_prefix, snapshot_prefix
 from mlsteps.contract.results import RegisteredRun, TrainResult
+from mlsteps.contract.settings import REQUIRE_GPU_ENV_VAR
 from mlsteps.errors import StepError
 from mlsteps.logic.training import Fit, loggable_params, predict, split_by_time, train_model
 from mlsteps.platform import registry
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REQUIRE_GPU_ENV_VAR = "ML_REQUIRE_GPU"
 SCORE_COLUMN = "score"
 DEVICE_TAG = "mlsteps.device"
 TRIALS_TAG = "mlsteps.n_trials"
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> TrainResult:
     n_trials = config.model.n_trials if args.n_trials is None else args.n_trials
     if not 0 <= n_trials <= 500:
         raise StepError(f"--n-trials must be between 0 and 500, got {n_trials}")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, context.settings.require_gpu)
     snapshot = load_training_set(context.lake, args.training_run)
     tags = {
         **registry.lineage_tags(context, snapshot.manifest),
@@ -179,11 +178,12 @@ def reuse(
 # --- device -------------------------------------------------------------------------------
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: str, require_gpu: bool = False) -> str:
     """Check the requested device is really usable; never fall back silently.
 
     Args:
         requested: ``cpu`` or ``cuda``.
+        require_gpu: The step runs on the GPU profile (``$ML_REQUIRE_GPU``), so ``cpu`` is refused.
 
     Returns:
         The device to train on.
@@ -191,8 +191,7 @@ def resolve_device(requested: str) -> str:
     Raises:
         StepError: ``cuda`` was asked for (or ``$ML_REQUIRE_GPU`` is 1) but XGBoost cannot use a GPU.
     """
-    required = os.environ.get(REQUIRE_GPU_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
-    if required and requested != "cuda":
+    if require_gpu and requested != "cuda":
         raise StepError(
             f"{REQUIRE_GPU_ENV_VAR}=1 (the GPU profile) but --device is {requested}; pass --device cuda "
             "or run the step on the cpu profile"

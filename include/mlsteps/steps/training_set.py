@@ -13,9 +13,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import PipelineConfig
+from mlsteps.contract.feature_schema import categorical_columns, feature_columns, feature_types
 from mlsteps.contract.layout import features_prefix, partition, training_run_name
 from mlsteps.errors import StepError
-from mlsteps.logic.features import categorical_columns, feature_columns, feature_types
 from mlsteps.platform.context import DataInterval, StepContext, parse_instant
 from mlsteps.platform.datasets import save_training_set
 from mlsteps.platform.lake import Lake
