@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
-from mlsteps.platform.registry import model_version_page, run_page
+from mlsteps.platform.mlflow_registry import model_version_page, run_page
 from step_tasks.settings import ExecutionSettings, load_settings
 
 if TYPE_CHECKING:

@@ -130,7 +130,7 @@ def test_training_run_succeeds_on_the_cpu_profile(k8s_airflow: K8sAirflow, runs:
 
 def test_approved_promotion_records_the_approver_in_the_ledger(runs: Runs) -> None:
     from mlsteps.platform.lake import Lake
-    from mlsteps.platform.registry import read_ledger
+    from mlsteps.platform.ledger import read_ledger
 
     (entry,) = read_ledger(Lake(), MODEL)
     assert entry["approval"]["comment"] == APPROVAL_COMMENT

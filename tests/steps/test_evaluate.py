@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from mlsteps.contract.config import GatesConfig
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import APPROVED_TAG, CHAMPION, THRESHOLDS_TAG
+from mlsteps.platform.mlflow_registry import APPROVED_TAG, CHAMPION, THRESHOLDS_TAG
 from mlsteps.steps.evaluate import Comparison, champion_check, paired_bootstrap, weighted_auc
 from tests.steps.report_fixtures import assert_figures, external_references, png_size
 from tests.steps.training_fixtures import (

@@ -14,15 +14,9 @@ import pytest
 from mlsteps.contract.layout import champion_lock_path, ledger_prefix
 from mlsteps.errors import StepError
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import (
-    CHAMPION,
-    EVALUATED_AGAINST_TAG,
-    PREVIOUS_CHAMPION,
-    LakeLock,
-    champion_lock,
-    read_decisions,
-    read_ledger,
-)
+from mlsteps.platform.ledger import read_decisions, read_ledger
+from mlsteps.platform.lock import LakeLock, champion_lock
+from mlsteps.platform.mlflow_registry import CHAMPION, EVALUATED_AGAINST_TAG, PREVIOUS_CHAMPION
 from tests.steps.training_fixtures import (
     race_promotions,
     register_stub_versions,
@@ -211,7 +205,7 @@ def test_a_held_lock_makes_others_wait_then_give_up(
 _COUNTER_WORKER = """
 import sys, time
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import LakeLock
+from mlsteps.platform.lock import LakeLock
 lake = Lake(sys.argv[1])
 for _ in range(5):
     with LakeLock(lake, "counter.lock", lease_seconds=30, wait_seconds=60):

@@ -10,7 +10,7 @@ import pytest
 
 from mlsteps.platform.datasets import load_training_set
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import CHALLENGER, PIPELINE_TAG, load_booster
+from mlsteps.platform.mlflow_registry import CHALLENGER, PIPELINE_TAG, load_booster
 from mlsteps.steps.train import SCORE_COLUMN, predict
 from tests.steps.training_fixtures import build_snapshot, run_step, unique_model_name, write_config
 

@@ -30,7 +30,7 @@ from mlsteps.contract.layout import drift_report_prefix, reference_prefix
 from mlsteps.errors import StepError
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import run_url
+from mlsteps.platform.mlflow_registry import run_url
 from mlsteps.reports.html import Report, save_report
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.layout import partition, snapshot_prefix
 from mlsteps.errors import StepError
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import DataInterval, StepContext, parse_instant
 from mlsteps.platform.lake import MARKER, Lake
 from mlsteps.platform.lineage import (
@@ -122,12 +122,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     context = StepContext.from_args(args)
     name = args.model or context.config.model.registered_name
-    number = registry.parse_version(args.model_version)
+    number = mlflow_registry.parse_version(args.model_version)
     if not 0.0 <= args.tolerance < 1.0:
         raise StepError(f"--tolerance must be in [0, 1), got {args.tolerance}")
-    client = registry.mlflow_client()
-    version = registry.get_version(client, name, number)
-    registry.require_lineage(version, context.config)
+    client = mlflow_registry.mlflow_client()
+    version = mlflow_registry.get_version(client, name, number)
+    mlflow_registry.require_lineage(version, context.config)
     records = load_records(context.lake, client, version)
     token = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     scratch = Lake(context.lake.url(f"{SCRATCH_ROOT}/{name}-v{number}-{token}"))
@@ -419,7 +419,9 @@ def booster_check(records: Records, booster: xgb.Booster) -> Check:
     tags = records.version.tags or {}
     recorded, detail = tags.get(MODEL_SHA256_TAG), ""
     if not recorded:
-        recorded = booster_sha256(registry.load_booster(records.version.name, str(records.version.version)))
+        recorded = booster_sha256(
+            mlflow_registry.load_booster(records.version.name, str(records.version.version))
+        )
         detail = "no hash was recorded at training: compared with the registered model's bytes"
     rebuilt = booster_sha256(booster)
     return Check("booster sha256", rebuilt == recorded, recorded, rebuilt, detail)
@@ -432,7 +434,7 @@ def predictions_check(records: Records, rebuilt: Rebuilt, tolerance: float) -> C
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.steps.train import predict
 
-    registered = registry.load_booster(records.version.name, str(records.version.version))
+    registered = mlflow_registry.load_booster(records.version.name, str(records.version.version))
     holdout = load_training_set(rebuilt.scratch, records.training_run).holdout
     config = records.training_config
     delta = float(
@@ -469,7 +471,7 @@ def verdict_document(
         "model_name": name,
         "model_version": number,
         "training_run": records.training_run,
-        "interval": registry.describe_interval(records.snapshot.get("interval")),
+        "interval": mlflow_registry.describe_interval(records.snapshot.get("interval")),
         "verdict": verdict,
         "verdict_text": text,
         "first_difference": asdict(first) if first else None,

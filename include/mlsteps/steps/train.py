@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.layout import reference_prefix, snapshot_prefix
 from mlsteps.contract.results import RegisteredRun, TrainResult
 from mlsteps.errors import StepError
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext
 from mlsteps.platform.datasets import TrainingSet, load_training_set, model_input
 from mlsteps.platform.lineage import (
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> TrainResult:
     device = resolve_device(args.device)
     snapshot = load_training_set(context.lake, args.training_run)
     tags = {
-        **registry.lineage_tags(context, snapshot.manifest),
+        **mlflow_registry.lineage_tags(context, snapshot.manifest),
         DEVICE_TAG: device,
         TRIALS_TAG: str(n_trials),
         VERSIONS_TAG: json.dumps(package_versions(), separators=(",", ":")),
@@ -132,7 +132,7 @@ def result(
     summary = (
         f"validation AUC {metrics['validation_auc']:.4f} at iteration {metrics['best_iteration']} in "
         f"{seconds:.1f} s on {tags[DEVICE_TAG]}: registered {config.model.registered_name} version "
-        f"{logged['model_version']} as {registry.CHALLENGER}{again}"
+        f"{logged['model_version']} as {mlflow_registry.CHALLENGER}{again}"
     )
     return TrainResult(
         summary=summary,
@@ -160,14 +160,21 @@ def earlier_attempt(config: PipelineConfig, tags: dict[str, str]) -> ModelVersio
         return None
     from mlflow.exceptions import MlflowException
 
-    client = registry.mlflow_client()
+    client = mlflow_registry.mlflow_client()
     name = config.model.registered_name
     try:
         found = client.search_model_versions(f"name='{name}' and tags.dag_run_id='{tags['dag_run_id']}'")
     except MlflowException as err:  # a store that cannot filter by tag: no reuse, just a new version
         log.warning("could not search earlier versions of %s (%s); training anew", name, err)
         return None
-    keys = ("training_run", "data_fingerprint", "config_hash", DEVICE_TAG, TRIALS_TAG, registry.PIPELINE_TAG)
+    keys = (
+        "training_run",
+        "data_fingerprint",
+        "config_hash",
+        DEVICE_TAG,
+        TRIALS_TAG,
+        mlflow_registry.PIPELINE_TAG,
+    )
     matching = [v for v in found if all((v.tags or {}).get(key) == tags[key] for key in keys)]
     return max(matching, key=lambda v: int(v.version), default=None)
 
@@ -180,9 +187,9 @@ def reuse(
     name, number = config.model.registered_name, str(version.version)
     reference = context.lake.url(reference_prefix(config, number))
     if context.lake.manifest(reference_prefix(config, number)) is None:
-        reference = save_reference(context, snapshot, registry.load_booster(name, number), number)
-    client = registry.mlflow_client()
-    client.set_registered_model_alias(name, registry.CHALLENGER, number)
+        reference = save_reference(context, snapshot, mlflow_registry.load_booster(name, number), number)
+    client = mlflow_registry.mlflow_client()
+    client.set_registered_model_alias(name, mlflow_registry.CHALLENGER, number)
     run = client.get_run(version.run_id) if version.run_id else None
     values = run.data.metrics if run else {}
     metrics = {
@@ -195,7 +202,7 @@ def reuse(
         model_name=name,
         model_version=number,
         model_uri=f"models:/{name}/{number}",
-        run_url=registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
+        run_url=mlflow_registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
     )
     return result(
         config, logged, metrics, float(values.get("training_seconds", 0.0)), tags, reference, reused=True
@@ -433,7 +440,7 @@ def log_to_mlflow(
         model_name=config.model.registered_name,
         model_version=version,
         model_uri=f"models:/{config.model.registered_name}/{version}",
-        run_url=registry.run_url(active.info.experiment_id, active.info.run_id),
+        run_url=mlflow_registry.run_url(active.info.experiment_id, active.info.run_id),
     )
 
 
@@ -542,7 +549,7 @@ def register(config: PipelineConfig, model_uri: str, tags: dict[str, str], run_i
 
     name = config.model.registered_name
     version = mlflow.register_model(model_uri, name, tags=tags)
-    client = registry.mlflow_client()
+    client = mlflow_registry.mlflow_client()
     client.update_model_version(
         name,
         version.version,
@@ -551,7 +558,7 @@ def register(config: PipelineConfig, model_uri: str, tags: dict[str, str], run_i
             "Load with mlflow.xgboost.load_model and encode input with mlsteps.platform.datasets.model_input."
         ),
     )
-    client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
+    client.set_registered_model_alias(name, mlflow_registry.CHALLENGER, version.version)
     return str(version.version)
 
 
