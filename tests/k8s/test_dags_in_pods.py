@@ -233,7 +233,7 @@ def test_train_task_links_to_its_mlflow_run_and_model_version(k8s_airflow: K8sAi
     tracking = k8s_airflow.step_services.tracking_uri
     result = _xcom(k8s_airflow, runs, "ml_training", "train_on_cpu")
     assert links["MLflow run"].startswith(tracking)
-    assert result["run_id"] in links["MLflow run"]
+    assert result["mlflow_run_id"] in links["MLflow run"]
     assert links["Model version"].startswith(tracking)
     assert links["Model version"].endswith(f"/{result['model_version']}")
 

@@ -71,9 +71,9 @@ def test_good_challenger_without_champion_is_approved_and_reported(
     assert lake.read_json(f"{prefix}/report.json")["approved"] is True
 
     client = mlflow.MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result["mlflow_run_id"])
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(challenger["roc_auc"])
-    artifacts = [a.path for a in client.list_artifacts(result["run_id"], "evaluation/ds=2026-10-11")]
+    artifacts = [a.path for a in client.list_artifacts(result["mlflow_run_id"], "evaluation/ds=2026-10-11")]
     assert sorted(artifacts) == [
         "evaluation/ds=2026-10-11/report.html",
         "evaluation/ds=2026-10-11/report.json",

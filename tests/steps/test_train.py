@@ -44,7 +44,7 @@ def test_train_logs_everything_and_registers_a_challenger(
     assert "registered" in result["summary"]
 
     client = mlflow.MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result["mlflow_run_id"])
     assert run.data.tags["dag_id"] == "ml_training"
     assert run.data.tags["dag_run_id"] == "r1"
     assert run.data.tags["training_run"] == "run_1"
@@ -57,12 +57,12 @@ def test_train_logs_everything_and_registers_a_challenger(
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"run_1/train", "run_1/holdout"}
     assert inputs["run_1/train"].dataset.digest == manifest["fingerprint"][:32]
-    assert "feature_importance.png" in [a.path for a in client.list_artifacts(result["run_id"])]
+    assert "feature_importance.png" in [a.path for a in client.list_artifacts(result["mlflow_run_id"])]
 
     version = client.get_model_version(name, "1")
     assert version.tags[PIPELINE_TAG] == "card_fraud"
     assert version.tags["training_run"] == "run_1"
-    assert version.run_id == result["run_id"]
+    assert version.run_id == result["mlflow_run_id"]
     assert client.get_model_version_by_alias(name, CHALLENGER).version == "1"
     model_info = mlflow.models.get_model_info(f"models:/{name}/1")
     assert model_info.signature is not None

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> EvaluateResult:
         metrics=document["metrics"],
         comparison=document["comparison"],
         thresholds=document["thresholds"],
-        run_id=challenger_version.run_id,
+        mlflow_run_id=challenger_version.run_id,
         experiment_id=client.get_run(str(challenger_version.run_id)).info.experiment_id,
         training_run=document["training_run"],
         report_html=uris["report_html"],

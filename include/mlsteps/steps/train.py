@@ -197,7 +197,7 @@ def reuse(
         "best_iteration": int(values.get("best_iteration", -1)),
     }
     logged = RegisteredRun(
-        run_id=version.run_id,
+        mlflow_run_id=version.run_id,
         experiment_id=run.info.experiment_id if run else None,
         model_name=name,
         model_version=number,
@@ -435,7 +435,7 @@ def log_to_mlflow(
         model_uri = log_model(fit.booster, snapshot)
         version = register(config, model_uri, tags, active.info.run_id)
     return RegisteredRun(
-        run_id=active.info.run_id,
+        mlflow_run_id=active.info.run_id,
         experiment_id=active.info.experiment_id,
         model_name=config.model.registered_name,
         model_version=version,
