@@ -223,3 +223,21 @@ def test_shared_interval_snippets_render_for_a_run_without_a_logical_date(dags: 
     env = task.dag.get_template_env()
     rendered = [task.render_template(snippet, context, env) for snippet in (INTERVAL_START, INTERVAL_END, DS)]
     assert rendered == ["2026-11-01T10:00:00+00:00", "2026-11-02T10:00:00+00:00", "2026-11-01"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_train_gets_the_drift_that_triggered_the_retrain(dags: dict[str, Any], mode: str) -> None:
+    """``ds`` and ``drifted_columns`` reach train as options; on other runs they render empty."""
+    task = dags[mode]["ml_training"].get_task("train_on_cpu")
+    env = task.dag.get_template_env()
+    context = template_context(task, "scheduled")
+
+    def train_options(params: dict[str, Any]) -> dict[str, str]:
+        rendered = copy.deepcopy(task)
+        rendered.render_template_fields({**context, "params": {**context["params"], **params}}, env)
+        return options(rendered.arguments)
+
+    scheduled = train_options({})
+    assert (scheduled["--retrain-ds"], scheduled["--drifted-columns"]) == ("", "")
+    drift = train_options({"ds": "2026-11-01", "drifted_columns": ["amount", "country"]})
+    assert (drift["--retrain-ds"], drift["--drifted-columns"]) == ("2026-11-01", "amount,country")

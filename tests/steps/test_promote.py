@@ -16,7 +16,13 @@ from mlsteps.errors import StepError
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.ledger import read_decisions, read_ledger
 from mlsteps.platform.lock import LakeLock, champion_lock
-from mlsteps.platform.mlflow_registry import CHAMPION, EVALUATED_AGAINST_TAG, PREVIOUS_CHAMPION
+from mlsteps.platform.mlflow_registry import (
+    CHAMPION,
+    EVALUATED_AGAINST_TAG,
+    PREVIOUS_CHAMPION,
+    RETRAIN_COLUMNS_TAG,
+    RETRAIN_DS_TAG,
+)
 from tests.steps.training_fixtures import (
     race_promotions,
     register_stub_versions,
@@ -224,6 +230,22 @@ def test_the_lock_excludes_across_processes(lake_fixture: str, request: pytest.F
 
     assert codes == [0] * 5
     assert Lake(lake_uri).read_bytes("counter") == b"25"
+
+
+def test_the_ledger_entry_records_the_drift_that_triggered_the_retrain(
+    model: tuple[str, str], local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, config = model
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(name, "2", RETRAIN_DS_TAG, "2026-11-01")
+    client.set_model_version_tag(name, "2", RETRAIN_COLUMNS_TAG, "amount,country")
+
+    assert _promote(config, "1", "none", tmp_path, monkeypatch)[0] == 0
+    assert _promote(config, "2", "1", tmp_path, monkeypatch)[0] == 0
+
+    scheduled, drift = read_ledger(Lake(local_lake), name)
+    assert "retrain" not in scheduled
+    assert drift["retrain"] == {"ds": "2026-11-01", "drifted_columns": ["amount", "country"]}
 
 
 HOSTILE_COMMENT = (

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,10 @@ SCORE_COLUMN = "score"
 DEVICE_TAG = "mlsteps.device"
 TRIALS_TAG = "mlsteps.n_trials"
 MODEL_NAME_IN_RUN = "model"
+DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)")
+COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$(?!\n)")
+#: The longest value MLflow keeps in a model version tag.
+MAX_TAG_LENGTH = 5000
 #: The pipeline config training ran with, logged on the run (what `reproduce` retrains with).
 CONFIG_ARTIFACT = "lineage/pipeline_config.json"
 
@@ -90,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Optuna trials (seeded TPE); 0 trains once with the configured params. Default: model.n_trials.",
     )
+    group = parser.add_argument_group(
+        "drift retrain (set when ml_drift_monitor triggered the run; else empty)"
+    )
+    group.add_argument("--retrain-ds", default="", help="The day whose drift triggered this retrain.")
+    group.add_argument(
+        "--drifted-columns", default="", help="The columns that drifted on that day, comma-separated."
+    )
 
 
 def run(args: argparse.Namespace) -> TrainResult:
@@ -105,6 +117,7 @@ def run(args: argparse.Namespace) -> TrainResult:
         DEVICE_TAG: device,
         TRIALS_TAG: str(n_trials),
         VERSIONS_TAG: json.dumps(package_versions(), separators=(",", ":")),
+        **retrain_tags(args.retrain_ds, args.drifted_columns),
     }
     earlier = earlier_attempt(config, tags)
     if earlier is not None:
@@ -145,6 +158,32 @@ def result(
         training_run=tags["training_run"],
         reused=reused,
     )
+
+
+def retrain_tags(ds: str, drifted_columns: str) -> dict[str, str]:
+    """The drift that triggered this retrain, as run and version tags; none for any other run.
+
+    Raises:
+        StepError: ``ds`` is not a day, or a column is not a plain column name.
+    """
+    ds, names = ds.strip(), [name.strip() for name in drifted_columns.split(",") if name.strip()]
+    if not ds and not names:
+        return {}
+    if ds and not DAY.match(ds):
+        raise StepError(f"--retrain-ds must be a day such as 2026-11-01, got {ds!r}")
+    invalid = [name for name in names if not COLUMN.match(name)]
+    if invalid:
+        raise StepError(f"--drifted-columns must be comma-separated column names, got {invalid[0]!r}")
+    kept: list[str] = []
+    for name in names:  # whole names only, within MLflow's limit on a version tag's value
+        if len(",".join([*kept, name])) > MAX_TAG_LENGTH:
+            log.warning("%d drifted columns do not fit in one tag; kept the first %d", len(names), len(kept))
+            break
+        kept.append(name)
+    return {
+        mlflow_registry.RETRAIN_DS_TAG: ds,
+        mlflow_registry.RETRAIN_COLUMNS_TAG: ",".join(kept),
+    }
 
 
 # --- retries --------------------------------------------------------------------------------
