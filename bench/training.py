@@ -39,7 +39,7 @@ def ours(repeats: int) -> dict[str, Any]:
 
     from mlsteps.cli import main
     from mlsteps.logic import training
-    from mlsteps.platform import registry
+    from mlsteps.platform import mlflow_registry
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.platform.lake import Lake
 
@@ -54,7 +54,7 @@ def ours(repeats: int) -> dict[str, Any]:
     step = json.loads(result_file.read_text())
     settings = config()
     snapshot = load_training_set(Lake(), TRAINING_RUN)
-    booster = registry.load_booster(step["model_name"], step["model_version"])
+    booster = mlflow_registry.load_booster(step["model_name"], step["model_version"])
     scores = training.predict(booster, snapshot.holdout, settings)
     auc = float(sklearn.metrics.roc_auc_score(snapshot.holdout[snapshot.label].astype(int), scores))
     fits = [float(step["training_seconds"])]

@@ -162,7 +162,7 @@ def register_full_model() -> dict[str, Any]:
     import xgboost as xgb
 
     from mlsteps.logic import training
-    from mlsteps.platform import registry
+    from mlsteps.platform import mlflow_registry
     from mlsteps.platform.context import StepContext
     from mlsteps.platform.datasets import load_training_set, model_input
     from mlsteps.platform.lake import Lake
@@ -180,7 +180,7 @@ def register_full_model() -> dict[str, Any]:
     booster = xgb.train(params, matrix, num_boost_round=settings.model.num_boost_round)
     seconds = time.perf_counter() - started
     context = StepContext(str(os.environ["ML_PIPELINE_CONFIG"]), None, "bench", "bench-full-model")
-    tags = registry.lineage_tags(context, snapshot.manifest)
+    tags = mlflow_registry.lineage_tags(context, snapshot.manifest)
     mlflow.set_experiment(settings.model.experiment)
     with mlflow.start_run(run_name="bench full model", tags=tags) as active:
         uri = train.log_model(booster, snapshot)
@@ -198,7 +198,7 @@ def set_champion(version: str) -> dict[str, Any]:
     """Point ``champion`` at the version ``train`` registered (what ``promote`` does after the gate)."""
     from mlflow import MlflowClient
 
-    from mlsteps.platform.registry import CHAMPION
+    from mlsteps.platform.mlflow_registry import CHAMPION
 
     name = config().model.registered_name
     MlflowClient().set_registered_model_alias(name, CHAMPION, version)

@@ -10,7 +10,7 @@ and promotes it only if it passes the evaluation gate.
 | `build_features` | computes the feature table for the window (Feast's offline source) |
 | `materialize` | loads exactly that window into the Feast online store |
 | `build_training_set` | point-in-time join, then a time split: the holdout is the latest days and is never trained on |
-| `train_on_cpu` / `train_on_gpu` | XGBoost, logged to MLflow and registered as the `challenger` |
+| `train_on_cpu` / `train_on_gpu` | XGBoost, logged to MLflow and registered as the `challenger`; a drift retrain's `ds` and `drifted_columns` become its `mlsteps.retrain.*` tags (and, once promoted, the ledger entry's `retrain`) |
 | `evaluate` | thresholds, plus challenger vs champion on the same holdout (bootstrap CI) |
 | `gate` | skips promotion, visibly, when the evaluation rejects the challenger |
 | `approval_wanted` | skips `approval`, visibly, when this run needs no human approval (`require_approval` off) |
@@ -155,7 +155,13 @@ def ml_training() -> None:
         },
         doc_md="Point-in-time join and time split into `training/<run>/`.",
     )
-    train_options = {"--training-run": "{{ run_id }}", "--n-trials": "{{ params.n_trials }}"}
+    train_options = {
+        "--training-run": "{{ run_id }}",
+        "--n-trials": "{{ params.n_trials }}",
+        # A drift retrain's day and columns, recorded on the model version (empty on other runs).
+        "--retrain-ds": "{{ params.ds or '' }}",
+        "--drifted-columns": "{{ (params.drifted_columns or []) | join(',') }}",
+    }
     train_on_cpu = step_task("train", task_id="train_on_cpu", options={**train_options, "--device": "cpu"})
     train_on_gpu = step_task(
         "train", task_id="train_on_gpu", options={**train_options, "--device": "cuda"}, profile="gpu"

@@ -5,7 +5,7 @@ ids in it, after the task ends: Airflow 3 calls ``get_link`` on the worker and s
 as an XCom, so the API server needs neither this module nor MLflow to show them. A result
 without the ids a link needs (a step that logs no MLflow run, say) gives no link.
 
-Result keys read: ``experiment_id`` with ``run_id`` or ``mlflow_run_id`` (MLflow run),
+Result keys read: ``experiment_id`` with ``mlflow_run_id`` (MLflow run),
 ``model_name`` with ``model_version`` (registered model version) and ``report_html`` (a report
 in the lake, served by the ``ml_ui`` plugin unless ``ML_REPORTS_URL`` points elsewhere).
 """
@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
-from mlsteps.platform.registry import model_version_page, run_page
+from mlsteps.platform.mlflow_registry import model_version_page, run_page
 from step_tasks.settings import ExecutionSettings, load_settings
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ RETURN_KEY = "return_value"
 
 def mlflow_run_url(result: Mapping[str, Any], settings: ExecutionSettings) -> str:
     """The MLflow UI page of the run the step logged to, or ``""``."""
-    run_id = result.get("run_id") or result.get("mlflow_run_id")
+    run_id = result.get("mlflow_run_id")
     experiment_id = result.get("experiment_id")
     if not (settings.mlflow_ui_url and run_id and experiment_id):
         return ""

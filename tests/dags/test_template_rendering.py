@@ -246,3 +246,21 @@ def test_the_performance_monitors_ds_param_names_the_judged_day(dags: dict[str, 
     rendered = copy.deepcopy(task)
     rendered.render_template_fields(context, task.dag.get_template_env())
     assert options(rendered.arguments)["--ds"] == "2026-09-30"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_train_gets_the_drift_that_triggered_the_retrain(dags: dict[str, Any], mode: str) -> None:
+    """``ds`` and ``drifted_columns`` reach train as options; on other runs they render empty."""
+    task = dags[mode]["ml_training"].get_task("train_on_cpu")
+    env = task.dag.get_template_env()
+    context = template_context(task, "scheduled")
+
+    def train_options(params: dict[str, Any]) -> dict[str, str]:
+        rendered = copy.deepcopy(task)
+        rendered.render_template_fields({**context, "params": {**context["params"], **params}}, env)
+        return options(rendered.arguments)
+
+    scheduled = train_options({})
+    assert (scheduled["--retrain-ds"], scheduled["--drifted-columns"]) == ("", "")
+    drift = train_options({"ds": "2026-11-01", "drifted_columns": ["amount", "country"]})
+    assert (drift["--retrain-ds"], drift["--drifted-columns"]) == ("2026-11-01", "amount,country")

@@ -16,7 +16,8 @@ import pytest
 from mlsteps.contract.layout import champion_lock_path
 from mlsteps.errors import StepError
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
+from mlsteps.platform.ledger import read_ledger
+from mlsteps.platform.mlflow_registry import CHAMPION, PREVIOUS_CHAMPION
 from tests.steps.training_fixtures import (
     race_promotions,
     register_stub_versions,
@@ -32,7 +33,7 @@ TRIALS = 20
 
 def _register_more(name: str, count: int) -> list[str]:
     """``count`` further approved versions of an existing registered model."""
-    from mlsteps.platform.registry import APPROVED_TAG, PIPELINE_TAG
+    from mlsteps.platform.mlflow_registry import APPROVED_TAG, PIPELINE_TAG
 
     client = mlflow.MlflowClient()
     tags = {PIPELINE_TAG: "card_fraud", APPROVED_TAG: "true"}

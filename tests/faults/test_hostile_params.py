@@ -476,7 +476,7 @@ def test_dag_run_carries_an_allowed_hostile_reason_inertly(
     from airflow.sdk.exceptions import ParamValidationError
 
     from mlsteps.platform.lake import Lake
-    from mlsteps.platform.registry import read_ledger
+    from mlsteps.platform.ledger import read_ledger
 
     canary = tmp_path / "canary"
     reason = f"x; touch {canary} (../../../..{canary})"

@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 
 from mlsteps.platform.lake import MARKER, STAGING, Lake
-from mlsteps.platform.registry import CHAMPION, read_ledger
+from mlsteps.platform.ledger import read_ledger
+from mlsteps.platform.mlflow_registry import CHAMPION
 from tests.faults.test_kills import _online_rows, partition_problems
 from tests.steps.training_fixtures import run_step, unique_model_name, write_config
 

@@ -23,7 +23,8 @@ import pytest
 
 from mlsteps.contract.layout import champion_lock_path, partition
 from mlsteps.platform.lake import MARKER, STAGING, Lake
-from mlsteps.platform.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
+from mlsteps.platform.ledger import read_ledger
+from mlsteps.platform.mlflow_registry import CHAMPION, PREVIOUS_CHAMPION
 from tests.conftest import DEFAULT_CONFIG
 from tests.steps.training_fixtures import (
     FEATURES,

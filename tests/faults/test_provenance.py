@@ -21,7 +21,8 @@ import pytest
 
 from mlsteps.contract.layout import partition
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import APPROVED_TAG, CHAMPION, PIPELINE_TAG, read_ledger
+from mlsteps.platform.ledger import read_ledger
+from mlsteps.platform.mlflow_registry import APPROVED_TAG, CHAMPION, PIPELINE_TAG
 from tests.steps.training_fixtures import (
     FEATURES,
     build_features,

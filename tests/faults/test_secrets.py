@@ -294,7 +294,7 @@ def test_dag_run_leaves_no_secret_in_logs_xcom_or_metadata(
     from mlflow import MlflowClient
 
     from mlsteps.platform.lake import Lake
-    from mlsteps.platform.registry import read_ledger
+    from mlsteps.platform.ledger import read_ledger
 
     for key, value in secret_env().items():
         monkeypatch.setenv(key, value)

@@ -98,7 +98,7 @@ def test_step_tasks_publish_their_summary_and_links(pipeline: Pipeline, trained:
         assert xcom_result(run, task_id, "summary") == xcom_result(run, task_id)["summary"]
     trained_model = xcom_result(run, "train_on_cpu")
     assert xcom_result(run, "train_on_cpu", "_link_MlflowRunLink") == (
-        f"{mlflow_ui}/#/experiments/{trained_model['experiment_id']}/runs/{trained_model['run_id']}"
+        f"{mlflow_ui}/#/experiments/{trained_model['experiment_id']}/runs/{trained_model['mlflow_run_id']}"
     )
     assert xcom_result(run, "train_on_cpu", "_link_ModelVersionLink") == (
         f"{mlflow_ui}/#/models/{MODEL}/versions/{trained_model['model_version']}"

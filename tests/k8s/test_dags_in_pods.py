@@ -130,7 +130,7 @@ def test_training_run_succeeds_on_the_cpu_profile(k8s_airflow: K8sAirflow, runs:
 
 def test_approved_promotion_records_the_approver_in_the_ledger(runs: Runs) -> None:
     from mlsteps.platform.lake import Lake
-    from mlsteps.platform.registry import read_ledger
+    from mlsteps.platform.ledger import read_ledger
 
     (entry,) = read_ledger(Lake(), MODEL)
     assert entry["approval"]["comment"] == APPROVAL_COMMENT
@@ -233,7 +233,7 @@ def test_train_task_links_to_its_mlflow_run_and_model_version(k8s_airflow: K8sAi
     tracking = k8s_airflow.step_services.tracking_uri
     result = _xcom(k8s_airflow, runs, "ml_training", "train_on_cpu")
     assert links["MLflow run"].startswith(tracking)
-    assert result["run_id"] in links["MLflow run"]
+    assert result["mlflow_run_id"] in links["MLflow run"]
     assert links["Model version"].startswith(tracking)
     assert links["Model version"].endswith(f"/{result['model_version']}")
 

@@ -16,12 +16,11 @@ S3 = ExecutionSettings(
 
 
 def test_mlflow_run_link_needs_the_run_and_its_experiment() -> None:
-    result = {"run_id": "abc123", "experiment_id": "7"}
+    result = {"mlflow_run_id": "abc123", "experiment_id": "7"}
     assert mlflow_run_url(result, LOCAL) == f"{MLFLOW}/#/experiments/7/runs/abc123"
-    assert mlflow_run_url({"mlflow_run_id": "r1", "experiment_id": "2"}, LOCAL).endswith(
-        "/experiments/2/runs/r1"
-    )
-    assert mlflow_run_url({"run_id": "abc123"}, LOCAL) == ""
+    assert mlflow_run_url({"mlflow_run_id": "abc123"}, LOCAL) == ""
+    # Airflow's own run_id is another thing: a result's MLflow run is only ever ``mlflow_run_id``.
+    assert mlflow_run_url({"run_id": "abc123", "experiment_id": "7"}, LOCAL) == ""
     assert mlflow_run_url(result, ExecutionSettings()) == ""  # no MLflow UI known: no link
 
 

@@ -14,7 +14,7 @@ from mlsteps.contract.config import GatesConfig
 from mlsteps.logic.gates import Comparison, champion_check
 from mlsteps.logic.metrics import paired_bootstrap, weighted_auc
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import APPROVED_TAG, CHAMPION, THRESHOLDS_TAG
+from mlsteps.platform.mlflow_registry import APPROVED_TAG, CHAMPION, THRESHOLDS_TAG
 from tests.steps.report_fixtures import assert_figures, external_references, png_size
 from tests.steps.training_fixtures import (
     build_features,
@@ -72,9 +72,9 @@ def test_good_challenger_without_champion_is_approved_and_reported(
     assert lake.read_json(f"{prefix}/report.json")["approved"] is True
 
     client = mlflow.MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result["mlflow_run_id"])
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(challenger["roc_auc"])
-    artifacts = [a.path for a in client.list_artifacts(result["run_id"], "evaluation/ds=2026-10-11")]
+    artifacts = [a.path for a in client.list_artifacts(result["mlflow_run_id"], "evaluation/ds=2026-10-11")]
     assert sorted(artifacts) == [
         "evaluation/ds=2026-10-11/report.html",
         "evaluation/ds=2026-10-11/report.json",

@@ -14,14 +14,14 @@ import pytest
 from mlsteps.contract.layout import champion_lock_path, ledger_prefix
 from mlsteps.errors import StepError
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import (
+from mlsteps.platform.ledger import read_decisions, read_ledger
+from mlsteps.platform.lock import LakeLock, champion_lock
+from mlsteps.platform.mlflow_registry import (
     CHAMPION,
     EVALUATED_AGAINST_TAG,
     PREVIOUS_CHAMPION,
-    LakeLock,
-    champion_lock,
-    read_decisions,
-    read_ledger,
+    RETRAIN_COLUMNS_TAG,
+    RETRAIN_DS_TAG,
 )
 from tests.steps.training_fixtures import (
     race_promotions,
@@ -211,7 +211,7 @@ def test_a_held_lock_makes_others_wait_then_give_up(
 _COUNTER_WORKER = """
 import sys, time
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import LakeLock
+from mlsteps.platform.lock import LakeLock
 lake = Lake(sys.argv[1])
 for _ in range(5):
     with LakeLock(lake, "counter.lock", lease_seconds=30, wait_seconds=60):
@@ -230,6 +230,22 @@ def test_the_lock_excludes_across_processes(lake_fixture: str, request: pytest.F
 
     assert codes == [0] * 5
     assert Lake(lake_uri).read_bytes("counter") == b"25"
+
+
+def test_the_ledger_entry_records_the_drift_that_triggered_the_retrain(
+    model: tuple[str, str], local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, config = model
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(name, "2", RETRAIN_DS_TAG, "2026-11-01")
+    client.set_model_version_tag(name, "2", RETRAIN_COLUMNS_TAG, "amount,country")
+
+    assert _promote(config, "1", "none", tmp_path, monkeypatch)[0] == 0
+    assert _promote(config, "2", "1", tmp_path, monkeypatch)[0] == 0
+
+    scheduled, drift = read_ledger(Lake(local_lake), name)
+    assert "retrain" not in scheduled
+    assert drift["retrain"] == {"ds": "2026-11-01", "drifted_columns": ["amount", "country"]}
 
 
 HOSTILE_COMMENT = (

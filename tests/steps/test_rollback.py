@@ -9,7 +9,8 @@ import mlflow
 import pytest
 
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import CHAMPION, PREVIOUS_CHAMPION, read_ledger
+from mlsteps.platform.ledger import read_ledger
+from mlsteps.platform.mlflow_registry import CHAMPION, PREVIOUS_CHAMPION
 from tests.steps.training_fixtures import register_stub_versions, run_step, unique_model_name, write_config
 
 

@@ -17,8 +17,8 @@ from mlflow import MlflowClient
 from mlsteps.cli import main
 from mlsteps.contract.config import load_config
 from mlsteps.platform.lake import Lake
+from mlsteps.platform.ledger import read_ledger
 from mlsteps.platform.lineage import code_version, package_versions
-from mlsteps.platform.registry import read_ledger
 from tests.steps.lineage_fixtures import (
     SCORED_DAY,
     TRAINING_RUN,

@@ -8,11 +8,18 @@ import mlflow
 import numpy as np
 import pytest
 
+from mlsteps.errors import StepError
 from mlsteps.logic.training import predict
 from mlsteps.platform.datasets import load_training_set
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import CHALLENGER, PIPELINE_TAG, load_booster
-from mlsteps.steps.train import SCORE_COLUMN
+from mlsteps.platform.mlflow_registry import (
+    CHALLENGER,
+    PIPELINE_TAG,
+    RETRAIN_COLUMNS_TAG,
+    RETRAIN_DS_TAG,
+    load_booster,
+)
+from mlsteps.steps.train import SCORE_COLUMN, retrain_tags
 from tests.steps.training_fixtures import build_snapshot, run_step, unique_model_name, write_config
 
 
@@ -45,7 +52,7 @@ def test_train_logs_everything_and_registers_a_challenger(
     assert "registered" in result["summary"]
 
     client = mlflow.MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result["mlflow_run_id"])
     assert run.data.tags["dag_id"] == "ml_training"
     assert run.data.tags["dag_run_id"] == "r1"
     assert run.data.tags["training_run"] == "run_1"
@@ -58,12 +65,13 @@ def test_train_logs_everything_and_registers_a_challenger(
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"run_1/train", "run_1/holdout"}
     assert inputs["run_1/train"].dataset.digest == manifest["fingerprint"][:32]
-    assert "feature_importance.png" in [a.path for a in client.list_artifacts(result["run_id"])]
+    assert "feature_importance.png" in [a.path for a in client.list_artifacts(result["mlflow_run_id"])]
 
     version = client.get_model_version(name, "1")
     assert version.tags[PIPELINE_TAG] == "card_fraud"
     assert version.tags["training_run"] == "run_1"
-    assert version.run_id == result["run_id"]
+    assert version.run_id == result["mlflow_run_id"]
+    assert not {RETRAIN_DS_TAG, RETRAIN_COLUMNS_TAG} & set(version.tags)  # not a drift retrain
     assert client.get_model_version_by_alias(name, CHALLENGER).version == "1"
     model_info = mlflow.models.get_model_info(f"models:/{name}/1")
     assert model_info.signature is not None
@@ -76,6 +84,37 @@ def test_train_logs_everything_and_registers_a_challenger(
     sample = lake.read_table(lake.partition_files(f"reference/{name}/1")).to_pandas()
     assert list(sample.columns) == [*manifest["feature_columns"], SCORE_COLUMN]
     assert sample[SCORE_COLUMN].between(0, 1).all()
+
+
+def test_a_drift_retrain_records_its_day_and_columns_on_the_run_and_version(
+    tracking: str, local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique_model_name()
+    config = write_config(tmp_path, name, n_trials=0)
+    build_snapshot(local_lake, "run_1")
+    argv = ["train", "--config", config, "--training-run", "run_1", "--retrain-ds", "2026-11-01"]
+
+    code, result = run_step([*argv, "--drifted-columns", "amount,country"], tmp_path / "r.json", monkeypatch)
+
+    assert code == 0
+    client = mlflow.MlflowClient()
+    for tags in (client.get_run(result["mlflow_run_id"]).data.tags, client.get_model_version(name, "1").tags):
+        assert tags[RETRAIN_DS_TAG] == "2026-11-01"
+        assert tags[RETRAIN_COLUMNS_TAG] == "amount,country"
+
+
+def test_empty_retrain_options_record_nothing_and_bad_ones_are_refused() -> None:
+    assert retrain_tags("", "") == {}
+    assert retrain_tags(" ", ",") == {}
+    assert retrain_tags("2026-11-01", "") == {RETRAIN_DS_TAG: "2026-11-01", RETRAIN_COLUMNS_TAG: ""}
+    with pytest.raises(StepError, match="--retrain-ds"):
+        retrain_tags("None", "amount")
+    with pytest.raises(StepError, match="--drifted-columns"):
+        retrain_tags("2026-11-01", "amount,$(id)")
+    many = ",".join(f"column_{index:04d}" for index in range(1000))
+    kept = retrain_tags("2026-11-01", many)[RETRAIN_COLUMNS_TAG]
+    assert len(kept) <= 5000
+    assert many.startswith(f"{kept},")
 
 
 def test_same_seed_gives_the_same_booster(

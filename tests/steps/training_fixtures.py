@@ -17,7 +17,7 @@ from mlsteps.cli import build_parser, main
 from mlsteps.errors import StepError
 from mlsteps.platform.datasets import save_training_set
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import APPROVED_TAG, PIPELINE_TAG
+from mlsteps.platform.mlflow_registry import APPROVED_TAG, PIPELINE_TAG
 from mlsteps.steps import promote
 from mlsteps.steps.generate import generate_events
 from tests.conftest import DEFAULT_CONFIG

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from mlsteps.contract.config import load_config
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import read_decisions, read_ledger
+from mlsteps.platform.ledger import read_decisions, read_ledger
 from tests.support import hitl
 from tests.ui.conftest import UiAirflow
 

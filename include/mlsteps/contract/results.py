@@ -17,11 +17,16 @@ class StepResult(TypedDict):
     summary: str
 
 
-class RegisteredRun(TypedDict):
+class MlflowRun(TypedDict):
+    """The MLflow run a step logged to. Every step result names its run ``mlflow_run_id``."""
+
+    mlflow_run_id: str | None
+    experiment_id: str | None
+
+
+class RegisteredRun(MlflowRun):
     """An MLflow run and the model version it registered."""
 
-    run_id: str | None
-    experiment_id: str | None
     model_name: str
     model_version: str
     model_uri: str
@@ -38,7 +43,7 @@ class TrainResult(StepResult, RegisteredRun):
     reused: bool
 
 
-class EvaluateResult(StepResult):
+class EvaluateResult(StepResult, MlflowRun):
     approved: bool
     reasons: list[str]
     model_name: str
@@ -47,11 +52,23 @@ class EvaluateResult(StepResult):
     metrics: dict[str, Any]
     comparison: dict[str, Any] | None
     thresholds: dict[str, Any]
-    run_id: str | None
-    experiment_id: str
     training_run: str
     report_html: str
     report_json: str
+
+
+class DriftResult(StepResult, MlflowRun):
+    ds: str
+    drift: bool
+    drifted_columns: list[str]
+    drift_share: float
+    columns_checked: int
+    prediction_drift: bool
+    model_name: str
+    model_version: str
+    report_html: str
+    report_json: str
+    mlflow_run_url: str | None
 
 
 class PlanScoringResult(StepResult):
@@ -88,6 +105,7 @@ class MonitorPerformanceResult(StepResult):
 RESULTS: dict[str, type] = {
     "train": TrainResult,
     "evaluate": EvaluateResult,
+    "drift": DriftResult,
     "plan-scoring": PlanScoringResult,
     "monitor-performance": MonitorPerformanceResult,
 }

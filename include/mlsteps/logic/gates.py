@@ -99,7 +99,7 @@ def verdict_document(
 def effective_thresholds(gates: GatesConfig, min_roc_auc: float) -> dict[str, Any]:
     """The thresholds this evaluation applies: the config's gates, with this run's ROC-AUC minimum.
 
-    Recorded in the step's result and on the version (``registry.THRESHOLDS_TAG``), so ``promote``,
+    Recorded in the step's result and on the version (``mlflow_registry.THRESHOLDS_TAG``), so ``promote``,
     ``trace`` and the UI show what a version was judged against, not only the report.
     """
     return {**gates.model_dump(include=set(THRESHOLD_FIELDS)), "min_roc_auc": min_roc_auc}

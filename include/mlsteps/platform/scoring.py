@@ -81,9 +81,9 @@ def staging_for(lake: Lake, config: PipelineConfig, day: dt.date, run_id: str) -
 
 def load_booster(model: PinnedModel) -> xgb.Booster:
     """Download the pinned version's model once and return its native booster."""
-    from mlsteps.platform import registry
+    from mlsteps.platform import mlflow_registry
 
-    return registry.load_booster(model.name, model.version)
+    return mlflow_registry.load_booster(model.name, model.version)
 
 
 def check_signature(booster: xgb.Booster, columns: list[str], where: str) -> list[str]:
@@ -321,17 +321,17 @@ def resolve_model(config: PipelineConfig, alias: str, version: str | None = None
         StepError: The alias is not set (no champion yet), the version does not exist, or it lacks
             this pipeline's lineage.
     """
-    from mlsteps.platform import registry
+    from mlsteps.platform import mlflow_registry
 
     name = config.model.registered_name
-    client = registry.mlflow_client()
+    client = mlflow_registry.mlflow_client()
     if version is None:
-        version = registry.aliases(client, name).get(alias)
+        version = mlflow_registry.aliases(client, name).get(alias)
         if version is None:
             raise StepError(
                 f"registered model '{name}' has no alias '{alias}'; "
                 "train and promote a model first (run ml_training)"
             )
-    found = registry.get_version(client, name, registry.parse_version(version))
-    registry.require_lineage(found, config)
+    found = mlflow_registry.get_version(client, name, mlflow_registry.parse_version(version))
+    mlflow_registry.require_lineage(found, config)
     return PinnedModel(name, str(found.version), str(found.run_id), alias)

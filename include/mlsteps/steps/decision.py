@@ -4,7 +4,7 @@ Nothing moves: the ``champion`` alias stays where it is. Under the champion lock
 entry ``<time>-reject-v<version>.json`` is written beside the promotion ledger's entries (who,
 when, why, the champion at the time, the version's holdout metrics), and the version is tagged
 ``mlsteps.approval.*``. Rejection entries are not champion changes: ``rollback`` and ``promote``
-never read them (:func:`mlsteps.platform.registry.read_decisions` does). Every value is one argv element,
+never read them (:func:`mlsteps.platform.ledger.read_decisions` does). Every value is one argv element,
 stored as text.
 """
 
@@ -14,9 +14,12 @@ import argparse
 from typing import Any
 
 from mlsteps.errors import StepError
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
+from mlsteps.platform.champion import NONE, approval_tags
 from mlsteps.platform.context import StepContext
-from mlsteps.steps.promote import MAX_APPROVAL_TEXT, NONE, approval_tags
+from mlsteps.platform.ledger import append_ledger, read_decisions, read_ledger
+from mlsteps.platform.lock import champion_lock
+from mlsteps.steps.promote import MAX_APPROVAL_TEXT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +47,10 @@ def _flag(text: str) -> bool:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     context = StepContext.from_args(args)
     name = context.config.model.registered_name
-    version = registry.parse_version(args.model_version)
-    client = registry.mlflow_client()
-    candidate = registry.get_version(client, name, version)
-    registry.require_lineage(candidate, context.config)
+    version = mlflow_registry.parse_version(args.model_version)
+    client = mlflow_registry.mlflow_client()
+    candidate = mlflow_registry.get_version(client, name, version)
+    mlflow_registry.require_lineage(candidate, context.config)
     by = str(args.decided_by or "").strip()[:MAX_APPROVAL_TEXT]
     if not by and not args.timed_out:
         raise StepError("--decided-by is empty: name who rejected the promotion, or pass --timed-out")
@@ -56,9 +59,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "at": str(args.decided_at or "").strip()[:100],
         "comment": str(args.comment or "")[:MAX_APPROVAL_TEXT],
     }
-    with registry.champion_lock(context.lake, name, purpose=f"record rejection of {name} v{version}") as lock:
-        current = registry.champion_version(client, name)
-        previous = registry.read_ledger(context.lake, name) + registry.read_decisions(context.lake, name)
+    with champion_lock(context.lake, name, purpose=f"record rejection of {name} v{version}") as lock:
+        current = mlflow_registry.champion_version(client, name)
+        previous = read_ledger(context.lake, name) + read_decisions(context.lake, name)
         previous.sort(key=lambda entry: entry["entry"])
         entry = {
             "action": "reject",
@@ -69,13 +72,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "decision": args.decision,
             "timed_out": bool(args.timed_out),
             "approval": approval,
-            "metrics": registry.holdout_metrics(client, candidate),
+            "metrics": mlflow_registry.holdout_metrics(client, candidate),
             "mlflow_run_id": candidate.run_id,
             "training_run": (candidate.tags or {}).get("training_run"),
             **context.lineage(),
         }
         lock.ensure_held()
-        written = registry.append_ledger(context.lake, name, entry, previous)
+        written = append_ledger(context.lake, name, entry, previous)
     for key, value in approval_tags(args.decision, approval).items():
         client.set_model_version_tag(name, version, key, value)
     how = "nobody answered in time" if args.timed_out else f"rejected by {approval['by']}"

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.layout import drift_report_prefix, reference_prefix
+from mlsteps.contract.results import DriftResult
 from mlsteps.errors import StepError
 from mlsteps.logic.drift import (
     METHODS,
@@ -33,7 +34,7 @@ from mlsteps.logic.drift import (
 )
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.registry import run_url
+from mlsteps.platform.mlflow_registry import run_url
 from mlsteps.platform.sampling import missing_columns, sample_partition
 from mlsteps.reports.drift import build_report
 from mlsteps.reports.html import Report, save_report
@@ -78,11 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> DriftResult:
     return monitor_drift(StepContext.from_args(args), args.ds)
 
 
-def monitor_drift(context: StepContext, day: dt.date) -> dict[str, Any]:
+def monitor_drift(context: StepContext, day: dt.date) -> DriftResult:
     """Check one scored day for drift against the reference of the model version that scored it.
 
     Args:
@@ -113,21 +114,22 @@ def monitor_drift(context: StepContext, day: dt.date) -> dict[str, Any]:
     report = build_report(document, features, score, samples, inputs.score_column)
     uris = save_report(lake, drift_report_prefix(day), report, document)
     run_id, experiment_id = log_to_mlflow(context, document, report)
-    return {
-        "ds": day.isoformat(),
-        "drift": document["drift"],
-        "drifted_columns": document["drifted_columns"],
-        "drift_share": document["drift_share"],
-        "columns_checked": document["columns_checked"],
-        "prediction_drift": document["prediction_drift"],
-        "model_name": document["model_name"],
-        "model_version": inputs.model_version,
-        **uris,
-        "mlflow_run_id": run_id,
-        "experiment_id": experiment_id,
-        "mlflow_run_url": run_url(experiment_id, run_id),
-        "summary": document["summary"],
-    }
+    return DriftResult(
+        ds=day.isoformat(),
+        drift=document["drift"],
+        drifted_columns=document["drifted_columns"],
+        drift_share=document["drift_share"],
+        columns_checked=document["columns_checked"],
+        prediction_drift=document["prediction_drift"],
+        model_name=document["model_name"],
+        model_version=inputs.model_version,
+        report_html=uris["report_html"],
+        report_json=uris["report_json"],
+        mlflow_run_id=run_id,
+        experiment_id=experiment_id,
+        mlflow_run_url=run_url(experiment_id, run_id),
+        summary=document["summary"],
+    )
 
 
 # --- inputs ---------------------------------------------------------------------------------------

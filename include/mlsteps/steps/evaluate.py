@@ -30,7 +30,7 @@ from mlsteps.logic.gates import (
     verdict_document,
 )
 from mlsteps.logic.metrics import calibration_bins, classification_metrics
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.datasets import TrainingSet, load_training_set, model_input
 from mlsteps.reports.evaluation import build_report
@@ -58,11 +58,11 @@ def run(args: argparse.Namespace) -> EvaluateResult:
     context = StepContext.from_args(args)
     config = context.config
     name = config.model.registered_name
-    version = registry.parse_version(args.model_version)
+    version = mlflow_registry.parse_version(args.model_version)
     min_roc_auc = _min_roc_auc(args.min_roc_auc, config)
-    client = registry.mlflow_client()
-    challenger_version = registry.get_version(client, name, version)
-    registry.require_lineage(challenger_version, config)
+    client = mlflow_registry.mlflow_client()
+    challenger_version = mlflow_registry.get_version(client, name, version)
+    mlflow_registry.require_lineage(challenger_version, config)
     _require_same_snapshot(challenger_version, args.training_run)
     snapshot = load_training_set(context.lake, args.training_run)
     y = _holdout_labels(snapshot)
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> EvaluateResult:
         metrics=document["metrics"],
         comparison=document["comparison"],
         thresholds=document["thresholds"],
-        run_id=challenger_version.run_id,
+        mlflow_run_id=challenger_version.run_id,
         experiment_id=client.get_run(str(challenger_version.run_id)).info.experiment_id,
         training_run=document["training_run"],
         report_html=uris["report_html"],
@@ -138,7 +138,7 @@ def score_version(name: str, version: str, snapshot: TrainingSet, config: Pipeli
     Raises:
         StepError: The holdout lacks a feature the booster needs.
     """
-    booster = registry.load_booster(name, version)
+    booster = mlflow_registry.load_booster(name, version)
     scores = predict_holdout(booster, snapshot, config)
     y = snapshot.holdout[snapshot.label].astype(int).to_numpy()
     metrics = classification_metrics(y, scores, config.scoring.decision_threshold)
@@ -156,7 +156,7 @@ def judge_against_champion(
 ) -> Judgement:
     """Score the champion on the same holdout and apply the regression rule (mlsteps.logic.gates)."""
     name = config.model.registered_name
-    current = registry.champion_version(client, name)
+    current = mlflow_registry.champion_version(client, name)
     if current is None:
         return Judgement(
             None, None, None, Check("champion", True, "There is no champion yet to compare with.")
@@ -165,7 +165,7 @@ def judge_against_champion(
         return Judgement(
             current, None, None, Check("champion", True, f"Version {version} is the champion itself.")
         )
-    registry.require_lineage(registry.get_version(client, name, current), config)
+    mlflow_registry.require_lineage(mlflow_registry.get_version(client, name, current), config)
     try:
         champion = score_version(name, current, snapshot, config)
     except StepError as err:
@@ -207,11 +207,13 @@ def record_in_mlflow(
             )
             client.log_artifacts(version.run_id, directory, artifact_path=f"evaluation/ds={ds}")
     tags = {
-        registry.APPROVED_TAG: approved,
-        registry.EVALUATED_AGAINST_TAG: document["champion_version"] or "none",
+        mlflow_registry.APPROVED_TAG: approved,
+        mlflow_registry.EVALUATED_AGAINST_TAG: document["champion_version"] or "none",
         "mlsteps.evaluation.roc_auc": str(document["metrics"]["challenger"]["roc_auc"]),
         "mlsteps.evaluation.ds": ds,
-        registry.THRESHOLDS_TAG: json.dumps(document["thresholds"], sort_keys=True, separators=(",", ":")),
+        mlflow_registry.THRESHOLDS_TAG: json.dumps(
+            document["thresholds"], sort_keys=True, separators=(",", ":")
+        ),
     }
     for key, value in tags.items():
         client.set_model_version_tag(version.name, version.version, key, value)

@@ -147,11 +147,11 @@ def evaluation_level(scored: ScoredDay, metric: str) -> float:
     """The metric the scoring version reached on its holdout at evaluation."""
     from mlflow import MlflowClient
 
-    from mlsteps.platform import registry
+    from mlsteps.platform import mlflow_registry
 
     client = MlflowClient()
     version = client.get_model_version(scored.model_name, scored.model_version)
-    recorded = registry.holdout_metrics(client, version)
+    recorded = mlflow_registry.holdout_metrics(client, version)
     key = f"holdout_{metric}"
     if key not in recorded:
         raise StepError(

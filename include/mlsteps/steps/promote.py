@@ -19,16 +19,13 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.errors import StepError
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
+from mlsteps.platform.champion import NONE, ChampionChange, change_champion, change_result, label
 from mlsteps.platform.context import StepContext
+from mlsteps.platform.ledger import latest_entry_for
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
-
-    from mlsteps.platform.lake import Lake
-
-NONE = "none"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,35 +63,30 @@ def approval_record(args: argparse.Namespace) -> dict[str, str] | None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     context = StepContext.from_args(args)
     name = context.config.model.registered_name
-    version = registry.parse_version(args.model_version)
+    version = mlflow_registry.parse_version(args.model_version)
     expected = parse_expected(args.expected_champion)
-    client = registry.mlflow_client()
-    candidate = registry.get_version(client, name, version)
-    registry.require_lineage(candidate, context.config)
+    client = mlflow_registry.mlflow_client()
+    candidate = mlflow_registry.get_version(client, name, version)
+    mlflow_registry.require_lineage(candidate, context.config)
     require_approval(candidate, expected)
-    with registry.champion_lock(context.lake, name, purpose=f"promote {name} v{version}") as lock:
-        entries = registry.read_ledger(context.lake, name)
-        current = registry.champion_version(client, name)
+    with change_champion(context, client, name, purpose=f"promote {name} v{version}") as change:
+        current = change.current
         if current == version:
-            return already_champion(context, client, candidate, expected, entries, lock)
+            return already_champion(change, candidate, expected)
         if current != expected:
             raise StepError(
-                f"the champion of {name} is now {_label(current)}, not {_label(expected)} as when version "
+                f"the champion of {name} is now {label(current)}, not {label(expected)} as when version "
                 f"{version} was evaluated; someone else promoted or rolled back since, so re-run evaluate"
             )
-        lock.ensure_held()
-        approval = approval_record(args)
-        entry = ledger_entry(context, client, candidate, "promote", current, args.reason, approval)
-        registry.move_champion(client, name, version, current, promotion_tags(entry))
-        written = registry.append_ledger(context.lake, name, entry, entries)
-    return result(context.lake, name, version, current, written, changed=True)
+        written = change.commit(candidate, "promote", current, args.reason, approval_record(args))
+    return change_result(context.lake, name, version, current, written, changed=True)
 
 
 def parse_expected(text: str) -> str | None:
     """``none`` (no champion) or a version number."""
     if text.strip().lower() in (NONE, "", "null"):
         return None
-    return registry.parse_version(text, option="--expected-champion")
+    return mlflow_registry.parse_version(text, option="--expected-champion")
 
 
 def require_approval(version: ModelVersion, expected: str | None) -> None:
@@ -104,14 +96,14 @@ def require_approval(version: ModelVersion, expected: str | None) -> None:
         StepError: The approval tag is not "true", or the evaluation's champion differs from ``expected``.
     """
     tags = version.tags or {}
-    verdict = tags.get(registry.APPROVED_TAG)
+    verdict = tags.get(mlflow_registry.APPROVED_TAG)
     if verdict != "true":
         state = "was rejected by evaluate" if verdict == "false" else "has not been evaluated"
         raise StepError(
             f"model {version.name} version {version.version} {state}; only a version evaluate approved "
             "can be promoted (run evaluate, or roll back to a version promoted before)"
         )
-    evaluated_against = tags.get(registry.EVALUATED_AGAINST_TAG)
+    evaluated_against = tags.get(mlflow_registry.EVALUATED_AGAINST_TAG)
     if evaluated_against is not None and evaluated_against != (expected or NONE):
         raise StepError(
             f"model {version.name} version {version.version} was evaluated against champion "
@@ -120,112 +112,29 @@ def require_approval(version: ModelVersion, expected: str | None) -> None:
         )
 
 
-def already_champion(
-    context: StepContext,
-    client: MlflowClient,
-    candidate: ModelVersion,
-    expected: str | None,
-    entries: list[dict[str, Any]],
-    lock: registry.LakeLock,
-) -> dict[str, Any]:
+def already_champion(change: ChampionChange, candidate: ModelVersion, expected: str | None) -> dict[str, Any]:
     """The version is champion already: a no-op when this very promotion did it, refused otherwise.
 
     When the alias moved but the ledger entry is missing (a crash between the two), the move is
     finished (aliases and tags) and the entry written now, so the ledger catches up without a duplicate.
     """
-    name, version = candidate.name, str(candidate.version)
-    recorded = registry.latest_entry_for(entries, version)
+    name, version, entries = candidate.name, str(candidate.version), change.entries
+    lake = change.context.lake
+    recorded = latest_entry_for(entries, version)
     if recorded is not None and entries[-1] is recorded:
         _require_expected(name, version, recorded["replaced"], expected)
-        return result(context.lake, name, version, recorded["replaced"], recorded["entry"], changed=False)
-    replaced = registry.aliases(client, name).get(registry.PREVIOUS_CHAMPION)
+        return change_result(lake, name, version, recorded["replaced"], recorded["entry"], changed=False)
+    replaced = mlflow_registry.aliases(change.client, name).get(mlflow_registry.PREVIOUS_CHAMPION)
     _require_expected(name, version, replaced, expected)
-    lock.ensure_held()
     reason = "ledger catch-up: the alias had moved but the promotion was not recorded"
-    entry = ledger_entry(context, client, candidate, "promote", replaced, reason)
     # The crash may also have come before the version's tags: finish the whole move, then record it.
-    registry.move_champion(client, name, version, replaced, promotion_tags(entry))
-    written = registry.append_ledger(context.lake, name, entry, entries)
-    return result(context.lake, name, version, replaced, written, changed=False)
+    written = change.commit(candidate, "promote", replaced, reason)
+    return change_result(lake, name, version, replaced, written, changed=False)
 
 
 def _require_expected(name: str, version: str, replaced: str | None, expected: str | None) -> None:
     if expected not in (version, replaced):
         raise StepError(
-            f"version {version} of {name} is already champion, but it replaced {_label(replaced)}, not the "
-            f"expected {_label(expected)}; the champion changed since evaluation, so re-run evaluate"
+            f"version {version} of {name} is already champion, but it replaced {label(replaced)}, not the "
+            f"expected {label(expected)}; the champion changed since evaluation, so re-run evaluate"
         )
-
-
-def ledger_entry(
-    context: StepContext,
-    client: MlflowClient,
-    version: ModelVersion,
-    action: str,
-    replaced: str | None,
-    reason: str,
-    approval: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """The ledger document of one champion change (with the person's approval when one was asked)."""
-    entry: dict[str, Any] = {
-        "action": action,
-        "model": version.name,
-        "version": str(version.version),
-        "replaced": replaced,
-        "reason": reason,
-        "metrics": registry.holdout_metrics(client, version),
-        "mlflow_run_id": version.run_id,
-        "training_run": (version.tags or {}).get("training_run"),
-        **context.lineage(),
-    }
-    if approval is not None:
-        entry["approval"] = approval
-    return entry
-
-
-def promotion_tags(entry: dict[str, Any]) -> dict[str, str]:
-    """Tags recording on the version when and why it became champion (and who approved it)."""
-    tags = {
-        "mlsteps.promoted.action": entry["action"],
-        "mlsteps.promoted.replaced": entry["replaced"] or NONE,
-        "mlsteps.promoted.reason": entry["reason"][:500],
-        "mlsteps.promoted.dag_id": entry["dag_id"],
-        "mlsteps.promoted.dag_run_id": entry["dag_run_id"],
-    }
-    return {**tags, **approval_tags("approved", entry.get("approval"))}
-
-
-def approval_tags(decision: str, approval: dict[str, str] | None) -> dict[str, str]:
-    """``mlsteps.approval.*`` tags of a person's decision; none when nobody was asked."""
-    if approval is None:
-        return {}
-    return {
-        "mlsteps.approval.decision": decision,
-        "mlsteps.approval.by": approval["by"] or NONE,
-        "mlsteps.approval.at": approval["at"] or NONE,
-        "mlsteps.approval.comment": approval["comment"],
-    }
-
-
-def result(
-    lake: Lake, name: str, version: str, replaced: str | None, entry: str | None, changed: bool
-) -> dict[str, Any]:
-    """The step result shared by promote and rollback."""
-    if changed:
-        summary = f"{name} champion is now version {version} (replaced {_label(replaced)})"
-    else:
-        summary = f"{name} version {version} was already champion; nothing changed"
-    return {
-        "summary": summary,
-        "model_name": name,
-        "model_version": version,
-        "champion_version": version,
-        "previous_champion": replaced,
-        "changed": changed,
-        "ledger_entry": lake.url(entry) if entry else None,
-        "model_uri": f"models:/{name}@{registry.CHAMPION}",
-    }
-
-
-def _label(version: str | None) -> str:
-    return NONE if version is None else f"version {version}"

@@ -44,7 +44,7 @@ from mlsteps.logic.reproduction import (
     render,
     verdict,
 )
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import DataInterval, StepContext
 from mlsteps.platform.lake import MARKER, Lake
 from mlsteps.platform.lineage import (
@@ -117,12 +117,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     context = StepContext.from_args(args)
     name = args.model or context.config.model.registered_name
-    number = registry.parse_version(args.model_version)
+    number = mlflow_registry.parse_version(args.model_version)
     if not 0.0 <= args.tolerance < 1.0:
         raise StepError(f"--tolerance must be in [0, 1), got {args.tolerance}")
-    client = registry.mlflow_client()
-    version = registry.get_version(client, name, number)
-    registry.require_lineage(version, context.config)
+    client = mlflow_registry.mlflow_client()
+    version = mlflow_registry.get_version(client, name, number)
+    mlflow_registry.require_lineage(version, context.config)
     records = load_records(context.lake, client, version)
     token = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     scratch = Lake(context.lake.url(f"{SCRATCH_ROOT}/{name}-v{number}-{token}"), context.settings)
@@ -339,7 +339,9 @@ def booster_check(records: Records, booster: xgb.Booster) -> Check:
     tags = records.version.tags or {}
     recorded, detail = tags.get(MODEL_SHA256_TAG), ""
     if not recorded:
-        recorded = booster_sha256(registry.load_booster(records.version.name, str(records.version.version)))
+        recorded = booster_sha256(
+            mlflow_registry.load_booster(records.version.name, str(records.version.version))
+        )
         detail = "no hash was recorded at training: compared with the registered model's bytes"
     rebuilt = booster_sha256(booster)
     return Check("booster sha256", rebuilt == recorded, recorded, rebuilt, detail)
@@ -351,7 +353,7 @@ def predictions_check(records: Records, rebuilt: Rebuilt, tolerance: float) -> C
     from mlsteps.logic.training import predict
     from mlsteps.platform.datasets import load_training_set
 
-    registered = registry.load_booster(records.version.name, str(records.version.version))
+    registered = mlflow_registry.load_booster(records.version.name, str(records.version.version))
     holdout = load_training_set(rebuilt.scratch, records.training_run).holdout
     config = records.training_config
     return reproduction.predictions_check(
@@ -371,7 +373,7 @@ def verdict_document(
         "model_name": name,
         "model_version": number,
         "training_run": records.training_run,
-        "interval": registry.describe_interval(records.snapshot.get("interval")),
+        "interval": mlflow_registry.describe_interval(records.snapshot.get("interval")),
         "verdict": found,
         "verdict_text": text,
         "first_difference": asdict(first) if first else None,

@@ -159,6 +159,6 @@ def _history(lake: Lake, prefix: str) -> list[dict[str, Any]]:
 
 
 def _record(lake: Lake, relative: str, entry: dict[str, Any]) -> None:
-    from mlsteps.platform.registry import create_exclusive
+    from mlsteps.platform.objects import create_exclusive
 
     create_exclusive(lake, relative, json.dumps(entry, sort_keys=True).encode())

@@ -11,9 +11,10 @@ import argparse
 from typing import Any
 
 from mlsteps.errors import StepError
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
+from mlsteps.platform.champion import change_champion, change_result
 from mlsteps.platform.context import StepContext
-from mlsteps.steps.promote import ledger_entry, promotion_tags, result
+from mlsteps.platform.ledger import latest_entry_for, promoted_versions
 
 PREVIOUS = "previous"
 
@@ -34,24 +35,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     name = context.config.model.registered_name
     requested = args.version.strip().lower()
     if requested != PREVIOUS:
-        requested = registry.parse_version(requested, option="--version")
-    client = registry.mlflow_client()
-    with registry.champion_lock(context.lake, name, purpose=f"rollback {name} to {requested}") as lock:
-        entries = registry.read_ledger(context.lake, name)
-        current = registry.champion_version(client, name)
-        target = resolve_target(name, requested, current, entries)
+        requested = mlflow_registry.parse_version(requested, option="--version")
+    client = mlflow_registry.mlflow_client()
+    with change_champion(context, client, name, purpose=f"rollback {name} to {requested}") as change:
+        current = change.current
+        target = resolve_target(name, requested, current, change.entries)
         if target == current:
-            entry = registry.latest_entry_for(entries, target)
-            return result(
-                context.lake, name, target, current, entry["entry"] if entry else None, changed=False
-            )
-        version = registry.get_version(client, name, target)
-        registry.require_lineage(version, context.config)
-        lock.ensure_held()
-        entry = ledger_entry(context, client, version, "rollback", current, args.reason)
-        registry.move_champion(client, name, target, current, promotion_tags(entry))
-        written = registry.append_ledger(context.lake, name, entry, entries)
-    return result(context.lake, name, target, current, written, changed=True)
+            entry = latest_entry_for(change.entries, target)
+            recorded = entry["entry"] if entry else None
+            return change_result(context.lake, name, target, current, recorded, changed=False)
+        version = mlflow_registry.get_version(client, name, target)
+        mlflow_registry.require_lineage(version, context.config)
+        written = change.commit(version, "rollback", current, args.reason)
+    return change_result(context.lake, name, target, current, written, changed=True)
 
 
 def resolve_target(name: str, requested: str, current: str | None, entries: list[dict[str, Any]]) -> str:
@@ -61,7 +57,7 @@ def resolve_target(name: str, requested: str, current: str | None, entries: list
         StepError: ``previous`` with nothing before the champion, or a version never promoted.
     """
     if requested == PREVIOUS:
-        recorded = registry.latest_entry_for(entries, current) if current else None
+        recorded = latest_entry_for(entries, current) if current else None
         replaced = recorded["replaced"] if recorded else None
         if replaced is None:
             where = f"version {current}" if current else "no champion"
@@ -70,8 +66,8 @@ def resolve_target(name: str, requested: str, current: str | None, entries: list
                 "roll back to; pass --version N of a version promoted before"
             )
         return str(replaced)
-    if requested not in registry.promoted_versions(entries):
-        promoted = sorted(registry.promoted_versions(entries), key=int)
+    if requested not in promoted_versions(entries):
+        promoted = sorted(promoted_versions(entries), key=int)
         raise StepError(
             f"version {requested} of {name} was never champion (the ledger lists "
             f"{promoted or 'no versions'}); rollback only returns to a version promoted before, "

@@ -7,9 +7,10 @@ import datetime as dt
 from typing import Any
 
 from mlsteps.errors import StepError
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.lake import FileEntry, Lake
+from mlsteps.platform.ledger import latest_entry_for, read_ledger
 from mlsteps.platform.scoring import PinnedModel, read_receipts, resolve_model, scoring_input, staging_for
 
 
@@ -77,9 +78,9 @@ def promotion_entry(lake: Lake, model: PinnedModel) -> str | None:
 
     Recorded so that `trace` follows a stored link instead of searching the ledger by time.
     """
-    if model.alias != registry.CHAMPION:
+    if model.alias != mlflow_registry.CHAMPION:
         return None
-    entry = registry.latest_entry_for(registry.read_ledger(lake, model.name), model.version)
+    entry = latest_entry_for(read_ledger(lake, model.name), model.version)
     return str(entry["entry"]) if entry else None
 
 

@@ -32,9 +32,10 @@ from mlsteps.logic.lineage_facts import (
     render,
     unreachable,
 )
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.lake import MARKER, Lake
+from mlsteps.platform.ledger import read_ledger
 from mlsteps.platform.lineage import partition_digest
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def trace(
     link, manifest, rows = predictions_link(lake, name, day, column, value)
     if manifest is None:
         return rows, [link]
-    client = registry.mlflow_client()
+    client = mlflow_registry.mlflow_client()
     model, version = model_link(client, name, manifest)
     links = [link, model]
     if version is None:
@@ -195,17 +196,17 @@ def model_link(client: MlflowClient, name: str, manifest: dict[str, Any]) -> tup
     if not number:
         return link.broken(f"the predictions {MARKER} records no model_version"), None
     try:
-        version = registry.get_version(client, name, number)
+        version = mlflow_registry.get_version(client, name, number)
     except StepError as err:
         return link.broken(f"registry record missing: {err}"), None
-    now = sorted(alias for alias, v in registry.aliases(client, name).items() if v == number)
+    now = sorted(alias for alias, v in mlflow_registry.aliases(client, name).items() if v == number)
     link.facts = {
         "name": name,
         "version": number,
         "alias_at_scoring": manifest.get("alias"),
         "aliases_now": now,
         "source": version.source,
-        "pipeline": (version.tags or {}).get(registry.PIPELINE_TAG),
+        "pipeline": (version.tags or {}).get(mlflow_registry.PIPELINE_TAG),
     }
     recorded_run = manifest.get("model_run_id")
     if recorded_run and recorded_run != version.run_id:
@@ -276,7 +277,7 @@ def raw_link(lake: Lake, snapshot: dict[str, Any] | None) -> Link:
     record = snapshot.get("raw")
     interval = snapshot.get("interval") or {}
     link = Link("raw data", lake.url(record["prefix"]) if record else "training set manifest")
-    link.facts = {"interval": registry.describe_interval(interval)}
+    link.facts = {"interval": mlflow_registry.describe_interval(interval)}
     if not record:
         return link.warn("the snapshot predates raw-partition records: only its interval is known")
     partitions = record.get("partitions", {})
@@ -303,18 +304,20 @@ def raw_link(lake: Lake, snapshot: dict[str, Any] | None) -> Link:
 def evaluation_link(lake: Lake, version: ModelVersion) -> Link:
     """The evaluation verdict on the version and its stored report."""
     tags = version.tags or {}
-    verdict, day = tags.get(registry.APPROVED_TAG), tags.get("mlsteps.evaluation.ds")
+    verdict, day = tags.get(mlflow_registry.APPROVED_TAG), tags.get("mlsteps.evaluation.ds")
     if verdict is None or day is None:
         return Link("evaluation", "registry tags").broken(
-            f"version {version.version} carries no evaluation verdict ({registry.APPROVED_TAG})"
+            f"version {version.version} carries no evaluation verdict ({mlflow_registry.APPROVED_TAG})"
         )
     report = f"{layout.evaluation_report_prefix(day, version.name, version.version)}/report.json"
     link = Link("evaluation", lake.url(report))
     link.facts = {
         "approved": verdict == "true",
-        "against_champion": tags.get(registry.EVALUATED_AGAINST_TAG),
+        "against_champion": tags.get(mlflow_registry.EVALUATED_AGAINST_TAG),
         "roc_auc": tags.get("mlsteps.evaluation.roc_auc"),
-        "thresholds": json.loads(tags[registry.THRESHOLDS_TAG]) if registry.THRESHOLDS_TAG in tags else None,
+        "thresholds": json.loads(tags[mlflow_registry.THRESHOLDS_TAG])
+        if mlflow_registry.THRESHOLDS_TAG in tags
+        else None,
     }
     if not lake.exists(report):
         return link.broken(f"evaluation report {lake.url(report)} is missing")
@@ -339,9 +342,9 @@ def promotion_link(lake: Lake, version: ModelVersion, predictions: dict[str, Any
         link = Link("promotion", lake.url(entry) if entry else f"ledger {layout.ledger_prefix(version.name)}")
         link.facts["found_by"] = "ledger search (the partition predates recorded promotions)"
     if entry is None:
-        if alias == registry.CHAMPION:
+        if alias == mlflow_registry.CHAMPION:
             return link.broken(f"no ledger entry records version {number} becoming champion before scoring")
-        link.facts["note"] = f"scored with alias {alias}, not {registry.CHAMPION}"
+        link.facts["note"] = f"scored with alias {alias}, not {mlflow_registry.CHAMPION}"
         return link
     if not lake.exists(entry):
         return link.broken(f"ledger entry {lake.url(entry)} is missing")
@@ -357,7 +360,7 @@ def promotion_link(lake: Lake, version: ModelVersion, predictions: dict[str, Any
 def _ledger_entry_before(lake: Lake, version: ModelVersion, scored_at: str | None) -> dict[str, Any] | None:
     entries = [
         entry
-        for entry in registry.read_ledger(lake, version.name)
+        for entry in read_ledger(lake, version.name)
         if str(entry.get("version")) == str(version.version) and (not scored_at or entry["at"] <= scored_at)
     ]
     return entries[-1] if entries else None
@@ -379,6 +382,6 @@ def _millis(value: int | None) -> str | None:
 
 
 def _run_url(run: Run) -> str | None:
-    from mlsteps.platform.registry import run_url
+    from mlsteps.platform.mlflow_registry import run_url
 
     return run_url(run.info.experiment_id, run.info.run_id)

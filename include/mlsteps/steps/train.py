@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from mlsteps.contract.results import RegisteredRun, TrainResult
 from mlsteps.contract.settings import REQUIRE_GPU_ENV_VAR
 from mlsteps.errors import StepError
 from mlsteps.logic.training import Fit, loggable_params, predict, split_by_time, train_model
-from mlsteps.platform import registry
+from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext
 from mlsteps.platform.datasets import TrainingSet, load_training_set
 from mlsteps.platform.lineage import (
@@ -43,6 +44,10 @@ SCORE_COLUMN = "score"
 DEVICE_TAG = "mlsteps.device"
 TRIALS_TAG = "mlsteps.n_trials"
 MODEL_NAME_IN_RUN = "model"
+DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)")
+COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$(?!\n)")
+#: The longest value MLflow keeps in a model version tag.
+MAX_TAG_LENGTH = 5000
 #: The pipeline config training ran with, logged on the run (what `reproduce` retrains with).
 CONFIG_ARTIFACT = "lineage/pipeline_config.json"
 
@@ -63,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Optuna trials (seeded TPE); 0 trains once with the configured params. Default: model.n_trials.",
     )
+    group = parser.add_argument_group(
+        "drift retrain (set when ml_drift_monitor triggered the run; else empty)"
+    )
+    group.add_argument("--retrain-ds", default="", help="The day whose drift triggered this retrain.")
+    group.add_argument(
+        "--drifted-columns", default="", help="The columns that drifted on that day, comma-separated."
+    )
 
 
 def run(args: argparse.Namespace) -> TrainResult:
@@ -74,10 +86,11 @@ def run(args: argparse.Namespace) -> TrainResult:
     device = resolve_device(args.device, context.settings.require_gpu)
     snapshot = load_training_set(context.lake, args.training_run)
     tags = {
-        **registry.lineage_tags(context, snapshot.manifest),
+        **mlflow_registry.lineage_tags(context, snapshot.manifest),
         DEVICE_TAG: device,
         TRIALS_TAG: str(n_trials),
         VERSIONS_TAG: json.dumps(package_versions(), separators=(",", ":")),
+        **retrain_tags(args.retrain_ds, args.drifted_columns),
     }
     earlier = earlier_attempt(config, tags)
     if earlier is not None:
@@ -105,7 +118,7 @@ def result(
     summary = (
         f"validation AUC {metrics['validation_auc']:.4f} at iteration {metrics['best_iteration']} in "
         f"{seconds:.1f} s on {tags[DEVICE_TAG]}: registered {config.model.registered_name} version "
-        f"{logged['model_version']} as {registry.CHALLENGER}{again}"
+        f"{logged['model_version']} as {mlflow_registry.CHALLENGER}{again}"
     )
     return TrainResult(
         summary=summary,
@@ -118,6 +131,32 @@ def result(
         training_run=tags["training_run"],
         reused=reused,
     )
+
+
+def retrain_tags(ds: str, drifted_columns: str) -> dict[str, str]:
+    """The drift that triggered this retrain, as run and version tags; none for any other run.
+
+    Raises:
+        StepError: ``ds`` is not a day, or a column is not a plain column name.
+    """
+    ds, names = ds.strip(), [name.strip() for name in drifted_columns.split(",") if name.strip()]
+    if not ds and not names:
+        return {}
+    if ds and not DAY.match(ds):
+        raise StepError(f"--retrain-ds must be a day such as 2026-11-01, got {ds!r}")
+    invalid = [name for name in names if not COLUMN.match(name)]
+    if invalid:
+        raise StepError(f"--drifted-columns must be comma-separated column names, got {invalid[0]!r}")
+    kept: list[str] = []
+    for name in names:  # whole names only, within MLflow's limit on a version tag's value
+        if len(",".join([*kept, name])) > MAX_TAG_LENGTH:
+            log.warning("%d drifted columns do not fit in one tag; kept the first %d", len(names), len(kept))
+            break
+        kept.append(name)
+    return {
+        mlflow_registry.RETRAIN_DS_TAG: ds,
+        mlflow_registry.RETRAIN_COLUMNS_TAG: ",".join(kept),
+    }
 
 
 # --- retries --------------------------------------------------------------------------------
@@ -133,14 +172,21 @@ def earlier_attempt(config: PipelineConfig, tags: dict[str, str]) -> ModelVersio
         return None
     from mlflow.exceptions import MlflowException
 
-    client = registry.mlflow_client()
+    client = mlflow_registry.mlflow_client()
     name = config.model.registered_name
     try:
         found = client.search_model_versions(f"name='{name}' and tags.dag_run_id='{tags['dag_run_id']}'")
     except MlflowException as err:  # a store that cannot filter by tag: no reuse, just a new version
         log.warning("could not search earlier versions of %s (%s); training anew", name, err)
         return None
-    keys = ("training_run", "data_fingerprint", "config_hash", DEVICE_TAG, TRIALS_TAG, registry.PIPELINE_TAG)
+    keys = (
+        "training_run",
+        "data_fingerprint",
+        "config_hash",
+        DEVICE_TAG,
+        TRIALS_TAG,
+        mlflow_registry.PIPELINE_TAG,
+    )
     matching = [v for v in found if all((v.tags or {}).get(key) == tags[key] for key in keys)]
     return max(matching, key=lambda v: int(v.version), default=None)
 
@@ -153,9 +199,9 @@ def reuse(
     name, number = config.model.registered_name, str(version.version)
     reference = context.lake.url(reference_prefix(config, number))
     if context.lake.manifest(reference_prefix(config, number)) is None:
-        reference = save_reference(context, snapshot, registry.load_booster(name, number), number)
-    client = registry.mlflow_client()
-    client.set_registered_model_alias(name, registry.CHALLENGER, number)
+        reference = save_reference(context, snapshot, mlflow_registry.load_booster(name, number), number)
+    client = mlflow_registry.mlflow_client()
+    client.set_registered_model_alias(name, mlflow_registry.CHALLENGER, number)
     run = client.get_run(version.run_id) if version.run_id else None
     values = run.data.metrics if run else {}
     metrics = {
@@ -163,12 +209,12 @@ def reuse(
         "best_iteration": int(values.get("best_iteration", -1)),
     }
     logged = RegisteredRun(
-        run_id=version.run_id,
+        mlflow_run_id=version.run_id,
         experiment_id=run.info.experiment_id if run else None,
         model_name=name,
         model_version=number,
         model_uri=f"models:/{name}/{number}",
-        run_url=registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
+        run_url=mlflow_registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
     )
     return result(
         config, logged, metrics, float(values.get("training_seconds", 0.0)), tags, reference, reused=True
@@ -262,12 +308,12 @@ def log_to_mlflow(
         model_uri = log_model(fit.booster, snapshot)
         version = register(config, model_uri, tags, active.info.run_id)
     return RegisteredRun(
-        run_id=active.info.run_id,
+        mlflow_run_id=active.info.run_id,
         experiment_id=active.info.experiment_id,
         model_name=config.model.registered_name,
         model_version=version,
         model_uri=f"models:/{config.model.registered_name}/{version}",
-        run_url=registry.run_url(active.info.experiment_id, active.info.run_id),
+        run_url=mlflow_registry.run_url(active.info.experiment_id, active.info.run_id),
     )
 
 
@@ -360,7 +406,7 @@ def register(config: PipelineConfig, model_uri: str, tags: dict[str, str], run_i
 
     name = config.model.registered_name
     version = mlflow.register_model(model_uri, name, tags=tags)
-    client = registry.mlflow_client()
+    client = mlflow_registry.mlflow_client()
     client.update_model_version(
         name,
         version.version,
@@ -369,7 +415,7 @@ def register(config: PipelineConfig, model_uri: str, tags: dict[str, str], run_i
             "Load with mlflow.xgboost.load_model and encode input with mlsteps.platform.datasets.model_input."
         ),
     )
-    client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
+    client.set_registered_model_alias(name, mlflow_registry.CHALLENGER, version.version)
     return str(version.version)
 
 
