@@ -43,3 +43,11 @@ def test_contract_imports_nothing_from_platform_steps_or_reports() -> None:
 
 def test_platform_imports_nothing_from_steps() -> None:
     assert offending("platform", ("mlsteps.steps",)) == {}
+
+
+def test_logic_imports_nothing_from_steps_or_reports() -> None:
+    assert offending("logic", ("mlsteps.steps", "mlsteps.reports")) == {}
+
+
+def test_reports_import_nothing_from_steps() -> None:
+    assert offending("reports", ("mlsteps.steps",)) == {}

@@ -81,7 +81,7 @@ class PlanScoringResult(StepResult):
     shards: list[list[str]]
 
 
-class MonitorPerformanceResult(StepResult):
+class MonitorPerformanceResult(StepResult, MlflowRun):
     ds: str
     model_name: str
     model_version: str
@@ -97,8 +97,6 @@ class MonitorPerformanceResult(StepResult):
     reason: str
     report_html: str
     report_json: str
-    mlflow_run_id: str
-    experiment_id: str
 
 
 #: Step name (as on the command line) -> the type of its result.
