@@ -5,7 +5,7 @@ training dependencies (xgboost, pandas, pyarrow, scikit-learn, pydantic, PyYAML)
 Feast or Airflow. For each snapshot size it writes the snapshot with the benchmark's own
 ``write_training_set`` (generated events through the real features code), then trains with
 ``training.train_model`` on ``cpu`` (the pipeline's fixed thread count, and every core) and on
-``cuda`` (after :func:`mlsteps.steps.train.resolve_device` has checked the GPU is really used), and
+``cuda`` (after :func:`mlsteps.platform.device.resolve_device` has checked the GPU is really used), and
 scores each model on the same holdout. The first CUDA fit (context start, kernel loading) is
 reported apart from the median of the later ones.
 """
@@ -62,11 +62,11 @@ def run(sizes: list[int], repeats: int, root: Path, gpu: bool = True) -> dict[st
     from bench.workspace import TRAINING_RUN, config, write_training_set
     from mlsteps.logic import training
     from mlsteps.platform.datasets import load_training_set
+    from mlsteps.platform.device import resolve_device
     from mlsteps.platform.lake import Lake
-    from mlsteps.steps import train
 
     # resolve_device raises StepError when XGBoost cannot use a GPU (never a silent CPU run).
-    device = train.resolve_device("cuda") if gpu else "cpu"
+    device = resolve_device("cuda") if gpu else "cpu"
     settings = config()
     cores = os.cpu_count() or 1
     results: list[dict[str, Any]] = []

@@ -48,22 +48,7 @@ def main() -> int:
     logs = Path(env["ML_STATE_DIR"]) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _say(f"1/7 generating {DAYS} days x {ROWS_PER_DAY} raw card transactions into {env['ML_LAKE_URI']}")
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "mlsteps",
-            "generate-data",
-            "--start",
-            FIRST_DAY.isoformat(),
-            "--days",
-            str(DAYS),
-            "--rows-per-day",
-            str(ROWS_PER_DAY),
-        ],  # fmt: skip
-        env,
-        logs / "generate-data.log",
-    )
+    _generate(env, logs / "generate-data.log", FIRST_DAY, DAYS)
     _say(f"    starting Airflow: scheduler, DAG processor, API server (logs: {logs / 'airflow'})")
     with (
         demo_webhook() as webhook,
@@ -108,24 +93,7 @@ def _drift_loop(env: dict[str, str], logs: Path, airflow: LocalAirflow) -> None:
     """A drifted day: scored, detected by the monitor, which asks for a retrain that the scheduler runs."""
     day = DRIFTED_DAY.isoformat()
     _say(f"5/7 generating a drifted day ds={day} and scoring it")
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "mlsteps",
-            "generate-data",
-            "--start",
-            day,
-            "--days",
-            "1",
-            "--rows-per-day",
-            str(ROWS_PER_DAY),
-            "--drift-from",
-            day,
-        ],  # fmt: skip
-        env,
-        logs / "generate-drifted-day.log",
-    )
+    _generate(env, logs / "generate-drifted-day.log", DRIFTED_DAY, 1, "--drift-from", day)
     next_day = (DRIFTED_DAY + dt.timedelta(days=1)).isoformat()
     execute_run(airflow, "ml_batch_scoring", f"{next_day}T02:00:00+00:00")
     _say(f"6/7 running DAG ml_drift_monitor for ds={day}")
@@ -268,6 +236,20 @@ def demo_environment(root: Path) -> dict[str, str]:
         "PYTHONPATH": str(root / "plugins"),
     }
     return {**os.environ, **{k: v for k, v in defaults.items() if not os.environ.get(k)}}
+
+
+def _generate(env: dict[str, str], log: Path, start: dt.date, days: int, *extra: str) -> None:
+    """``generate-data`` of ``days`` days from ``start`` at the demo's volume."""
+    argv = [
+        "generate-data",
+        "--start",
+        start.isoformat(),
+        "--days",
+        str(days),
+        "--rows-per-day",
+        str(ROWS_PER_DAY),
+    ]
+    _run([sys.executable, "-m", "mlsteps", *argv, *extra], env, log)
 
 
 def _run(argv: list[str], env: dict[str, str], log: Path, check: bool = True) -> None:

@@ -278,11 +278,12 @@ def retrain(scratch: Lake, records: Records) -> Fit:
     """Train on the rebuilt snapshot with the recorded config, device and trial count."""
     from mlsteps.logic.training import split_by_time, train_model
     from mlsteps.platform.datasets import load_training_set
+    from mlsteps.platform.device import cuda_problem
     from mlsteps.steps import train
 
     tags = records.version.tags or {}
     device = tags.get(train.DEVICE_TAG, "cpu")
-    if device == "cuda" and train.cuda_problem():
+    if device == "cuda" and cuda_problem():
         log.warning("the version was trained on cuda, which is not usable here; retraining on cpu")
         device = "cpu"
     snapshot = load_training_set(scratch, records.training_run)
