@@ -30,14 +30,36 @@ def build_pod_task(
     With ``map_over`` (an XCom of argv lists), one pod per element runs the step with the shared
     ``arguments`` followed by that element (dynamic task mapping).
     """
-    from airflow.providers.cncf.kubernetes.secret import Secret
-    from kubernetes.client import models as k8s
-
     from step_tasks.pod_operator import StepPodOperator
 
     resources = settings.resources[profile]
     # The pod's deadline matches the task's timeout, so a timed-out task never leaves a pod running.
     timeout = operator_kwargs.get("execution_timeout") or resources.execution_timeout
+    kwargs: dict[str, Any] = dict(
+        task_id=task_id,
+        name=f"mlsteps-{step}",
+        random_name_suffix=True,
+        cmds=["python", "-m", "mlsteps"],
+        labels={"app.kubernetes.io/name": "mlsteps", "app.kubernetes.io/component": step},
+        **_container(settings, profile),
+        **_scheduling(settings, profile),
+        **_hardening(),
+        **_lifecycle(settings),
+        active_deadline_seconds=int(timeout.total_seconds()),
+        **operator_kwargs,
+    )
+    if map_over is not None:
+        kwargs["cmds"] = [*kwargs["cmds"], step, *arguments]
+        return StepPodOperator.partial(**kwargs).expand(arguments=map_over)
+    return StepPodOperator(arguments=[step, *arguments], **kwargs)
+
+
+def _container(settings: ExecutionSettings, profile: Profile) -> dict[str, Any]:
+    """Image, environment (the result path, the GPU requirement), Secret-ref credentials, resources."""
+    from airflow.providers.cncf.kubernetes.secret import Secret
+    from kubernetes.client import models as k8s
+
+    resources = settings.resources[profile]
     env = {
         **settings.step_env,
         RESULT_ENV_VAR: RESULT_PATH,
@@ -47,25 +69,35 @@ def build_pod_task(
     }
     if profile == "gpu":
         env[REQUIRE_GPU_ENV_VAR] = "1"
-    kwargs: dict[str, Any] = dict(
-        task_id=task_id,
-        name=f"mlsteps-{step}",
-        random_name_suffix=True,
-        namespace=settings.namespace,
+    return dict(
         image=settings.image,
         image_pull_policy=settings.image_pull_policy,
-        service_account_name=settings.service_account,
-        cmds=["python", "-m", "mlsteps"],
         env_vars=[k8s.V1EnvVar(name=name, value=value) for name, value in sorted(env.items())],
         secrets=[Secret("env", None, name) for name in settings.secret_names],
-        labels={"app.kubernetes.io/name": "mlsteps", "app.kubernetes.io/component": step},
         container_resources=k8s.V1ResourceRequirements(
             requests=dict(resources.requests), limits=dict(resources.limits)
         ),
-        node_selector=dict(settings.gpu_node_selector) if profile == "gpu" else None,
-        tolerations=[k8s.V1Toleration(**_snake(t)) for t in settings.gpu_tolerations]
-        if profile == "gpu"
-        else None,
+    )
+
+
+def _scheduling(settings: ExecutionSettings, profile: Profile) -> dict[str, Any]:
+    """Namespace and service account; a GPU pod's node selector and tolerations."""
+    from kubernetes.client import models as k8s
+
+    gpu = profile == "gpu"
+    return dict(
+        namespace=settings.namespace,
+        service_account_name=settings.service_account,
+        node_selector=dict(settings.gpu_node_selector) if gpu else None,
+        tolerations=[k8s.V1Toleration(**_snake(t)) for t in settings.gpu_tolerations] if gpu else None,
+    )
+
+
+def _hardening() -> dict[str, Any]:
+    """The restricted Pod Security Standard: non-root, seccomp, no privilege, a writable /tmp only."""
+    from kubernetes.client import models as k8s
+
+    return dict(
         security_context=k8s.V1PodSecurityContext(
             run_as_non_root=True,
             run_as_user=RUN_AS,
@@ -78,6 +110,12 @@ def build_pod_task(
         volumes=[k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="10Gi"))],
         volume_mounts=[k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_PATH)],
         automount_service_account_token=False,
+    )
+
+
+def _lifecycle(settings: ExecutionSettings) -> dict[str, Any]:
+    """Deferrable and durable; the result through the XCom sidecar; pod cleanup and timeouts."""
+    return dict(
         deferrable=True,
         durable=True,
         do_xcom_push=True,
@@ -88,14 +126,8 @@ def build_pod_task(
         schedule_timeout_seconds=settings.schedule_timeout_seconds,
         # A failed step's last log lines (its one `ERROR:` line) become the task's failure message.
         termination_message_policy="FallbackToLogsOnError",
-        active_deadline_seconds=int(timeout.total_seconds()),
         log_events_on_failure=True,
-        **operator_kwargs,
     )
-    if map_over is not None:
-        kwargs["cmds"] = [*kwargs["cmds"], step, *arguments]
-        return StepPodOperator.partial(**kwargs).expand(arguments=map_over)
-    return StepPodOperator(arguments=[step, *arguments], **kwargs)
 
 
 def unschedulable_reason(pod: Any, events: Any) -> str | None:
