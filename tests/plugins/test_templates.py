@@ -43,8 +43,14 @@ def test_a_key_the_result_does_not_have_is_refused_when_the_dag_is_built() -> No
 
 
 def test_a_step_whose_result_is_not_declared_is_refused() -> None:
-    with pytest.raises(ValueError, match="step 'promote' is not declared"):
-        xcom("promote", "champion_version")
+    with pytest.raises(ValueError, match="step 'no-such-step' is not declared"):
+        xcom("no_such_step", "summary")
+
+
+def test_every_step_declares_its_result() -> None:
+    assert xcom("promote", "champion_version") == (
+        "{{ ((ti.xcom_pull(task_ids='promote')) or {}).get('champion_version') }}"
+    )
 
 
 def test_several_tasks_need_the_step_named() -> None:

@@ -1,14 +1,15 @@
-"""The results steps write to ``$ML_STEP_RESULT`` that other layers read: one definition per step.
+"""The results steps write to ``$ML_STEP_RESULT``: one definition per step, every step declared.
 
-The steps return these types (mypy checks that each writes every key), and the DAGs' XCom
-templates (``step_tasks.templates.xcom``) refuse, when the DAG is parsed, a key a step's result
-does not have. So a renamed key fails loudly instead of rendering ``--model-version None``. No ML
-library is imported here: DAG files import this module.
+Each step's ``run`` returns its type here (mypy checks that it writes every key, and keys written
+only on some paths are ``NotRequired``), and the DAGs' XCom templates (``step_tasks.templates.xcom``)
+refuse, when the DAG is parsed, a key a step's result does not have. So a renamed key fails
+loudly instead of rendering ``--model-version None``. No ML library is imported here: DAG files
+import this module.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class StepResult(TypedDict):
@@ -17,8 +18,15 @@ class StepResult(TypedDict):
     summary: str
 
 
+class Interval(TypedDict):
+    """A data interval as ISO timestamps: ``[start, end)``."""
+
+    start: str
+    end: str
+
+
 class MlflowRun(TypedDict):
-    """The MLflow run a step logged to. Every step result names its run ``mlflow_run_id``."""
+    """The MLflow run a step logged to. Every step that logs a run names it ``mlflow_run_id``."""
 
     mlflow_run_id: str | None
     experiment_id: str | None
@@ -71,6 +79,81 @@ class DriftResult(StepResult, MlflowRun):
     mlflow_run_url: str | None
 
 
+class GenerateDataResult(StepResult):
+    rows: int
+    #: The days written (YYYY-MM-DD), in order.
+    days: list[str]
+    uri: str
+    fraud_rate: float
+    drift_from: str | None
+    concept_shift_from: str | None
+
+
+class ValidateResult(StepResult):
+    #: Always true here: an invalid interval fails the step (its failed result counts ``problems``).
+    valid: bool
+    rows: int
+    days: list[str]
+    report_html: str
+    report_json: str
+
+
+class BuildFeaturesResult(StepResult):
+    rows: int
+    days: list[str]
+    uri: str
+    feature_columns: list[str]
+    lookback_days: int
+
+
+class MaterializeResult(StepResult):
+    feature_views: list[str]
+    interval: Interval
+    online_store: str
+    project: str
+
+
+class SplitCounts(TypedDict):
+    train: int
+    holdout: int
+
+
+class BuildTrainingSetResult(StepResult):
+    training_run: str
+    uri: str
+    fingerprint: str
+    rows: SplitCounts
+    positives: SplitCounts
+    interval: Interval
+    holdout_start: str
+    feature_service: str
+
+
+class ChampionChangeResult(StepResult):
+    """The result of ``promote`` and of ``rollback`` (both built by ``platform.champion.change_result``)."""
+
+    model_name: str
+    model_version: str
+    champion_version: str
+    previous_champion: str | None
+    changed: bool
+    #: None when the version was already champion and the ledger holds no entry for it (rollback).
+    ledger_entry: str | None
+    model_uri: str
+
+
+class RecordDecisionResult(StepResult):
+    model_name: str
+    model_version: str
+    #: The champion, unchanged (None: there is none).
+    champion_version: str | None
+    decision: str
+    timed_out: bool
+    #: Always false: a rejection moves nothing.
+    changed: bool
+    ledger_entry: str
+
+
 class PlanScoringResult(StepResult):
     model_name: str
     model_version: str
@@ -79,6 +162,31 @@ class PlanScoringResult(StepResult):
     shard_count: int
     #: Each shard's own score options (argv pairs), mapped over by the score task.
     shards: list[list[str]]
+
+
+class CommitPredictionsResult(StepResult):
+    ds: str
+    uri: str
+    rows: int
+    positive_rate: float
+    model_version: str
+    #: How many files the committed partition lists.
+    files: int
+
+
+class ScoreResult(StepResult):
+    model_name: str
+    model_version: str
+    shard_index: int
+    #: This shard's rows; with one shard and no ``--defer-commit``, the committed partition's rows.
+    rows: int
+    seconds: float
+    #: Only when the score step committed the partition itself (one shard, no ``--defer-commit``):
+    #: the keys of :class:`CommitPredictionsResult`.
+    ds: NotRequired[str]
+    uri: NotRequired[str]
+    positive_rate: NotRequired[float]
+    files: NotRequired[int]
 
 
 class MonitorPerformanceResult(StepResult, MlflowRun):
@@ -99,13 +207,80 @@ class MonitorPerformanceResult(StepResult, MlflowRun):
     report_json: str
 
 
-#: Step name (as on the command line) -> the type of its result.
+class RetrainDecision(TypedDict):
+    """What ``decide-retrain`` decided (also the body of its retrain record), without the summary."""
+
+    trigger: bool
+    #: Why not to retrain, or why it retrains.
+    reasons: list[str]
+    ds: str
+    #: Only when ``trigger`` is true: the ``ml_training`` run id to trigger, and that run's conf.
+    run_id: NotRequired[str]
+    conf: NotRequired[dict[str, Any]]
+
+
+class DecideRetrainResult(StepResult, RetrainDecision):
+    pass
+
+
+class LineageChain(TypedDict):
+    """A prediction's lineage as ``trace`` prints it with ``--json``."""
+
+    #: ``model``, ``ds``, ``selector`` (column -> value) and the matching ``rows``.
+    prediction: dict[str, Any]
+    #: One per link of the chain: name, record, status, problem, facts.
+    links: list[dict[str, Any]]
+    intact: bool
+    #: The broken links: link, record, problem (empty when none; a broken link fails the step).
+    broken: list[dict[str, str]]
+
+
+class TraceResult(StepResult, LineageChain):
+    pass
+
+
+class ReproductionReport(TypedDict):
+    """A rebuilt version compared with the original, as ``reproduce`` prints it with ``--json``."""
+
+    model_name: str
+    model_version: str
+    training_run: str
+    #: ``[start, end)`` of the training data.
+    interval: str
+    #: ``identical``, ``equivalent`` or ``differs``.
+    verdict: str
+    verdict_text: str
+    first_difference: dict[str, Any] | None
+    checks: list[dict[str, Any]]
+    environment: dict[str, Any]
+    #: The scratch prefix kept by ``--keep-scratch``, else None.
+    scratch: str | None
+
+
+class ReproduceResult(StepResult, ReproductionReport):
+    pass
+
+
+#: Step name (as on the command line) -> the type of its result. Every step has one.
 RESULTS: dict[str, type] = {
+    "generate-data": GenerateDataResult,
+    "validate": ValidateResult,
+    "build-features": BuildFeaturesResult,
+    "materialize": MaterializeResult,
+    "build-training-set": BuildTrainingSetResult,
     "train": TrainResult,
     "evaluate": EvaluateResult,
-    "drift": DriftResult,
+    "promote": ChampionChangeResult,
+    "record-decision": RecordDecisionResult,
+    "rollback": ChampionChangeResult,
     "plan-scoring": PlanScoringResult,
+    "score": ScoreResult,
+    "commit-predictions": CommitPredictionsResult,
+    "drift": DriftResult,
     "monitor-performance": MonitorPerformanceResult,
+    "decide-retrain": DecideRetrainResult,
+    "trace": TraceResult,
+    "reproduce": ReproduceResult,
 }
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlsteps.contract.config import PipelineConfig
+from mlsteps.contract.results import LineageChain
 from mlsteps.platform.lineage import MODEL_SHA256_TAG, VERSIONS_TAG
 
 OK, WARNING, BROKEN, UNREACHABLE = "ok", "warning", "broken", "unreachable"
@@ -123,7 +125,7 @@ def params_link(
 
 def chain_document(
     name: str, day: dt.date, column: str, value: str, rows: list[dict[str, Any]], links: list[Link]
-) -> dict[str, Any]:
+) -> LineageChain:
     """The chain as JSON-able data (what ``--json`` prints and the step result holds)."""
     broken = [link for link in links if link.status == BROKEN]
     return {
@@ -134,7 +136,7 @@ def chain_document(
     }
 
 
-def render(document: dict[str, Any]) -> str:
+def render(document: Mapping[str, Any]) -> str:
     """The chain as text: the prediction, one block per link, and the verdict."""
     prediction = document["prediction"]
     (column, value), rows = next(iter(prediction["selector"].items())), prediction["rows"]

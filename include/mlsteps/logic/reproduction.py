@@ -7,6 +7,7 @@ and never read the lake, the registry or MLflow; `reproduce` does the reading an
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -163,7 +164,7 @@ def package_changes(then: dict[str, str], now: dict[str, str]) -> dict[str, str]
     return {name: f"{then[name]} -> {now.get(name)}" for name in then if then[name] != now.get(name)}
 
 
-def render(report: dict[str, Any]) -> str:
+def render(report: Mapping[str, Any]) -> str:
     """The report as text: one line per check, the environment, and the verdict."""
     lines = [
         f"Reproduce {report['model_name']} version {report['model_version']} "

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlsteps.contract.results import ChampionChangeResult
 from mlsteps.platform.ledger import append_ledger, read_ledger
 from mlsteps.platform.lock import LakeLock, champion_lock
 from mlsteps.platform.mlflow_registry import (
@@ -160,7 +161,7 @@ def approval_tags(decision: str, approval: dict[str, str] | None) -> dict[str, s
 
 def change_result(
     lake: Lake, name: str, version: str, replaced: str | None, entry: str | None, changed: bool
-) -> dict[str, Any]:
+) -> ChampionChangeResult:
     """The step result shared by promote and rollback."""
     if changed:
         summary = f"{name} champion is now version {version} (replaced {label(replaced)})"

@@ -11,8 +11,8 @@ stored as text.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+from mlsteps.contract.results import RecordDecisionResult
 from mlsteps.errors import StepError
 from mlsteps.platform import mlflow_registry
 from mlsteps.platform.champion import NONE, approval_tags
@@ -44,7 +44,7 @@ def _flag(text: str) -> bool:
     return value == "true"
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> RecordDecisionResult:
     context = StepContext.from_args(args)
     name = context.config.model.registered_name
     version = mlflow_registry.parse_version(args.model_version)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.feature_schema import feature_columns, lookback_days
 from mlsteps.contract.layout import features_prefix, partition
+from mlsteps.contract.results import BuildFeaturesResult
 from mlsteps.errors import StepError
 from mlsteps.logic.features import arrow_schema, compute_features, raw_columns
 from mlsteps.platform.context import DataInterval, StepContext, add_interval_arguments
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> BuildFeaturesResult:
     context = StepContext.from_args(args)
     config = context.config
     interval = DataInterval(args.start, args.end)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlsteps.contract.layout import partition
+from mlsteps.contract.results import GenerateDataResult
 from mlsteps.errors import StepError
 from mlsteps.platform.context import StepContext, parse_day
 
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> GenerateDataResult:
     context = StepContext.from_args(args)
     config = context.config
     _check_arguments(args)

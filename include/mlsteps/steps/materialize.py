@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-from typing import Any
 
 from mlsteps.contract.layout import features_prefix, partition
+from mlsteps.contract.results import MaterializeResult
 from mlsteps.errors import StepError
 from mlsteps.platform.context import DataInterval, StepContext, add_interval_arguments
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_interval_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> MaterializeResult:
     from mlsteps.platform.feature_store import feature_store, feature_view_name
 
     context = StepContext.from_args(args)

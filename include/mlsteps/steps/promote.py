@@ -16,8 +16,9 @@ argv element and is stored as text, never interpreted.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mlsteps.contract.results import ChampionChangeResult
 from mlsteps.errors import StepError
 from mlsteps.platform import mlflow_registry
 from mlsteps.platform.champion import NONE, ChampionChange, change_champion, change_result, label
@@ -60,7 +61,7 @@ def approval_record(args: argparse.Namespace) -> dict[str, str] | None:
     return {"by": by[:MAX_APPROVAL_TEXT], "at": at[:100], "comment": comment[:MAX_APPROVAL_TEXT]}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> ChampionChangeResult:
     context = StepContext.from_args(args)
     name = context.config.model.registered_name
     version = mlflow_registry.parse_version(args.model_version)
@@ -112,7 +113,9 @@ def require_approval(version: ModelVersion, expected: str | None) -> None:
         )
 
 
-def already_champion(change: ChampionChange, candidate: ModelVersion, expected: str | None) -> dict[str, Any]:
+def already_champion(
+    change: ChampionChange, candidate: ModelVersion, expected: str | None
+) -> ChampionChangeResult:
     """The version is champion already: a no-op when this very promotion did it, refused otherwise.
 
     When the alias moved but the ledger entry is missing (a crash between the two), the move is

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.layout import partition, snapshot_prefix
+from mlsteps.contract.results import ReproduceResult, ReproductionReport
 from mlsteps.contract.settings import StepSettings
 from mlsteps.errors import StepError
 from mlsteps.logic.reproduction import (
@@ -114,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print the report as JSON instead of text.")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> ReproduceResult:
     context = StepContext.from_args(args)
     name = args.model or context.config.model.registered_name
     number = mlflow_registry.parse_version(args.model_version)
@@ -367,7 +368,7 @@ def predictions_check(records: Records, rebuilt: Rebuilt, tolerance: float) -> C
 
 def verdict_document(
     name: str, number: str, records: Records, checks: list[Check], scratch: str | None, code_now: str
-) -> dict[str, Any]:
+) -> ReproductionReport:
     """The verdict, the first difference and every check; ``code_now`` is the code version running."""
     found, text, first = verdict(checks)
     return {

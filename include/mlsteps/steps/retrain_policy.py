@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsteps.contract.layout import drift_report_prefix, performance_report_prefix, retrains_prefix
+from mlsteps.contract.results import DecideRetrainResult, RetrainDecision
 from mlsteps.errors import StepError
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.lake import Lake
@@ -48,7 +49,7 @@ def run_id_for(day: dt.date, reason: str = "drift") -> str:
     return f"{reason}__{day.isoformat()}"
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> DecideRetrainResult:
     context = StepContext.from_args(args)
     config, lake = context.config, context.lake
     signal = read_signal(lake, args.reason, args.ds)
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     decision = _trigger(
         args.ds, args.reason, signal, [f"{args.reason} verdict, cooldown passed, weekly budget left"]
     )
-    entry = {**decision, "triggered_at": now.isoformat(), **context.lineage()}
+    entry: dict[str, Any] = {**decision, "triggered_at": now.isoformat(), **context.lineage()}
     _record(lake, f"{prefix}/{run_id}.json", entry)
     return {**decision, "summary": f"{signal.why}: retrain {run_id}"}
 
@@ -144,7 +145,7 @@ def decide(
     return reasons
 
 
-def _trigger(day: dt.date, reason: str, signal: Signal, reasons: list[str]) -> dict[str, Any]:
+def _trigger(day: dt.date, reason: str, signal: Signal, reasons: list[str]) -> RetrainDecision:
     return {
         "trigger": True,
         "reasons": reasons,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mlsteps.contract.results import ChampionChangeResult
 from mlsteps.errors import StepError
 from mlsteps.platform import mlflow_registry
 from mlsteps.platform.champion import change_champion, change_result
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> ChampionChangeResult:
     context = StepContext.from_args(args)
     name = context.config.model.registered_name
     requested = args.version.strip().lower()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
+from mlsteps.contract.results import ScoreResult
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.scoring import (
     check_signature,
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> ScoreResult:
     import pyarrow.compute as pc
 
     from mlsteps.errors import StepError
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         positives += int(pc.sum(scored.table.column("decision")).as_py() or 0)
     details = {"model_version": model.version, "rows": rows, "positives": positives}
     write_receipt(staging, args.shard_index, args.shard_count, details)
-    result: dict[str, Any] = {
+    result: ScoreResult = {
         "model_name": model.name,
         "model_version": model.version,
         "shard_index": args.shard_index,

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
+from mlsteps.contract.results import CommitPredictionsResult
 from mlsteps.errors import StepError
 from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext, parse_day
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-count", type=int, required=True, help="Shards that must have finished.")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> CommitPredictionsResult:
     context = StepContext.from_args(args)
     model = resolve_model(context.config, args.alias or context.config.scoring.alias, args.model_version)
     return commit_predictions(context, args.ds, model, args.shard_count)
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def commit_predictions(
     context: StepContext, day: dt.date, model: PinnedModel, shard_count: int
-) -> dict[str, Any]:
+) -> CommitPredictionsResult:
     """Check every shard's receipt and row counts, then commit the partition with its lineage."""
     config, lake = context.config, context.lake
     source = scoring_input(lake, config, day)
@@ -99,7 +100,7 @@ def _published_by_this_run(
 
 def _result(
     uri: str, day: dt.date, model: PinnedModel, rows_out: int, positives: int, manifest: dict[str, Any]
-) -> dict[str, Any]:
+) -> CommitPredictionsResult:
     rate = positives / rows_out if rows_out else 0.0
     return {
         "ds": day.isoformat(),

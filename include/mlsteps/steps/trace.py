@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract import layout
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.layout import partition, snapshot_prefix
+from mlsteps.contract.results import TraceResult
 from mlsteps.errors import StepError
 from mlsteps.logic.lineage_facts import (
     BROKEN,
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print the chain as JSON instead of text.")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> TraceResult:
     context = StepContext.from_args(args)
     config = context.config
     name = args.model or config.model.registered_name

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.config import PipelineConfig
 from mlsteps.contract.feature_schema import categorical_columns, feature_columns, feature_types
 from mlsteps.contract.layout import features_prefix, partition, training_run_name
+from mlsteps.contract.results import BuildTrainingSetResult
 from mlsteps.errors import StepError
 from mlsteps.platform.context import DataInterval, StepContext, parse_instant
 from mlsteps.platform.datasets import save_training_set
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> BuildTrainingSetResult:
     from mlsteps.platform.feature_store import feature_store, training_service_name
 
     context = StepContext.from_args(args)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlsteps.contract.config import DatasetConfig
 from mlsteps.contract.layout import partition, validation_report_prefix
+from mlsteps.contract.results import ValidateResult
 from mlsteps.errors import StepError
 from mlsteps.logic.validation import Problem, check_events, data_profile
 from mlsteps.platform.context import DataInterval, StepContext, add_interval_arguments
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> ValidateResult:
     context = StepContext.from_args(args)
     dataset = context.config.dataset
     if args.without_label:  # model_copy skips validation on purpose: the label role stays named
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "valid": True,
         "rows": rows,
         "days": [day.isoformat() for day in interval.days()],
-        **uris,
+        "report_html": uris["report_html"],
+        "report_json": uris["report_json"],
     }
 
 
