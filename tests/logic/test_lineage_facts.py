@@ -14,6 +14,7 @@ from mlsteps.logic.lineage_facts import (
     code_link,
     features_link,
     params_link,
+    realized_text,
     render,
     view_summary,
 )
@@ -71,3 +72,24 @@ def test_render_names_the_broken_links() -> None:
     links = [Link("predictions", "r").broken("missing")]
     document = chain_document("m", dt.date(2026, 3, 1), "id", "1", [], links)
     assert render(document).splitlines()[-1] == "lineage BROKEN at: predictions"
+
+
+JUDGED = {
+    "status": "dropped", "metric": "roc_auc", "evaluation_level": 0.9, "model_version": "3",
+    "labeled_rows": 900, "scored_rows": 1000,
+    "metrics": {"roc_auc": {"value": 0.71, "low": 0.68, "high": 0.74}},
+}  # fmt: skip
+
+
+def test_a_judged_day_reads_as_its_interval_against_the_evaluation_level() -> None:
+    assert realized_text(JUDGED) == (
+        "roc_auc 0.7100 [0.6800, 0.7400] vs evaluated 0.9000 for version 3: dropped, 900/1000 rows labelled"
+    )
+
+
+def test_a_day_waiting_for_labels_says_so() -> None:
+    assert realized_text({**JUDGED, "status": "waiting"}) == "waiting for labels (900/1000 rows labelled)"
+
+
+def test_a_day_never_judged_says_so() -> None:
+    assert realized_text(None).startswith("not judged yet")

@@ -146,6 +146,24 @@ def test_trace_by_entity_key_prints_every_row_and_the_chain(
     assert out.strip().splitlines()[-1] == f"lineage intact: {len(CHAIN)} links"
 
 
+def test_trace_shows_the_days_realized_performance_once_judged(
+    pipeline: PipelineRun, lake_copy: Lake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlsteps.contract.layout import performance_record_path
+
+    record = {
+        "status": "ok", "metric": "roc_auc", "evaluation_level": 0.9, "model_version": "1",
+        "labeled_rows": 10, "scored_rows": 10,
+        "metrics": {"roc_auc": {"value": 0.91, "low": 0.9, "high": 0.92}},
+    }  # fmt: skip
+    row = pipeline.predictions()[0]["transaction_id"]
+    _, before, _ = trace(pipeline, capsys, "--row-id", row, "--json", lake=lake_copy.uri)
+    lake_copy.write_json(performance_record_path(pipeline.model, SCORED_DAY), record)
+    _, after, _ = trace(pipeline, capsys, "--row-id", row, "--json", lake=lake_copy.uri)
+    assert json.loads(before)["realized_performance"] is None
+    assert json.loads(after)["realized_performance"] == record
+
+
 def test_a_deleted_training_snapshot_record_is_a_named_broken_link(
     pipeline: PipelineRun, lake_copy: Lake, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -233,6 +233,8 @@ class LineageChain(TypedDict):
     intact: bool
     #: The broken links: link, record, problem (empty when none; a broken link fails the step).
     broken: list[dict[str, str]]
+    #: The performance monitor's record of the day (realized metrics on its labels), None until judged.
+    realized_performance: dict[str, Any] | None
 
 
 class TraceResult(StepResult, LineageChain):

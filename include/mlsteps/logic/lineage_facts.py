@@ -124,16 +124,39 @@ def params_link(
 
 
 def chain_document(
-    name: str, day: dt.date, column: str, value: str, rows: list[dict[str, Any]], links: list[Link]
+    name: str,
+    day: dt.date,
+    column: str,
+    value: str,
+    rows: list[dict[str, Any]],
+    links: list[Link],
+    realized: dict[str, Any] | None = None,
 ) -> LineageChain:
-    """The chain as JSON-able data (what ``--json`` prints and the step result holds)."""
+    """The chain as JSON-able data (what ``--json`` prints and the step result holds).
+
+    ``realized`` is the day's realized-performance record, when the performance monitor judged it.
+    """
     broken = [link for link in links if link.status == BROKEN]
     return {
         "prediction": {"model": name, "ds": day.isoformat(), "selector": {column: value}, "rows": rows},
         "links": [asdict(link) for link in links],
         "intact": not broken and all(link.status != UNREACHABLE for link in links),
         "broken": [{"link": link.name, "record": link.record, "problem": link.problem} for link in broken],
+        "realized_performance": realized,
     }
+
+
+def realized_text(record: dict[str, Any] | None) -> str:
+    """A day's realized-performance record in one line (None: the monitor has not judged the day)."""
+    if record is None:
+        return "not judged yet (the performance monitor has not run for this day)"
+    labelled = f"{record['labeled_rows']}/{record['scored_rows']} rows labelled"
+    if record["status"] == "waiting":
+        return f"waiting for labels ({labelled})"
+    judged = record["metrics"][record["metric"]]
+    figure = f"{record['metric']} {judged['value']:.4f} [{judged['low']:.4f}, {judged['high']:.4f}]"
+    level = f"evaluated {record['evaluation_level']:.4f} for version {record['model_version']}"
+    return f"{figure} vs {level}: {record['status']}, {labelled}"
 
 
 def render(document: Mapping[str, Any]) -> str:
@@ -155,6 +178,8 @@ def render(document: Mapping[str, Any]) -> str:
             for key, fact in link["facts"].items()
             if fact not in (None, [], {})
         ]
+    if "realized_performance" in document:
+        lines.append(f"realized performance of the day: {realized_text(document['realized_performance'])}")
     if document["broken"]:
         lines.append(f"lineage BROKEN at: {', '.join(b['link'] for b in document['broken'])}")
     else:

@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> TraceResult:
     name = args.model or config.model.registered_name
     column, value = selector(args, config)
     rows, links = trace(context.lake, name, args.ds, column, value)
-    document = chain_document(name, args.ds, column, value, rows, links)
+    document = chain_document(
+        name, args.ds, column, value, rows, links, realized_performance(context.lake, name, args.ds)
+    )
     print(json.dumps(document, indent=2, default=str) if args.json else render(document), flush=True)
     broken = [link for link in links if link.status == BROKEN]
     if broken:
@@ -75,6 +77,12 @@ def run(args: argparse.Namespace) -> TraceResult:
             f"{broken[0].problem}{more}"
         )
     return {"summary": f"lineage of {column}={value} (ds={args.ds}): {len(links)} links intact", **document}
+
+
+def realized_performance(lake: Lake, name: str, day: dt.date) -> dict[str, Any] | None:
+    """The performance monitor's record of the day (realized metrics on its labels), if it judged it."""
+    path = layout.performance_record_path(name, day)
+    return dict(lake.read_json(path)) if lake.exists(path) else None
 
 
 def selector(args: argparse.Namespace, config: PipelineConfig) -> tuple[str, str]:
