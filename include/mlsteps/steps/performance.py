@@ -36,10 +36,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlsteps.contract.config import PipelineConfig
+    from mlsteps.logic.performance import DayJudgement
     from mlsteps.platform.lake import Lake
-
-#: The per-day figures logged to MLflow and plotted, besides the interval bounds.
-LOGGED = ("roc_auc", "pr_auc", "log_loss", "expected_calibration_error", "base_rate", "flagged_rate")
+    from mlsteps.reports.html import Report
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ def read_records(lake: Lake, model: str) -> list[dict[str, Any]]:
     return [lake.read_json(f"{prefix}/{name}") for name in names]
 
 
-def judgement(record: dict[str, Any]) -> Any:
+def judgement(record: dict[str, Any]) -> DayJudgement:
     """A record as the drop rule reads it."""
     from mlsteps.logic.performance import DayJudgement, Interval
 
@@ -232,7 +231,7 @@ def summary(document: dict[str, Any]) -> str:
     return f"{head}: {figure} vs {level}, {coverage}; {verdict}"
 
 
-def log_run(context: StepContext, document: dict[str, Any], report: Any) -> tuple[str, str]:
+def log_run(context: StepContext, document: dict[str, Any], report: Report) -> tuple[str, str]:
     """The day's MLflow monitoring run (monitor ``performance``)."""
     from mlsteps.platform.monitoring import log_monitoring_run
 
