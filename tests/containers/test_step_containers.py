@@ -348,7 +348,7 @@ def test_step_result_is_where_the_xcom_sidecar_reads_it(loop: Loop, name: str) -
     [
         ("generate-data", {"days", "rows"}),
         ("validate", {"valid", "rows", "report_html"}),
-        ("train", {"model_version", "run_id", "model_uri"}),
+        ("train", {"model_version", "mlflow_run_id", "model_uri"}),
         ("evaluate", {"approved", "model_version"}),
         ("promote", {"champion_version", "changed"}),
         ("plan-scoring", {"model_version", "shards"}),
