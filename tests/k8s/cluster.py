@@ -781,6 +781,11 @@ state = "{base / "state"}"
                 "nodefs.available": "2%",
                 "imagefs.available": "2%",
             },
+            # No image garbage collection: nothing can pull here, so an image the kubelet removes
+            # (at 85% disk use by default, counted over the whole shared disk) is gone for good.
+            # It once removed the imported pause image mid-run, and no pod could start after that.
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
             "nodeStatusUpdateFrequency": "5s",
         }
         (self.scratch / "kubelet.yaml").write_text(yaml.safe_dump(config))
