@@ -150,13 +150,12 @@ def realized_text(record: dict[str, Any] | None) -> str:
     """A day's realized-performance record in one line (None: the monitor has not judged the day)."""
     if record is None:
         return "not judged yet (the performance monitor has not run for this day)"
-    labelled = f"{record['labeled_rows']}/{record['scored_rows']} rows labelled"
+    from mlsteps.logic.performance import coverage_text, judged_text
+
     if record["status"] == "waiting":
-        return f"waiting for labels ({labelled})"
-    judged = record["metrics"][record["metric"]]
-    figure = f"{record['metric']} {judged['value']:.4f} [{judged['low']:.4f}, {judged['high']:.4f}]"
-    level = f"evaluated {record['evaluation_level']:.4f} for version {record['model_version']}"
-    return f"{figure} vs {level}: {record['status']}, {labelled}"
+        return f"waiting for labels ({coverage_text(record)})"
+    version = f"for version {record['model_version']}"
+    return f"{judged_text(record)} {version}: {record['status']}, {coverage_text(record)}"
 
 
 def render(document: Mapping[str, Any]) -> str:

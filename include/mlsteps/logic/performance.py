@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -149,3 +149,15 @@ def drop_verdict(days: Sequence[DayJudgement], consecutive_days: int) -> DropVer
         run,
         f"{run} of {consecutive_days} judged days in a row below the tolerated level (latest {latest})",
     )
+
+
+def coverage_text(record: dict[str, Any]) -> str:
+    """A day record's label coverage, e.g. ``900/1000 rows labelled``."""
+    return f"{record['labeled_rows']}/{record['scored_rows']} rows labelled"
+
+
+def judged_text(record: dict[str, Any]) -> str:
+    """A judged day record's metric and interval against its evaluation level."""
+    judged = record["metrics"][record["metric"]]
+    figure = f"{record['metric']} {judged['value']:.4f} [{judged['low']:.4f}, {judged['high']:.4f}]"
+    return f"{figure} vs evaluated {record['evaluation_level']:.4f}"

@@ -220,15 +220,13 @@ def judgement(record: dict[str, Any]) -> DayJudgement:
 
 def summary(document: dict[str, Any]) -> str:
     """One line for the UI."""
+    from mlsteps.logic.performance import coverage_text, judged_text
+
     head = f"{document['model_name']} v{document['model_version']} on {document['ds']}"
-    coverage = f"{document['labeled_rows']}/{document['scored_rows']} rows labelled"
     if document["status"] == "waiting":
-        return f"{head}: waiting for labels ({coverage})"
-    value = document["metrics"][document["metric"]]
-    figure = f"{document['metric']} {value['value']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
-    level = f"evaluated {document['evaluation_level']:.4f}"
+        return f"{head}: waiting for labels ({coverage_text(document)})"
     verdict = "significant drop: retrain" if document["significant"] else document["status"]
-    return f"{head}: {figure} vs {level}, {coverage}; {verdict}"
+    return f"{head}: {judged_text(document)}, {coverage_text(document)}; {verdict}"
 
 
 def log_run(context: StepContext, document: dict[str, Any], report: Report) -> tuple[str, str]:
