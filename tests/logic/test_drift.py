@@ -95,6 +95,28 @@ def test_summary_line_names_the_drifted_columns_and_the_suggestion() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("drifted", "ending"),
+    [
+        (["amount"], "; the model's scores drifted too"),
+        ([], "; the model's scores drifted all the same"),
+    ],
+    ids=["with-input-drift", "scores-alone"],
+)
+def test_summary_line_says_too_only_when_inputs_drifted(drifted: list[str], ending: str) -> None:
+    document = {
+        "drifted_columns": drifted,
+        "columns_checked": 2,
+        "drift": False,
+        "prediction_drift": True,
+        "thresholds": {"drift_share": 0.9},
+        "ds": "2026-11-03",
+        "model_version": "4",
+    }
+
+    assert summary_line(document).split(" (ds=")[0].endswith(ending)
+
+
 def test_mlflow_metrics_hold_each_columns_distance_and_the_scores() -> None:
     features, score = drift("amount", True), drift("score", False)
     document = {

@@ -217,7 +217,7 @@ def summary_line(document: dict[str, Any]) -> str:
     elif drifted:
         line += f": below the {document['thresholds']['drift_share']:.0%} share that suggests retraining"
     if document["prediction_drift"]:
-        line += "; the model's scores drifted too"
+        line += "; the model's scores drifted too" if drifted else "; the model's scores drifted all the same"
     return f"{line} (ds={document['ds']}, model v{document['model_version']})"
 
 

@@ -1,0 +1,32 @@
+"""The evaluation report's figures name the classes after the configured label column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlsteps.logic.gates import Scored
+from mlsteps.reports.evaluation import confusion_figure, score_distribution_figure
+
+
+@pytest.fixture
+def scored() -> Scored:
+    metrics = {"threshold": 0.5, "confusion": {"tn": 5, "fp": 1, "fn": 2, "tp": 3}}
+    return Scored("3", np.array([0.1, 0.7, 0.4, 0.9]), metrics, [])
+
+
+def test_confusion_matrix_ticks_name_the_label_column(scored: Scored) -> None:
+    figure = confusion_figure([("challenger v3", scored)], "churned")
+
+    ticks = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
+
+    assert ticks == ["churned=0", "churned=1"]
+
+
+def test_score_histograms_name_the_label_column(scored: Scored) -> None:
+    figure = score_distribution_figure(np.array([0, 1, 0, 1]), [("challenger v3", scored)], "churned")
+
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+
+    assert legend[:2] == ["churned=0 (2 rows)", "churned=1 (2 rows)"]
+    assert figure.axes[0].get_xlabel() == "predicted probability of churned=1"
