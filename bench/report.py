@@ -115,6 +115,14 @@ def training_rows(result: dict[str, Any]) -> list[Row]:
             result["goals"]["auc equal or better"],
         ),
         _row(
+            "holdout ROC-AUC, refit on the whole train split vs early-stopped booster",
+            f"{ours['holdout_roc_auc']:.4f}" + ("" if ours.get("refit", True) else " (refit off)"),
+            f"{ours['holdout_roc_auc_without_refit']:.4f}",
+            f"{ours['holdout_roc_auc'] - ours['holdout_roc_auc_without_refit']:+.4f}",
+            "(context)",
+            None,
+        ),
+        _row(
             "train step end to end (CLI, MLflow logging, registration)",
             f"{ours['step_wall_seconds']:.2f} s",
             f"{seed['fit_seconds']:.2f} s (fit only)",

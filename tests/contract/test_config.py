@@ -51,6 +51,19 @@ def test_bundled_config_loads() -> None:
     assert config.dataset.label not in config.features.passthrough
 
 
+@pytest.mark.parametrize(
+    ("label_names", "expected"),
+    [(None, ("is_fraud=0", "is_fraud=1")), (["on time", "delayed"], ("on time", "delayed"))],
+    ids=["default-from-the-label-column", "configured"],
+)
+def test_class_names_come_from_the_config(
+    tmp_path: Path, label_names: list[str] | None, expected: tuple[str, str]
+) -> None:
+    config = load_config(write_config(tmp_path, mutated(_set("dataset", "label_names", label_names))))
+
+    assert config.dataset.class_names == expected
+
+
 def test_config_is_immutable() -> None:
     config = load_config(DEFAULT_CONFIG_PATH)
     with pytest.raises(ValueError, match="frozen"):

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from mlsteps.contract.config import PipelineConfig, load_config
 from mlsteps.errors import StepError
-from mlsteps.logic.training import Fit, base_params, labels, loggable_params, split_by_time, suggest
+from mlsteps.logic.training import (
+    Fit,
+    base_params,
+    labels,
+    loggable_params,
+    split_by_time,
+    suggest,
+    train_model,
+)
 from mlsteps.platform.datasets import TrainingSet
 
 
@@ -98,3 +107,80 @@ def test_loggable_params_join_the_eval_metrics(config: PipelineConfig) -> None:
         booster=None, params={"eval_metric": ["logloss", "auc"]}, best_iteration=1, validation_auc=0.5
     )
     assert loggable_params(fit, config, "0", snapshot([0, 1]))["eval_metric"] == "logloss,auc"
+
+
+def learnable_snapshot(holdout_labels: list[int] | None = None) -> TrainingSet:
+    """400 hourly rows whose label follows ``x`` with noise, and a small holdout."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=400)
+    y = (x + rng.normal(scale=0.8, size=400) > 0.5).astype(int)
+    train = pd.DataFrame(
+        {
+            "row": [f"r{i}" for i in range(400)],
+            "time": pd.date_range("2026-03-01", periods=400, freq="h", tz="UTC"),
+            "x": x,
+            "y": y,
+        }
+    )
+    holdout_y = holdout_labels or [0, 1, 0, 1]
+    holdout = pd.DataFrame(
+        {
+            "row": [f"h{i}" for i in range(len(holdout_y))],
+            "time": pd.date_range("2026-04-20", periods=len(holdout_y), freq="h", tz="UTC"),
+            "x": np.linspace(-1, 1, len(holdout_y)),
+            "y": holdout_y,
+        }
+    )
+    manifest = {
+        "event_time": "time",
+        "row_id": "row",
+        "label": "y",
+        "training_run": "run_1",
+        "feature_columns": ["x"],
+    }
+    return TrainingSet(train, holdout, manifest)
+
+
+def quick(config: PipelineConfig, *, refit: bool) -> PipelineConfig:
+    model = config.model.model_copy(
+        update={"refit": refit, "num_boost_round": 40, "early_stopping_rounds": 5}
+    )
+    return config.model_copy(update={"model": model})
+
+
+def trained(config: PipelineConfig, snapshot: TrainingSet) -> Fit:
+    return train_model(split_by_time(snapshot, config.model.validation_fraction), snapshot, config, "cpu", 0)
+
+
+def test_refit_learns_from_the_whole_train_split(config: PipelineConfig) -> None:
+    fit = trained(quick(config, refit=True), learnable_snapshot())
+
+    assert (fit.refit, fit.rows) == (True, 400)
+
+
+def test_refit_keeps_the_rounds_early_stopping_chose(config: PipelineConfig) -> None:
+    fit = trained(quick(config, refit=True), learnable_snapshot())
+
+    assert fit.booster.num_boosted_rounds() == fit.best_iteration + 1
+
+
+def test_without_refit_the_booster_learns_from_the_fit_part_only(config: PipelineConfig) -> None:
+    fit = trained(quick(config, refit=False), learnable_snapshot())
+
+    assert (fit.refit, fit.rows) == (False, 340)
+
+
+def test_refit_changes_the_booster(config: PipelineConfig) -> None:
+    snapshot = learnable_snapshot()
+    refitted = trained(quick(config, refit=True), snapshot).booster.save_raw("json")
+    early_stopped = trained(quick(config, refit=False), snapshot).booster.save_raw("json")
+
+    assert refitted != early_stopped
+
+
+def test_the_holdout_never_reaches_the_refit_booster(config: PipelineConfig) -> None:
+    settings = quick(config, refit=True)
+    one = trained(settings, learnable_snapshot([0, 1, 0, 1])).booster.save_raw("json")
+    other = trained(settings, learnable_snapshot([1, 1, 1, 0])).booster.save_raw("json")
+
+    assert one == other

@@ -1,4 +1,4 @@
-"""The evaluation report's figures name the classes after the configured label column."""
+"""The evaluation report's figures name the classes as the config does (dataset.class_names)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,20 @@ def scored() -> Scored:
     return Scored("3", np.array([0.1, 0.7, 0.4, 0.9]), metrics, [])
 
 
-def test_confusion_matrix_ticks_name_the_label_column(scored: Scored) -> None:
-    figure = confusion_figure([("challenger v3", scored)], "churned")
+def test_confusion_matrix_ticks_use_the_class_names(scored: Scored) -> None:
+    figure = confusion_figure([("challenger v3", scored)], ("stayed", "churned"))
 
     ticks = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
 
-    assert ticks == ["churned=0", "churned=1"]
+    assert ticks == ["stayed", "churned"]
 
 
-def test_score_histograms_name_the_label_column(scored: Scored) -> None:
-    figure = score_distribution_figure(np.array([0, 1, 0, 1]), [("challenger v3", scored)], "churned")
+def test_score_histograms_use_the_class_names(scored: Scored) -> None:
+    figure = score_distribution_figure(
+        np.array([0, 1, 0, 1]), [("challenger v3", scored)], ("stayed", "churned")
+    )
 
     legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
 
-    assert legend[:2] == ["churned=0 (2 rows)", "churned=1 (2 rows)"]
-    assert figure.axes[0].get_xlabel() == "predicted probability of churned=1"
+    assert legend[:2] == ["stayed (2 rows)", "churned (2 rows)"]
+    assert figure.axes[0].get_xlabel() == "predicted probability of churned"

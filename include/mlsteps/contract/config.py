@@ -63,6 +63,11 @@ class DatasetConfig(_Frozen):
     entity_keys: tuple[Identifier, ...] = Field(min_length=1)
     row_id: Identifier
     label: Identifier
+    label_names: tuple[str, str] | None = Field(
+        None,
+        description="What reports call label 0 and label 1, e.g. [on time, delayed]; "
+        "default: '<label>=0' and '<label>=1'.",
+    )
     columns: dict[Identifier, ColumnSpec] = Field(min_length=2)
     min_rows_per_day: int = Field(1, ge=0)
     max_staleness_hours: float = Field(36.0, gt=0)
@@ -79,6 +84,11 @@ class DatasetConfig(_Frozen):
         if self.columns[self.label].type not in ("boolean", "integer"):
             raise ValueError(f"label column '{self.label}' must be boolean or integer (0/1)")
         return self
+
+    @property
+    def class_names(self) -> tuple[str, str]:
+        """The names reports give label 0 and label 1 (never a word of one use case)."""
+        return self.label_names or (f"{self.label}=0", f"{self.label}=1")
 
     @property
     def key_columns(self) -> list[str]:
@@ -131,6 +141,11 @@ class ModelConfig(_Frozen):
     training_window_days: int = Field(28, ge=1, le=3650)
     holdout_days: int = Field(3, ge=1)
     validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    refit: bool = Field(
+        True,
+        description="Once early stopping has chosen the rounds, train the final booster again on the "
+        "whole train split (early-stopping slice included); the holdout stays unseen.",
+    )
     n_trials: int = Field(0, ge=0, le=500)
 
     @model_validator(mode="after")

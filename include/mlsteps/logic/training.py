@@ -36,6 +36,9 @@ class Fit:
     validation_auc: float
     trials: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Rows the final booster learnt from: the fit part, or the whole train split after a refit.
+    rows: int = 0
+    refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,30 @@ def train_model(
     matrices = (train_matrix, validation_matrix)
     params = base_params(config, device)
     fit = fit_once(params, matrices, config) if n_trials == 0 else search(params, matrices, config, n_trials)
+    fit.rows = len(splits.fit)
+    if config.model.refit:
+        refit(fit, splits, snapshot, config)
     fit.seconds = round(time.perf_counter() - started, 3)
     return fit
+
+
+def refit(fit: Fit, splits: Splits, snapshot: TrainingSet, config: PipelineConfig) -> None:
+    """Train the final booster again on the whole train split, for the rounds early stopping chose.
+
+    ``validation_auc`` and ``best_iteration`` stay those of the early-stopped booster: the refit one
+    has seen the validation slice, so its score there would say nothing. The holdout is not here at all.
+    """
+    import pandas as pd
+    import xgboost as xgb
+
+    whole = pd.concat([splits.fit, splits.validation], ignore_index=True)
+    matrix = xgb.QuantileDMatrix(
+        model_input(whole, snapshot.feature_columns, config),
+        label=labels(whole, snapshot.label),
+        enable_categorical=True,
+    )
+    fit.booster = xgb.train(fit.params, matrix, num_boost_round=fit.best_iteration + 1, verbose_eval=False)
+    fit.rows, fit.refit = len(whole), True
 
 
 def fit_once(params: dict[str, Any], matrices: tuple[Any, Any], config: PipelineConfig) -> Fit:
@@ -182,7 +207,7 @@ def suggest(trial: Any) -> dict[str, Any]:
 
 
 def predict(booster: xgb.Booster, frame: pd.DataFrame, config: PipelineConfig) -> np.ndarray:
-    """Fraud probabilities for ``frame``, encoded through :func:`model_input` with the booster's features."""
+    """Positive-class probabilities for ``frame``, encoded by :func:`model_input`."""
     features = list(booster.feature_names or [])
     return booster.inplace_predict(model_input(frame, features, config))
 
@@ -196,6 +221,8 @@ def loggable_params(fit: Fit, config: PipelineConfig, n_trials: str, snapshot: T
         "num_boost_round": config.model.num_boost_round,
         "early_stopping_rounds": config.model.early_stopping_rounds,
         "validation_fraction": config.model.validation_fraction,
+        "refit": fit.refit,
+        "training_rows": fit.rows,
         "n_trials": n_trials,
         "feature_count": len(snapshot.feature_columns),
         "training_run": snapshot.manifest["training_run"],

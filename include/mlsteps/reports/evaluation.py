@@ -43,9 +43,9 @@ def build_report(
         models.append((f"champion v{champion.version}", champion))
     report.add_figure("ROC curves", curve_figure(y, models, "roc"))
     report.add_figure("Precision-recall curves", curve_figure(y, models, "pr"))
-    label_column = document["holdout"]["label"]
-    report.add_figure("Confusion matrices", confusion_figure(models, label_column))
-    report.add_figure("Score distribution", score_distribution_figure(y, models, label_column))
+    negative, positive = document["holdout"]["class_names"]
+    report.add_figure("Confusion matrices", confusion_figure(models, (negative, positive)))
+    report.add_figure("Score distribution", score_distribution_figure(y, models, (negative, positive)))
     report.add_figure("Calibration", calibration_figure(models))
     report.add_table("Calibration bins (challenger)", challenger.calibration)
     return report
@@ -105,13 +105,8 @@ def curve_figure(y: np.ndarray, models: list[tuple[str, Scored]], kind: str) -> 
     return figure
 
 
-def class_names(label: str) -> tuple[str, str]:
-    """The two classes named after the label column, not after any one use case."""
-    return f"{label}=0", f"{label}=1"
-
-
-def confusion_figure(models: list[tuple[str, Scored]], label_column: str) -> Figure:
-    """Confusion matrices at the decision threshold, one panel per model."""
+def confusion_figure(models: list[tuple[str, Scored]], class_names: tuple[str, str]) -> Figure:
+    """Confusion matrices at the decision threshold, one panel per model; ``class_names``: label 0, 1."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -124,7 +119,7 @@ def confusion_figure(models: list[tuple[str, Scored]], label_column: str) -> Fig
         for (row, column), value in np.ndenumerate(matrix):
             color = "white" if value > matrix.max() / 2 else "black"
             axes.text(column, row, str(value), ha="center", va="center", color=color)
-        negative, positive = class_names(label_column)
+        negative, positive = class_names
         axes.set_xticks([0, 1], [f"predicted {negative}", f"predicted {positive}"])
         axes.set_yticks([0, 1], [negative, positive])
         axes.set_xlabel("predicted class")
@@ -135,7 +130,9 @@ def confusion_figure(models: list[tuple[str, Scored]], label_column: str) -> Fig
     return figure
 
 
-def score_distribution_figure(y: np.ndarray, models: list[tuple[str, Scored]], label_column: str) -> Figure:
+def score_distribution_figure(
+    y: np.ndarray, models: list[tuple[str, Scored]], class_names: tuple[str, str]
+) -> Figure:
     """Histograms of each model's holdout scores split by true label, one panel per model.
 
     Counts are log-scaled: positives are rare, and on a linear axis their bars would be invisible.
@@ -148,13 +145,13 @@ def score_distribution_figure(y: np.ndarray, models: list[tuple[str, Scored]], l
     panels = figure.subplots(1, len(models), squeeze=False, sharey=True).ravel()
     for axes, (label, scored) in zip(panels, models, strict=True):
         scores = np.clip(scored.scores.astype("float64"), 0.0, 1.0)
-        for value, name, color in zip((0, 1), class_names(label_column), ("#3e7cb1", "#b42318"), strict=True):
+        for value, name, color in zip((0, 1), class_names, ("#3e7cb1", "#b42318"), strict=True):
             chosen = scores[y == value]
             axes.hist(
                 chosen, bins=bins, alpha=0.6, color=color, log=True, label=f"{name} ({len(chosen)} rows)"
             )
         axes.axvline(scored.metrics["threshold"], color="#52606d", linestyle="--", label="decision threshold")
-        axes.set_xlabel(f"predicted probability of {class_names(label_column)[1]}")
+        axes.set_xlabel(f"predicted probability of {class_names[1]}")
         axes.set_title(label)
     panels[0].set_ylabel("holdout rows (log scale)")
     panels[0].legend(loc="upper right", fontsize=8)

@@ -75,7 +75,11 @@ def run(args: argparse.Namespace) -> EvaluateResult:
         "training_run": snapshot.manifest["training_run"],
         "gates": {**config.gates.model_dump(), "min_roc_auc": min_roc_auc},
         "thresholds": effective_thresholds(config.gates, min_roc_auc),
-        "holdout": {"rows": int(len(y)), "positives": int(y.sum()), "label": config.dataset.label},
+        "holdout": {
+            "rows": int(len(y)),
+            "positives": int(y.sum()),
+            "class_names": list(config.dataset.class_names),
+        },
         **context.lineage(),
     }
     ds = (args.ds or dt.datetime.now(dt.UTC).date()).isoformat()
