@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from mlsteps.contract.config import DEFAULT_CONFIG_PATH, PipelineConfig, config_path, load_config
+from mlsteps.contract.config import (
+    DEFAULT_CONFIG_PATH,
+    OTHER_CATEGORY,
+    PipelineConfig,
+    config_path,
+    load_config,
+)
 from mlsteps.contract.settings import CONFIG_ENV_VAR
 from mlsteps.errors import StepError
 
@@ -64,6 +70,18 @@ def test_class_names_come_from_the_config(
     assert config.dataset.class_names == expected
 
 
+def test_an_unseen_category_is_other_by_default() -> None:
+    spec = load_config(DEFAULT_CONFIG_PATH).dataset.columns["merchant_category"]
+
+    assert (spec.unseen, spec.encoded_categories[-1]) == ("other", OTHER_CATEGORY)
+
+
+def test_a_column_whose_unseen_values_fail_has_only_its_categories() -> None:
+    spec = load_config(DEFAULT_CONFIG_PATH).dataset.columns["merchant_category"]
+
+    assert spec.model_copy(update={"unseen": "fail"}).encoded_categories == list(spec.categories or ())
+
+
 def test_config_is_immutable() -> None:
     config = load_config(DEFAULT_CONFIG_PATH)
     with pytest.raises(ValueError, match="frozen"):
@@ -98,6 +116,16 @@ BAD_CONFIGS: list[tuple[str, Mutation | str, list[str]]] = [
         "min greater than max",
         lambda c: c["dataset"]["columns"]["amount"].update(min=10, max=1),
         ["dataset.columns.amount", "greater than max"],
+    ),
+    (
+        "the reserved other category configured",
+        lambda c: c["dataset"]["columns"]["merchant_category"].update(categories=["grocery", "__other__"]),
+        ["dataset.columns.merchant_category", "reserved"],
+    ),
+    (
+        "an unknown unseen policy",
+        lambda c: c["dataset"]["columns"]["merchant_category"].update(unseen="drop"),
+        ["dataset.columns.merchant_category.unseen", "drop"],
     ),
     (
         "categorical without categories",

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlsteps.contract.config import DatasetConfig
-from mlsteps.logic.validation import check_events, data_profile
+from mlsteps.logic.validation import UnseenValues, check_events, data_profile, unseen_categories
 from mlsteps.platform.context import DataInterval
 
 DAY_1, DAY_2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
@@ -85,8 +85,45 @@ def test_a_value_outside_the_range_is_reported(value: float, check: str) -> None
     assert check in checks_failed(events().assign(amount=[1.0, value, 50.0, 99.0]))
 
 
-def test_a_value_outside_the_categories_is_reported() -> None:
-    assert checks_failed(events().assign(merchant=["shop", "casino", "shop", "shop"])) == {"categories"}
+def with_unseen_policy(policy: str) -> DatasetConfig:
+    merchant = DATASET.columns["merchant"].model_copy(update={"unseen": policy})
+    return DATASET.model_copy(update={"columns": {**DATASET.columns, "merchant": merchant}})
+
+
+def test_a_value_outside_the_categories_fails_a_column_whose_policy_is_fail() -> None:
+    frame = events().assign(merchant=["shop", "casino", "shop", "shop"])
+
+    problems = check_events(frame, with_unseen_policy("fail"), INTERVAL)
+
+    assert {problem.check for problem in problems} == {"categories"}
+
+
+def test_a_value_outside_the_categories_passes_by_default() -> None:
+    assert checks_failed(events().assign(merchant=["shop", "casino", "shop", "shop"])) == set()
+
+
+def test_values_outside_the_categories_are_counted_with_examples() -> None:
+    frame = events().assign(merchant=["casino", "casino", "shop", "zoo"])
+
+    assert unseen_categories(frame, DATASET) == [UnseenValues("merchant", 3, ["casino", "zoo"])]
+
+
+def test_a_column_whose_policy_is_fail_is_not_counted_as_kept() -> None:
+    frame = events().assign(merchant=["casino", "shop", "shop", "shop"])
+
+    assert unseen_categories(frame, with_unseen_policy("fail")) == []
+
+
+def test_nulls_are_not_new_categories() -> None:
+    frame = events().assign(merchant=[None, "shop", "shop", "travel"])
+
+    assert unseen_categories(frame, DATASET) == []
+
+
+def test_the_profile_carries_the_kept_values() -> None:
+    profile = data_profile(events().assign(merchant=["casino", "shop", "shop", "shop"]), DATASET, INTERVAL)
+
+    assert [(u.column, u.count) for u in profile.unseen] == [("merchant", 1)]
 
 
 def test_a_missing_column_is_reported() -> None:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 
-from mlsteps.contract.config import load_config
+from mlsteps.contract.config import PipelineConfig, load_config
 from mlsteps.errors import StepError
 from mlsteps.platform.datasets import model_input
 from mlsteps.platform.lake import Lake
@@ -60,9 +60,13 @@ def test_arrow_encoding_predicts_exactly_as_the_training_encoding() -> None:
     assert encoded.dtype == np.float32
     assert encoded.flags.f_contiguous
     merchant = batch.column("merchant_category").to_pylist()
-    unknown = [i for i, value in enumerate(merchant) if value in (None, "unseen_category")]
-    assert unknown
-    assert np.isnan(encoded[unknown, 1]).all()  # unknown and null categories are missing
+    nulls = [i for i, value in enumerate(merchant) if value is None]
+    unseen = [i for i, value in enumerate(merchant) if value == "unseen_category"]
+    assert nulls
+    assert unseen
+    assert np.isnan(encoded[nulls, 1]).all()
+    other = len(config.dataset.columns["merchant_category"].categories or ())
+    assert (encoded[unseen, 1] == other).all()  # the one "other" category, after the configured ones
     reference = booster.inplace_predict(model_input(batch.to_pandas(), FEATURES, config))
     ours = booster.inplace_predict(encoded, validate_features=False)
     np.testing.assert_array_equal(ours, reference)
@@ -112,3 +116,43 @@ def test_reader_errors_reach_the_caller_and_stop_the_reader(tmp_path: Path) -> N
     early = score_units(Lake(str(tmp_path)), config, _booster(), FEATURES, units[:2], batch_rows=10)
     next(early)
     early.close()
+
+
+def _with_policy(policy: str) -> PipelineConfig:
+    config = load_config()
+    columns = dict(config.dataset.columns)
+    columns["merchant_category"] = columns["merchant_category"].model_copy(update={"unseen": policy})
+    return config.model_copy(update={"dataset": config.dataset.model_copy(update={"columns": columns})})
+
+
+@pytest.mark.parametrize("policy", ["other", "fail"])
+def test_arrow_and_pandas_encode_categories_alike_under_each_policy(policy: str) -> None:
+    config = _with_policy(policy)
+    batch = _batch(500, seed=3)
+
+    arrow = encode_batch(batch, FEATURES, config)[:, 1]
+    codes = model_input(batch.to_pandas(), FEATURES, config)["merchant_category"].cat.codes
+    pandas = codes.to_numpy(dtype="float32")
+    pandas[codes.to_numpy() == -1] = np.nan
+
+    np.testing.assert_array_equal(arrow, pandas)
+
+
+def test_under_fail_an_unseen_value_is_missing_to_the_model() -> None:
+    batch = _batch(500, seed=3)
+    unseen = [
+        i for i, v in enumerate(batch.column("merchant_category").to_pylist()) if v == "unseen_category"
+    ]
+
+    assert np.isnan(encode_batch(batch, FEATURES, _with_policy("fail"))[unseen, 1]).all()
+
+
+def test_a_rare_configured_value_keeps_its_own_code() -> None:
+    config = load_config()
+    categories = list(config.dataset.columns["merchant_category"].categories or ())
+    frame = _batch(200, seed=4).to_pandas()
+    frame["merchant_category"] = [categories[0]] * 199 + [categories[-1]]
+
+    codes = model_input(frame, FEATURES, config)["merchant_category"].cat.codes
+
+    assert codes.iloc[-1] == len(categories) - 1

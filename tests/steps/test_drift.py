@@ -117,10 +117,16 @@ def commit_reference(lake: Lake, seed: int) -> None:
     )
 
 
-def commit_day(lake: Lake, seed: int, drifted: tuple[str, ...] = (), scores_drift: bool = False) -> None:
-    """The day's committed features (two files) and the predictions scored from them."""
+def commit_day(
+    lake: Lake, seed: int, drifted: tuple[str, ...] = (), scores_drift: bool = False, new_categories: int = 0
+) -> None:
+    """The day's committed features (two files) and the predictions scored from them.
+
+    ``new_categories``: that many rows get a merchant category the config does not list.
+    """
     config = load_config(DEFAULT_CONFIG)
     frame = feature_frame(ROWS, seed, drifted)
+    frame.loc[frame.index[:new_categories], "merchant_category"] = "casino"
     staging = lake.stage(partition(features_prefix(config), DAY))
     half = ROWS // 2
     for name, part in (("00000.parquet", frame.iloc[:half]), ("00001.parquet", frame.iloc[half:])):
@@ -206,6 +212,23 @@ def test_exactly_the_drifted_columns_are_flagged(
     assert result["prediction_drift"] is verdict
     assert result["summary"].startswith(f"drift in {len(drifted)} of 21 columns")
     assert ("retrain suggested" in result["summary"]) is verdict
+
+
+def test_new_categories_in_the_sample_are_counted_in_the_report(
+    local_lake: str, config_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = Lake(local_lake)
+    commit_reference(lake, 12)
+    commit_day(lake, 12, new_categories=ROWS)  # every row: the sample holds all the same number
+
+    code, result = run_drift(tmp_path, monkeypatch)
+
+    assert code == 0
+    document = json.loads(Path(result["report_json"]).read_text())
+    assert document["unseen_categories"] == [
+        {"column": "merchant_category", "count": SAMPLE_ROWS, "examples": ["casino"]}
+    ]
+    assert "New categories in the current sample" in Path(result["report_html"]).read_text()
 
 
 # --- refusals --------------------------------------------------------------------------------------

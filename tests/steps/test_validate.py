@@ -180,6 +180,19 @@ def _one_day(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[..., li
     return build
 
 
+def _failing_unseen_categories(build: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """The same case under a config whose merchant_category says ``unseen: fail``."""
+
+    def with_policy(lake: Path, days: dict[dt.date, pd.DataFrame]) -> list[str]:
+        document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+        document["dataset"]["columns"]["merchant_category"]["unseen"] = "fail"
+        config = lake.parent / "unseen-fails.yaml"
+        config.write_text(yaml.safe_dump(document))
+        return [*build(lake, days), "--config", str(config)]
+
+    return with_policy
+
+
 def _every(n: int) -> Callable[[pd.DataFrame], pd.Series]:
     return lambda frame: pd.Series(np.arange(len(frame)) % n == 0, index=frame.index)
 
@@ -247,7 +260,11 @@ CASES: dict[str, Case] = {
         {"min"},
     ),
     "unknown category": Case(
-        _one_day(lambda f: f.assign(merchant_category=f["merchant_category"].mask(_every(40)(f), "casino"))),
+        _failing_unseen_categories(
+            _one_day(
+                lambda f: f.assign(merchant_category=f["merchant_category"].mask(_every(40)(f), "casino"))
+            )
+        ),
         ["column 'merchant_category'", "outside its categories", "casino"],
         {"categories"},
     ),
@@ -276,7 +293,7 @@ CASES: dict[str, Case] = {
         {"not_nullable"},
     ),
     "several problems at once": Case(
-        _one_day(_several),
+        _failing_unseen_categories(_one_day(_several)),
         ["column 'customer_id'", "missing", "and 3 more problem(s)"],
         {"column_present", "min", "categories", "volume"},
     ),
@@ -378,6 +395,40 @@ def test_scoring_input_without_label_passes_only_with_without_label(
     assert scoring.returncode == 0, scoring.stderr
     report = json.loads((lake_dir / "reports/validation/ds=2026-01-01/scoring/report.json").read_text())
     assert report["valid"] is True
+
+
+def test_a_new_category_passes_by_default_and_is_counted(
+    tmp_path: Path, days: dict[dt.date, pd.DataFrame]
+) -> None:
+    lake_dir = tmp_path / "lake"
+    frame = days[DAYS[0]].copy()
+    frame.loc[frame.index[:9], "merchant_category"] = "casino"
+    land(lake_dir, DAYS[0], frame.drop(columns=["is_fraud"]))
+    result_file = tmp_path / "result.json"
+
+    process = run_validate(
+        *ONE_DAY, "--lake", str(lake_dir), "--without-label", env={"ML_STEP_RESULT": str(result_file)}
+    )
+
+    assert process.returncode == 0, process.stderr
+    result = json.loads(result_file.read_text())
+    assert result["unseen_categories"] == {"merchant_category": 9}
+    assert (
+        "9 value(s) outside its categories (e.g. 'casino'), encoded as one 'other' category"
+        in result["summary"]
+    )
+
+
+def test_a_new_category_is_listed_in_the_report(tmp_path: Path, days: dict[dt.date, pd.DataFrame]) -> None:
+    frame = days[DAYS[0]].copy()
+    frame.loc[frame.index[:9], "merchant_category"] = "casino"
+    land(tmp_path, DAYS[0], frame)
+
+    assert run_validate(*ONE_DAY, "--lake", str(tmp_path)).returncode == 0
+    assert report_of(tmp_path)["unseen_categories"] == [
+        {"column": "merchant_category", "count": 9, "examples": ["casino"]}
+    ]
+    assert "<td>merchant_category</td><td>9</td><td>casino</td>" in html_of(tmp_path)
 
 
 # --- the report's plots --------------------------------------------------------------------------

@@ -25,6 +25,10 @@ ColumnType = Literal["numeric", "integer", "categorical", "boolean", "string", "
 AggregateFunction = Literal["count", "sum", "mean", "max", "min", "std"]
 
 
+#: The one category every value outside a column's configured ``categories`` is encoded as.
+OTHER_CATEGORY = "__other__"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -38,6 +42,15 @@ class ColumnSpec(_Frozen):
     min: float | None = None
     max: float | None = None
     categories: tuple[str, ...] | None = None
+    #: What a value outside ``categories`` does: ``other`` counts it, reports it and encodes it as one
+    #: "other" category at training and scoring alike; ``fail`` fails validation of its day.
+    unseen: Literal["other", "fail"] = "other"
+
+    @property
+    def encoded_categories(self) -> list[str]:
+        """The model's categories in code order: the configured ones, then ``OTHER`` unless unseen fails."""
+        configured = list(self.categories or ())
+        return configured if self.unseen == "fail" else [*configured, OTHER_CATEGORY]
 
     @model_validator(mode="after")
     def _consistent(self) -> ColumnSpec:
@@ -45,6 +58,8 @@ class ColumnSpec(_Frozen):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if self.type == "categorical" and not self.categories:
             raise ValueError("a categorical column needs a non-empty 'categories' list")
+        if OTHER_CATEGORY in (self.categories or ()):
+            raise ValueError(f"'{OTHER_CATEGORY}' is reserved for values outside 'categories'")
         if self.type != "categorical" and self.categories is not None:
             raise ValueError(f"'categories' is only allowed on categorical columns, not on {self.type}")
         if (self.min is not None or self.max is not None) and self.type not in ("numeric", "integer"):

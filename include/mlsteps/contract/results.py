@@ -94,6 +94,8 @@ class ValidateResult(StepResult):
     valid: bool
     rows: int
     days: list[str]
+    #: Rows per categorical column whose values lie outside its categories (kept as "other").
+    unseen_categories: dict[str, int]
     report_html: str
     report_json: str
 

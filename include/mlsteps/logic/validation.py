@@ -61,6 +61,22 @@ class Histogram:
 
 
 @dataclass(frozen=True)
+class UnseenValues:
+    """Values of a categorical column outside its categories, kept (policy ``unseen: other``) and counted."""
+
+    column: str
+    count: int
+    examples: list[str]
+
+    @property
+    def sentence(self) -> str:
+        return (
+            f"column '{self.column}' has {self.count} value(s) outside its categories "
+            f"(e.g. {', '.join(map(repr, self.examples))}), encoded as one 'other' category"
+        )
+
+
+@dataclass(frozen=True)
 class DataProfile:
     """Small summaries of the validated rows for the report's plots; the rows themselves are not kept.
 
@@ -70,6 +86,22 @@ class DataProfile:
     rows_per_day: dict[dt.date, int] | None
     null_shares: list[NullShare] = field(default_factory=list)
     histograms: list[Histogram] = field(default_factory=list)
+    #: Values outside the categories that the policy keeps (``unseen: other``), per column.
+    unseen: list[UnseenValues] = field(default_factory=list)
+
+
+def unseen_categories(frame: pd.DataFrame, dataset: DatasetConfig) -> list[UnseenValues]:
+    """Per categorical column whose policy is ``unseen: other``, the values outside its categories."""
+    found = []
+    for name, spec in dataset.columns.items():
+        if spec.type != "categorical" or spec.unseen != "other" or name not in frame.columns:
+            continue
+        values = frame[name]
+        outside = values[values.notna() & ~values.isin(list(spec.categories or ()))]
+        if len(outside):
+            examples = [str(v) for v in outside.drop_duplicates().head(MAX_EXAMPLES)]
+            found.append(UnseenValues(name, len(outside), examples))
+    return found
 
 
 def check_events(frame: pd.DataFrame, dataset: DatasetConfig, interval: DataInterval) -> list[Problem]:
@@ -150,7 +182,7 @@ def _schema(dataset: DatasetConfig, usable: set[str], interval: DataInterval) ->
             checks.append(pa.Check.ge(spec.min, name="min", error="min"))
         if spec.max is not None:
             checks.append(pa.Check.le(spec.max, name="max", error="max"))
-        if spec.categories:
+        if spec.categories and spec.unseen == "fail":
             checks.append(pa.Check.isin(list(spec.categories), name="categories", error="categories"))
         if spec.nullable:
             limit = spec.max_null_ratio
@@ -265,7 +297,8 @@ def data_profile(frame: pd.DataFrame | None, dataset: DatasetConfig, interval: D
         interval: The validated data interval.
 
     Returns:
-        Rows per day, null shares of the configured columns, and histograms of the numeric ones.
+        Rows per day, null shares of the configured columns, histograms of the numeric ones, and
+        the values outside the categories that the ``unseen: other`` policy keeps.
     """
     if frame is None:
         return DataProfile(rows_per_day=dict.fromkeys(interval.days(), 0))
@@ -295,6 +328,7 @@ def data_profile(frame: pd.DataFrame | None, dataset: DatasetConfig, interval: D
         _rows_per_day(frame, dataset, interval) if timed else None,
         null_shares,
         histograms[:MAX_HISTOGRAMS],
+        unseen_categories(frame, dataset),
     )
 
 

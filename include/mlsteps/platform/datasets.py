@@ -12,13 +12,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlsteps.contract.config import OTHER_CATEGORY
 from mlsteps.contract.layout import snapshot_prefix, training_run_name
 from mlsteps.errors import StepError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlsteps.contract.config import PipelineConfig
+    from mlsteps.contract.config import ColumnSpec, PipelineConfig
     from mlsteps.platform.lake import Lake
 
 SPLITS = ("train", "holdout")
@@ -112,6 +113,9 @@ def load_training_set(lake: Lake, training_run: str) -> TrainingSet:
 def model_input(frame: pd.DataFrame, feature_columns: list[str], config: PipelineConfig) -> pd.DataFrame:
     """Select and encode feature columns for XGBoost: categories fixed by the config, bools as 0/1.
 
+    A categorical value outside the configured categories becomes ``OTHER_CATEGORY`` (policy
+    ``unseen: other``) or missing (``unseen: fail``, whose validation refuses such a day anyway).
+
     Raises:
         StepError: A feature column is missing from ``frame``.
     """
@@ -125,9 +129,19 @@ def model_input(frame: pd.DataFrame, feature_columns: list[str], config: Pipelin
         series = frame[column]
         spec = config.dataset.columns.get(column)
         if spec is not None and spec.type == "categorical":
-            encoded[column] = pd.Categorical(series, categories=list(spec.categories or ()))
+            encoded[column] = pd.Categorical(
+                categorical_values(series, spec), categories=spec.encoded_categories
+            )
         elif pd.api.types.is_bool_dtype(series):
             encoded[column] = series.astype("float32")
         else:
             encoded[column] = pd.to_numeric(series, errors="raise").astype("float32")
     return pd.DataFrame(encoded, index=frame.index)
+
+
+def categorical_values(series: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """The column's values with every non-null value outside ``spec.categories`` replaced by "other"."""
+    if spec.unseen == "fail":
+        return series
+    known = series.isna() | series.isin(list(spec.categories or ()))
+    return series.astype(object).where(known, OTHER_CATEGORY)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
     import xgboost as xgb
 
-    from mlsteps.contract.config import PipelineConfig
+    from mlsteps.contract.config import ColumnSpec, PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -150,9 +150,8 @@ def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineCon
     """The batch's features as one float32 Fortran-ordered matrix, built in Arrow.
 
     It gives exactly what :func:`mlsteps.platform.datasets.model_input` gives XGBoost: a categorical value
-    becomes its index in the config's categories (an unknown one becomes missing, as a
-    ``pd.Categorical`` code of -1 does), booleans become 0/1 and nulls NaN. No pandas, no
-    per-row Python.
+    becomes its index in the column's encoded categories (:func:`category_codes`), booleans become
+    0/1 and nulls NaN. No pandas, no per-row Python.
 
     Raises:
         StepError: A feature column cannot be read as a number, or holds infinite values.
@@ -166,7 +165,7 @@ def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineCon
         column = batch.column(name)
         spec = config.dataset.columns.get(name)
         if spec is not None and spec.type == "categorical":
-            column = pc.index_in(column, value_set=pa.array(list(spec.categories or ())))
+            column = category_codes(column, spec)
         try:
             matrix[:, index] = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
@@ -177,6 +176,21 @@ def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineCon
                 "fix the feature computation or the source data and rebuild the features"
             )
     return matrix
+
+
+def category_codes(column: pa.Array | pa.ChunkedArray, spec: ColumnSpec) -> pa.Array | pa.ChunkedArray:
+    """Codes of ``spec.encoded_categories``: a value outside the configured ones is "other"'s code
+    (``unseen: other``) or missing (``unseen: fail``), as a ``pd.Categorical`` code of -1 is; nulls stay null.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    configured = list(spec.categories or ())
+    codes = pc.index_in(column, value_set=pa.array(configured, pa.string()))
+    if spec.unseen == "fail":
+        return codes
+    unseen = pc.and_(pc.is_valid(column), pc.is_null(codes))
+    return pc.if_else(unseen, pa.scalar(len(configured), codes.type), codes)
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,15 @@ def build_report(
     report.add_html("How to read this", f"<p>{html.escape(rule)}</p>")
     report.add_figure("Drift per feature column", drift_score_figure(features))
     report.add_table("Feature columns", table_rows(features, samples.reference, samples.current))
+    report.add_table(
+        "New categories in the current sample (encoded as 'other')",
+        [
+            {"column": u["column"], "sampled rows": u["count"], "examples": ", ".join(u["examples"])}
+            for u in document.get("unseen_categories", [])
+        ],
+        note="Values outside a column's configured categories. Add them to `categories` in the config "
+        "and retrain to give them their own category.",
+    )
     scores_current = samples.current_scores
     report.add_table("Prediction drift (model score)", table_rows([score], samples.reference, scores_current))
     shown = [d for d in features if d.drifted]

@@ -149,6 +149,11 @@ def build_report(
         "Problems",
         [{"check": p.check, "where": p.where, "rows": p.count, "what": p.message} for p in problems],
     )
+    report.add_table(
+        "New categories (kept: encoded as one 'other' category at training and scoring)",
+        [{"column": u.column, "rows": u.count, "examples": ", ".join(u.examples)} for u in summary.unseen],
+        note="A column whose config says `unseen: fail` fails validation instead.",
+    )
     _add_figures(report, dataset, summary)
     report.add_table(
         "Checks applied",
@@ -160,6 +165,7 @@ def build_report(
                 "min": spec.min,
                 "max": spec.max,
                 "categories": spec.categories or "",
+                "unseen categories": spec.unseen if spec.type == "categorical" else "",
             }
             for name, spec in dataset.columns.items()
         ],

@@ -32,6 +32,7 @@ from mlsteps.logic.drift import (
     sample_seed,
     summary_line,
 )
+from mlsteps.logic.validation import unseen_categories
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.mlflow_registry import run_url
@@ -110,6 +111,7 @@ def monitor_drift(context: StepContext, day: dt.date) -> DriftResult:
     scores = [inputs.score_column]
     score = compare_columns(samples.reference, samples.current_scores, scores, [], threshold)[0]
     document = drift_document(context, inputs, samples, features, score, excluded)
+    document["unseen_categories"] = [asdict(u) for u in unseen_categories(samples.current, config.dataset)]
     document["seconds"] = round(time.monotonic() - started, 3)
     report = build_report(document, features, score, samples, inputs.score_column)
     uris = save_report(lake, drift_report_prefix(day), report, document)

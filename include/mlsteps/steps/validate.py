@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> ValidateResult:
     if frame is not None:
         problems += check_events(frame, dataset, interval)
     rows = 0 if frame is None else len(frame)
+    profile = data_profile(frame, dataset, interval)
+    unseen = {u.column: u.count for u in profile.unseen}
     purpose = "scoring" if args.without_label else "training"
     report_prefix = validation_report_prefix(interval.start.date(), purpose)
     document = {
@@ -52,9 +54,10 @@ def run(args: argparse.Namespace) -> ValidateResult:
         "rows": rows,
         "valid": not problems,
         "problems": [asdict(problem) for problem in problems],
+        "unseen_categories": [asdict(values) for values in profile.unseen],
         **context.lineage(),
     }
-    report = build_report(dataset, interval, rows, problems, data_profile(frame, dataset, interval))
+    report = build_report(dataset, interval, rows, problems, profile)
     uris = save_report(context.lake, report_prefix, report, document)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
@@ -63,9 +66,11 @@ def run(args: argparse.Namespace) -> ValidateResult:
             f"fix the source data or the config, then re-run (report: {uris['report_html']})",
             result={"valid": False, "rows": rows, "problems": len(problems), **uris},
         )
+    kept = "".join(f"; {u.sentence}" for u in profile.unseen)
     return {
-        "summary": f"{rows} rows of {dataset.name} valid for {interval}",
+        "summary": f"{rows} rows of {dataset.name} valid for {interval}{kept}",
         "valid": True,
+        "unseen_categories": unseen,
         "rows": rows,
         "days": [day.isoformat() for day in interval.days()],
         "report_html": uris["report_html"],
