@@ -1,8 +1,10 @@
-"""SIGKILL of ``materialize``, ``score`` and ``promote`` subprocesses at several points: nothing partial is
-visible afterwards, and a rerun completes with the same result as an uninterrupted run."""
+"""SIGKILL of ``materialize``, ``score``, ``promote``, ``monitor-performance`` and ``decide-retrain``
+subprocesses at several points: nothing partial is visible afterwards, and a rerun completes with the
+same result as an uninterrupted run."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -20,12 +22,24 @@ import mlflow
 import pandas as pd
 import pyarrow as pa
 import pytest
+import yaml
 
-from mlsteps.contract.layout import champion_lock_path, partition
+from mlsteps.contract.config import load_config
+from mlsteps.contract.layout import (
+    champion_lock_path,
+    partition,
+    performance_record_path,
+    performance_report_prefix,
+    retrains_prefix,
+)
 from mlsteps.platform.lake import MARKER, STAGING, Lake
 from mlsteps.platform.ledger import read_ledger
 from mlsteps.platform.mlflow_registry import CHAMPION, PREVIOUS_CHAMPION
+from mlsteps.platform.monitoring import monitoring_experiment
+from mlsteps.steps.performance import read_records
+from mlsteps.steps.retrain_policy import run_id_for
 from tests.conftest import DEFAULT_CONFIG
+from tests.steps.test_performance import score_day
 from tests.steps.training_fixtures import (
     FEATURES,
     build_features,
@@ -462,3 +476,249 @@ def test_a_promotion_killed_between_alias_and_ledger_is_completed_by_the_rerun(
     _assert_promoted(lake, name)
     assert run_step(_promote_argv(config, "2", "1"), promotion["tmp"] / "p.json", monkeypatch)[0] == 0
     _assert_promoted(lake, name)  # and a third run adds nothing
+
+
+# --- monitor-performance and decide-retrain --------------------------------------------------------
+
+JUDGED_DAY = dt.date(2026, 11, 2)
+
+
+@pytest.fixture(scope="module")
+def judged(
+    mlflow_tracking: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory, module_env: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """A scored day judged twice, as labels arrive: on half its labels (the earlier record), then on all.
+
+    One dropped day is a significant drop here, so the day's report asks for a retrain.
+    """
+    tmp = tmp_path_factory.mktemp("performance-kills")
+    model = unique_model_name("kill_perf")
+    config = Path(write_config(tmp, model))
+    document = yaml.safe_load(config.read_text())
+    document["performance"] = {
+        "consecutive_days": 1, "tolerance": 0.02, "min_labeled_rows": 300, "bootstrap_samples": 100,
+    }  # fmt: skip
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    env = {
+        **s3.env,
+        "ML_LAKE_URI": str(tmp / "lake"),
+        "MLFLOW_TRACKING_URI": mlflow_tracking.tracking_uri,
+        "ML_PIPELINE_CONFIG": str(config),
+        "ML_STATE_DIR": str(tmp / "state"),
+    }
+    for key, value in env.items():
+        module_env.setenv(key, value)
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment(f"{model}-train"))
+    client.log_metric(run.info.run_id, "holdout_roc_auc", 0.90)  # what evaluate records
+    client.create_registered_model(model)
+    version = client.create_model_version(model, source="s3://mlflow-artifacts/stub", run_id=run.info.run_id)
+    lake = Lake(env["ML_LAKE_URI"])
+    judged = {"env": env, "model": model, "lake": lake, "tmp": tmp}
+    paths = {"record": performance_record_path(model, JUDGED_DAY)}
+    paths |= {
+        name: f"{performance_report_prefix(JUDGED_DAY)}/{name}" for name in ("report.json", "report.html")
+    }
+    for stage, labelled in (("earlier", 0.5), ("reference", 1.0)):
+        score_day(str(config), str(version.version), JUDGED_DAY, 0.3, labelled=labelled)
+        code, result = run_step(_monitor_argv(stage), tmp / "m.json", module_env)
+        assert code == 0
+        judged[stage] = {name: lake.read_bytes(path) for name, path in paths.items()}
+        judged[stage]["result"] = result
+    assert judged["earlier"]["record"] != judged["reference"]["record"]
+    assert judged["reference"]["result"]["significant"] is True
+    reference_run = client.get_run(judged["reference"]["result"]["mlflow_run_id"]).data
+    judged["reference"] |= {"params": reference_run.params, "metrics": reference_run.metrics}
+    return judged | {"paths": paths}
+
+
+@pytest.fixture
+def judged_env(_isolated_environment: None, judged: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in judged["env"].items():
+        monkeypatch.setenv(key, value)
+
+
+def _monitor_argv(run_id: str) -> list[str]:
+    return ["monitor-performance", "--ds", JUDGED_DAY.isoformat(), "--run-id", run_id]
+
+
+def _monitoring_runs(judged: dict[str, Any], run_id: str) -> list[Any]:
+    """The MLflow monitoring runs logged for the judged day by one DAG run."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(
+        monitoring_experiment(load_config(judged["env"]["ML_PIPELINE_CONFIG"]))
+    )
+    query = f"tags.monitor = 'performance' and tags.ds = '{JUDGED_DAY}' and tags.dag_run = '{run_id}'"
+    return list(client.search_runs([experiment.experiment_id], filter_string=query))
+
+
+def _lake_files(lake: Lake, names: dict[str, str]) -> dict[str, bytes | None]:
+    return {name: lake.read_bytes(path) if lake.exists(path) else None for name, path in names.items()}
+
+
+def _assert_judged_like_the_reference(judged: dict[str, Any], run_id: str, result: dict[str, Any]) -> None:
+    """The record and report.json byte for byte as an unkilled run wrote them, and one finished MLflow run."""
+    reference = judged["reference"]
+    files = _lake_files(judged["lake"], judged["paths"])
+    assert files["record"] == reference["record"]
+    assert files["report.json"] == reference["report.json"]
+    assert files["report.html"] is not None
+    expected = {k: v for k, v in reference["result"].items() if k != "mlflow_run_id"}
+    assert {k: v for k, v in result.items() if k != "mlflow_run_id"} == expected
+    runs = _monitoring_runs(judged, run_id)
+    assert [run.info.run_id for run in runs] == [result["mlflow_run_id"]], "one monitoring run per DAG run"
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.params == reference["params"]
+    assert runs[0].data.metrics == reference["metrics"]
+    artifacts = mlflow.MlflowClient().list_artifacts(result["mlflow_run_id"], f"performance/ds={JUDGED_DAY}")
+    assert sorted(a.path.rsplit("/", 1)[-1] for a in artifacts) == ["report.html", "report.json"]
+
+
+PERFORMANCE_KILL_POINTS = {
+    # name: (the earlier judgement in place?, the file whose new version to wait for, then seconds)
+    "record written, first judgement": (False, "record", 0.0),
+    "record rewritten": (True, "record", 0.0),
+    "report.html rewritten": (True, "report.html", 0.0),
+    "report.json rewritten + 0.2 s (MLflow run)": (True, "report.json", 0.2),
+}
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("point", list(PERFORMANCE_KILL_POINTS))
+def test_killed_monitor_performance_leaves_nothing_partial_and_the_rerun_completes(
+    point: str,
+    judged: dict[str, Any],
+    judged_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    lake: Lake = judged["lake"]
+    earlier_in_place, waited_for, delay = PERFORMANCE_KILL_POINTS[point]
+    for name, path in judged["paths"].items():
+        lake.delete(path)
+        if earlier_in_place:
+            lake.write_bytes(path, judged["earlier"][name])
+    before = _lake_files(lake, judged["paths"])
+    run_id = f"killed-{uuid.uuid4().hex[:6]}"
+
+    def ready() -> bool:
+        path = judged["paths"][waited_for]
+        return lake.exists(path) and lake.read_bytes(path) != before[waited_for]
+
+    env = {**os.environ, "ML_STEP_RESULT": str(judged["tmp"] / "killed.json")}
+    started = time.monotonic()
+    process = start_step(_monitor_argv(run_id), env, judged["tmp"] / f"{run_id}.log")
+    assert kill_when(process, ready, delay), f"monitor-performance finished before {point!r}"
+    killed_after = time.monotonic() - started
+
+    after = _lake_files(lake, judged["paths"])
+    for name in ("record", "report.json"):  # the earlier version or the new one, whole; never a part
+        assert after[name] in (before[name], judged["reference"][name]), name
+    if after["report.json"] is not None:  # report.json is written last: its report.html is there
+        assert after["report.html"] is not None
+    if after["report.html"] is not None:
+        assert after["report.html"].startswith(b"<!doctype html>")
+        assert after["report.html"].endswith(b"</html>")
+    assert [record["ds"] for record in read_records(lake, judged["model"])] == (
+        [JUDGED_DAY.isoformat()] if after["record"] else []
+    )
+    runs_at_kill = [run.info.status for run in _monitoring_runs(judged, run_id)]
+
+    code, result = run_step(_monitor_argv(run_id), judged["tmp"] / "m.json", monkeypatch)
+    assert code == 0
+    _assert_judged_like_the_reference(judged, run_id, result)
+    figures = {"point": point, "killed_after_s": round(killed_after, 3), "runs_at_kill": runs_at_kill}
+    figures["rewritten_at_kill"] = [name for name in after if after[name] != before[name]]
+    record(request, tmp_path_factory, figures)
+
+
+@pytest.mark.faults
+def test_a_monitoring_run_killed_before_its_first_log_is_completed_by_the_rerun(
+    judged: dict[str, Any], judged_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The narrowest MLflow kill point, made exact: the run exists (running), with no params or metrics."""
+    run_id = f"killed-{uuid.uuid4().hex[:6]}"
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(
+        monitoring_experiment(load_config(judged["env"]["ML_PIPELINE_CONFIG"]))
+    )
+    version = judged["reference"]["result"]["model_version"]
+    tags = {
+        "monitor": "performance",
+        "ds": JUDGED_DAY.isoformat(),
+        "model_version": version,
+        "dag_run": run_id,
+    }
+    client.create_run(experiment.experiment_id, run_name=f"performance-{JUDGED_DAY}", tags=tags)
+
+    code, result = run_step(_monitor_argv(run_id), judged["tmp"] / "m.json", monkeypatch)
+
+    assert code == 0
+    _assert_judged_like_the_reference(judged, run_id, result)
+
+
+def _decide_argv(run_id: str) -> list[str]:
+    return ["decide-retrain", "--ds", JUDGED_DAY.isoformat(), "--reason", "performance", "--run-id", run_id]
+
+
+@pytest.mark.faults
+def test_killed_decide_retrain_leaves_no_partial_request_and_the_rerun_asks_once(
+    judged: dict[str, Any],
+    judged_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    lake: Lake = judged["lake"]
+    tmp: Path = judged["tmp"]
+    for name in ("record", "report.json", "report.html"):
+        lake.write_bytes(judged["paths"][name], judged["reference"][name])
+    prefix = retrains_prefix(judged["model"])
+    request_name = f"{run_id_for(JUDGED_DAY, 'performance')}.json"
+    env = {**os.environ, "ML_STEP_RESULT": str(tmp / "killed.json")}
+
+    def requests() -> dict[str, Any]:
+        return {
+            name: lake.read_json(f"{prefix}/{name}")
+            for name in lake.list_dir(prefix)
+            if name.endswith(".json")
+        }
+
+    lake.delete(prefix)
+    started = time.monotonic()
+    clean = start_step(_decide_argv("decide_1"), env, tmp / "decide-clean.log")
+    assert clean.wait(timeout=120) == 0, (tmp / "decide-clean.log").read_text()[-2000:]
+    clean_seconds = time.monotonic() - started
+    expected = {k: v for k, v in requests()[request_name].items() if k not in ("triggered_at", "run_url")}
+
+    kill_points: list[tuple[str, Callable[[], bool], float]] = [
+        ("started", lambda: True, fraction * clean_seconds) for fraction in (0.6, 0.85)
+    ]
+    kill_points += [
+        ("temporary file written", lambda: any(".tmp-" in n for n in lake.list_dir(prefix)), 0.0),
+        ("request written", lambda: request_name in lake.list_dir(prefix), 0.0),
+    ]
+    figures: dict[str, Any] = {"clean_seconds": round(clean_seconds, 2), "kills": []}
+    for label, ready, delay in kill_points:
+        lake.delete(prefix)
+        process = start_step(_decide_argv("decide_1"), env, tmp / "decide-killed.log")
+        killed = kill_when(process, ready, delay)
+        at_kill = requests()
+        assert set(at_kill) <= {request_name}, label  # a leftover temporary file is no request
+        if at_kill:
+            assert {k: v for k, v in at_kill[request_name].items() if k in expected} == expected, label
+        for _ in range(2):  # Airflow's retry, then a cleared task: still one request
+            code, result = run_step(_decide_argv("decide_1"), tmp / "d.json", monkeypatch)
+            assert code == 0, label
+            assert (result["trigger"], result["run_id"]) == (True, request_name.removesuffix(".json"))
+        after = requests()
+        assert list(after) == [request_name], label
+        assert {k: v for k, v in after[request_name].items() if k in expected} == expected, label
+        if at_kill:  # the request the killed run made stands: the rerun neither duplicates nor rewrites it
+            assert after == at_kill, label
+        figures["kills"].append(
+            {"point": f"{label} + {delay:.2f} s", "killed": killed, "request_at_kill": bool(at_kill)}
+        )
+    assert sum(kill["killed"] for kill in figures["kills"]) >= 2, figures
+    record(request, tmp_path_factory, figures)

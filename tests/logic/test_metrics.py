@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlsteps.logic.metrics import calibration_bins, classification_metrics, weighted_auc
+from mlsteps.logic.metrics import (
+    calibration_bins,
+    classification_metrics,
+    expected_calibration_error,
+    weighted_auc,
+)
 
 Y = np.array([0, 0, 0, 1, 1])
 SCORES = np.array([0.1, 0.2, 0.6, 0.7, 0.9])
@@ -29,6 +34,26 @@ def test_calibration_bins_hold_every_row_once() -> None:
 
 def test_a_score_of_one_falls_in_the_last_bin() -> None:
     assert calibration_bins(np.array([1]), np.array([1.0]))[0]["bin_low"] == 0.9
+
+
+def test_the_calibration_error_is_the_weighted_gap_of_the_calibration_bins() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.random(2_000) ** 2
+    y = (rng.random(2_000) < scores * 0.8).astype(int)
+    bins = calibration_bins(y, scores)
+    gap = sum(b["rows"] * abs(b["mean_score"] - b["fraud_rate"]) for b in bins) / len(y)
+
+    assert expected_calibration_error(y, scores) == pytest.approx(gap, abs=1e-6)  # the table is rounded
+    assert classification_metrics(y, scores, 0.5)["expected_calibration_error"] == round(gap, 6)
+
+
+def test_calibration_error_weights_count_rows() -> None:
+    weights = np.array([2.0, 0.0, 1.0, 3.0, 1.0])
+    repeated = np.repeat(np.arange(len(Y)), weights.astype(int))
+
+    weighted = expected_calibration_error(Y, SCORES, weights=weights)
+
+    assert weighted == pytest.approx(expected_calibration_error(Y[repeated], SCORES[repeated]))
 
 
 @pytest.mark.parametrize(

@@ -51,27 +51,50 @@ def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) 
     }
 
 
+def calibration_totals(
+    y: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width score bin: the rows' total weight, weighted score sum and weighted label sum.
+
+    The one binning behind the reliability table and the expected calibration error; a score of 1.0
+    falls in the last bin.
+    """
+    import numpy as np
+
+    w = np.ones(len(y)) if weights is None else weights
+    index = np.minimum((scores * bins).astype(int), bins - 1)
+    return (
+        np.bincount(index, weights=w, minlength=bins),
+        np.bincount(index, weights=w * scores, minlength=bins),
+        np.bincount(index, weights=w * y, minlength=bins),
+    )
+
+
 def calibration_bins(
     y: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> list[dict[str, float]]:
     """Reliability table: equal-width score bins with their mean score and observed fraud rate."""
-    import numpy as np
+    total, predicted, observed = calibration_totals(y, scores, bins)
+    return [
+        {
+            "bin_low": b / bins,
+            "bin_high": (b + 1) / bins,
+            "rows": int(total[b]),
+            "mean_score": round(float(predicted[b] / total[b]), 6),
+            "fraud_rate": round(float(observed[b] / total[b]), 6),
+        }
+        for b in range(bins)
+        if total[b] > 0
+    ]
 
-    index = np.minimum((scores * bins).astype(int), bins - 1)
-    table = []
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            table.append(
-                {
-                    "bin_low": b / bins,
-                    "bin_high": (b + 1) / bins,
-                    "rows": int(mask.sum()),
-                    "mean_score": round(float(scores[mask].mean()), 6),
-                    "fraud_rate": round(float(y[mask].mean()), 6),
-                }
-            )
-    return table
+
+def expected_calibration_error(
+    y: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS, weights: np.ndarray | None = None
+) -> float:
+    """Weighted mean gap between predicted and observed positive rate over the calibration bins."""
+    total, predicted, observed = calibration_totals(y, scores, bins, weights)
+    filled = total > 0
+    return float(abs(predicted[filled] - observed[filled]).sum() / total.sum())
 
 
 def weighted_auc(scores: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from mlsteps.logic.metrics import expected_calibration_error
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -62,20 +64,6 @@ def join_labels(scored: pd.DataFrame, labels: pd.DataFrame, row_id: str, label: 
     known = labels.dropna(subset=[label]).drop_duplicates(subset=[row_id], keep="last")
     joined = scored.merge(known[[row_id, label]], on=row_id, how="inner", validate="one_to_one")
     return joined.assign(**{label: joined[label].astype(int)})
-
-
-def expected_calibration_error(
-    y: np.ndarray, p: np.ndarray, bins: int = 10, weights: np.ndarray | None = None
-) -> float:
-    """Weighted mean gap between predicted and observed positive rate over equal-width score bins."""
-    w = np.ones(len(y)) if weights is None else weights
-    index = np.minimum((p * bins).astype(int), bins - 1)
-    total = np.bincount(index, weights=w, minlength=bins)
-    predicted = np.bincount(index, weights=w * p, minlength=bins)
-    observed = np.bincount(index, weights=w * y, minlength=bins)
-    filled = total > 0
-    gaps = np.abs(predicted[filled] - observed[filled])
-    return float(gaps.sum() / total.sum())
 
 
 def realized_metrics(

@@ -76,7 +76,8 @@ def log_monitoring_run(
         config: The pipeline config (names the experiment).
         tags: At least ``monitor``, ``ds``, ``model_version`` and ``dag_run``.
         metrics: The figures to log.
-        params: Logged only when the run is new (MLflow params are write-once).
+        params: Logged once (MLflow params are write-once): a run found again gets only those it
+            lacks, which an attempt killed between creating the run and logging leaves out.
         report: Saved as ``report.html`` under ``<monitor>/ds=<ds>``.
         document: Saved as ``report.json`` beside it.
 
@@ -92,7 +93,8 @@ def log_monitoring_run(
     try:
         now = int(time.time() * 1000)
         logged = [Metric(key, value, now, 0) for key, value in metrics.items()]
-        logged_params = [Param(key, value) for key, value in params.items()] if new else []
+        present = {} if new else client.get_run(run_id).data.params
+        logged_params = [Param(key, value) for key, value in params.items() if key not in present]
         for start in range(0, max(len(logged), 1), 1000):
             client.log_batch(
                 run_id, metrics=logged[start : start + 1000], params=logged_params if not start else []

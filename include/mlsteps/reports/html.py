@@ -98,9 +98,13 @@ def render_png(figure: Figure) -> bytes:
 
 
 def save_report(lake: Lake, prefix: str, report: Report, document: dict[str, Any]) -> dict[str, str]:
-    """Write ``report.html`` and ``report.json`` under a lake prefix; return their URIs."""
-    lake.write_json(f"{prefix}/report.json", document)
+    """Write ``report.html`` and ``report.json`` under a lake prefix; return their URIs.
+
+    ``report.json`` is written last: steps read it as the report (``decide-retrain`` its verdict), so
+    a writer killed between the two never leaves a document without its page.
+    """
     lake.write_bytes(f"{prefix}/report.html", report.render().encode())
+    lake.write_json(f"{prefix}/report.json", document)
     return {
         "report_html": lake.url(f"{prefix}/report.html"),
         "report_json": lake.url(f"{prefix}/report.json"),
