@@ -37,14 +37,17 @@ def test_the_default_renders_for_an_empty_field() -> None:
     assert render(template, {"evaluate": {"champion_version": None}}) == "none"
 
 
-def test_a_key_the_result_does_not_have_is_refused_when_the_dag_is_built() -> None:
-    with pytest.raises(ValueError, match="step 'evaluate' has no result key 'version'"):
-        xcom("evaluate", "version")
-
-
-def test_a_step_whose_result_is_not_declared_is_refused() -> None:
-    with pytest.raises(ValueError, match="step 'no-such-step' is not declared"):
-        xcom("no_such_step", "summary")
+@pytest.mark.parametrize(
+    ("task", "key", "message"),
+    [
+        ("evaluate", "version", "step 'evaluate' has no result key 'version'"),
+        ("no_such_step", "summary", "step 'no-such-step' is not declared"),
+    ],
+    ids=["a_key_the_result_does_not_have", "a_step_whose_result_is_not_declared"],
+)
+def test_an_undeclared_result_is_refused_when_the_dag_is_built(task: str, key: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        xcom(task, key)
 
 
 def test_every_step_declares_its_result() -> None:
