@@ -23,18 +23,31 @@ def render(template: str, results: dict[str, dict]) -> str:
     return environment.from_string(template).render(ti=FakeTi(results))
 
 
-def test_a_declared_key_renders_the_upstream_value() -> None:
-    assert render(xcom("evaluate", "model_version"), {"evaluate": {"model_version": "7"}}) == "7"
-
-
-def test_the_first_branch_that_ran_wins() -> None:
-    template = xcom(["train_on_gpu", "train_on_cpu"], "model_version", step="train")
-    assert render(template, {"train_on_cpu": {"model_version": "3"}}) == "3"
-
-
-def test_the_default_renders_for_an_empty_field() -> None:
-    template = xcom("evaluate", "champion_version", default="none")
-    assert render(template, {"evaluate": {"champion_version": None}}) == "none"
+@pytest.mark.parametrize(
+    ("template", "results", "rendered"),
+    [
+        (xcom("evaluate", "model_version"), {"evaluate": {"model_version": "7"}}, "7"),
+        (
+            xcom(["train_on_gpu", "train_on_cpu"], "model_version", step="train"),
+            {"train_on_cpu": {"model_version": "3"}},
+            "3",
+        ),
+        (
+            xcom("evaluate", "champion_version", default="none"),
+            {"evaluate": {"champion_version": None}},
+            "none",
+        ),
+    ],
+    ids=[
+        "a_declared_key_renders_the_upstream_value",
+        "the_first_branch_that_ran_wins",
+        "the_default_renders_for_an_empty_field",
+    ],
+)
+def test_a_template_renders_the_upstream_result(
+    template: str, results: dict[str, dict], rendered: str
+) -> None:
+    assert render(template, results) == rendered
 
 
 @pytest.mark.parametrize(
