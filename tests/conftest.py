@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -37,6 +39,13 @@ def mlflow_tracking(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> I
     """A real ``mlflow server`` on 127.0.0.1, SQLite backend, artifacts on the S3 API."""
     with mlflow_server(tmp_path_factory.mktemp("mlflow"), s3) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """``airflow db migrate`` once for the session's AIRFLOW_HOME (SQLite)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
 
 
 @pytest.fixture

@@ -331,18 +331,21 @@ def test_predictions_event_starts_the_drift_monitor(stack: Stack) -> None:
     assert run["state"] == "success", run.get("detail")
 
 
+def _first_report_page(base_url: str, token: str, timeout: float) -> requests.Response:
+    """The report index of the API server at ``base_url``, then the first report it lists, signed in."""
+    headers = {"Authorization": f"Bearer {token}"}
+    index = requests.get(f"{base_url}/ml-reports/", headers=headers, timeout=timeout)
+    assert index.status_code == 200, index.text[:500]
+    links = re.findall(r'href="(/ml-reports/[^"]+\.html)"', index.text)
+    assert links, f"no report listed on {base_url}/ml-reports/: {index.text[:500]}"
+    page = requests.get(f"{base_url}{links[0]}", headers=headers, timeout=timeout)
+    assert page.status_code == 200, page.text[:500]
+    return page
+
+
 def test_api_server_serves_the_report_pages(stack: Stack) -> None:
     _run_of(stack, "ml_training")
-    index = requests.get(
-        f"{stack.urls['airflow']}/ml-reports/", headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    )
-    assert index.status_code == 200, index.text[:300]
-    links = re.findall(r'href="(/ml-reports/[^"]+\.html)"', index.text)
-    assert links, f"no report listed on /ml-reports/: {index.text[:500]}"
-    page = requests.get(
-        f"{stack.urls['airflow']}{links[0]}", headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    )
-    assert page.status_code == 200
+    page = _first_report_page(stack.urls["airflow"], stack.token, timeout=30)
     assert page.headers["content-type"].startswith("text/html")
 
 
@@ -372,16 +375,7 @@ def test_lean_airflow_image_serves_the_report_pages(stack: Stack) -> None:
         address = docker("port", name, "8080").stdout.strip().splitlines()[0]
         url = f"http://{address}"
         _wait_http(f"{url}/api/v2/version", 300)
-        index = requests.get(
-            f"{url}/ml-reports/", headers={"Authorization": f"Bearer {stack.token}"}, timeout=60
-        )
-        assert index.status_code == 200, index.text[:500]
-        links = re.findall(r'href="(/ml-reports/[^"]+\.html)"', index.text)
-        assert links, f"no report listed by the lean image: {index.text[:500]}"
-        page = requests.get(
-            f"{url}{links[0]}", headers={"Authorization": f"Bearer {stack.token}"}, timeout=60
-        )
-        assert page.status_code == 200, page.text[:500]
+        _first_report_page(url, stack.token, timeout=60)
     finally:
         logs = docker("logs", "--tail", "100", name, check=False)
         if logs.returncode == 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import mlsteps
 
 PACKAGE = Path(mlsteps.__file__).resolve().parent
@@ -37,17 +39,15 @@ def test_the_walk_sees_imports_inside_functions() -> None:
     assert "mlsteps.steps.features.build_batch" in imported_modules("steps")["steps/reproduce.py"]
 
 
-def test_contract_imports_nothing_from_platform_steps_or_reports() -> None:
-    assert offending("contract", ("mlsteps.platform", "mlsteps.steps", "mlsteps.reports")) == {}
-
-
-def test_platform_imports_nothing_from_steps() -> None:
-    assert offending("platform", ("mlsteps.steps",)) == {}
-
-
-def test_logic_imports_nothing_from_steps_or_reports() -> None:
-    assert offending("logic", ("mlsteps.steps", "mlsteps.reports")) == {}
-
-
-def test_reports_import_nothing_from_steps() -> None:
-    assert offending("reports", ("mlsteps.steps",)) == {}
+@pytest.mark.parametrize(
+    ("layer", "forbidden"),
+    [
+        ("contract", ("mlsteps.platform", "mlsteps.steps", "mlsteps.reports")),
+        ("platform", ("mlsteps.steps",)),
+        ("logic", ("mlsteps.steps", "mlsteps.reports")),
+        ("reports", ("mlsteps.steps",)),
+    ],
+    ids=["contract", "platform", "logic", "reports"],
+)
+def test_a_layer_imports_nothing_from_the_layers_above_it(layer: str, forbidden: tuple[str, ...]) -> None:
+    assert offending(layer, forbidden) == {}

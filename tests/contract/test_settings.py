@@ -96,14 +96,16 @@ def test_the_code_version_skips_empty_and_unknown_values(
     assert StepSettings.from_env(environ).code_version == expected
 
 
-@pytest.mark.parametrize("value", ["", "  ", "0", "false", "No"])
-def test_require_gpu_false_values(value: str) -> None:
-    assert StepSettings.from_env({"ML_REQUIRE_GPU": value}).require_gpu is False
-
-
-@pytest.mark.parametrize("value", ["1", "true", "YES", " yes "])
-def test_require_gpu_true_values(value: str) -> None:
-    assert StepSettings.from_env({"ML_REQUIRE_GPU": value}).require_gpu is True
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        *((value, False) for value in ["", "  ", "0", "false", "No"]),
+        *((value, True) for value in ["1", "true", "YES", " yes "]),
+    ],
+    ids=lambda value: repr(value) if isinstance(value, str) else str(value),
+)
+def test_require_gpu_values(value: str, expected: bool) -> None:
+    assert StepSettings.from_env({"ML_REQUIRE_GPU": value}).require_gpu is expected
 
 
 def test_empty_values_count_as_unset() -> None:
@@ -111,19 +113,18 @@ def test_empty_values_count_as_unset() -> None:
     assert (settings.lake_uri, settings.registry_endpoint, settings.s3_endpoint) == (None, None, None)
 
 
-def test_a_row_group_size_that_is_not_a_number_is_refused() -> None:
-    with pytest.raises(StepError, match=r"ML_PARQUET_ROW_GROUP_ROWS='many' is not an integer"):
-        StepSettings.from_env({"ML_PARQUET_ROW_GROUP_ROWS": "many"})
-
-
-def test_a_row_group_size_below_one_is_refused() -> None:
-    with pytest.raises(StepError, match=r"ML_PARQUET_ROW_GROUP_ROWS=0 must be a positive number of rows"):
-        StepSettings.from_env({"ML_PARQUET_ROW_GROUP_ROWS": "0"})
-
-
-def test_an_unclear_require_gpu_value_is_refused() -> None:
-    with pytest.raises(StepError, match=r"ML_REQUIRE_GPU='maybe' must be 1, true or yes"):
-        StepSettings.from_env({"ML_REQUIRE_GPU": "maybe"})
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ML_PARQUET_ROW_GROUP_ROWS", "many", r"ML_PARQUET_ROW_GROUP_ROWS='many' is not an integer"),
+        ("ML_PARQUET_ROW_GROUP_ROWS", "0", r"ML_PARQUET_ROW_GROUP_ROWS=0 must be a positive number of rows"),
+        ("ML_REQUIRE_GPU", "maybe", r"ML_REQUIRE_GPU='maybe' must be 1, true or yes"),
+    ],
+    ids=["row_group_size_not_a_number", "row_group_size_below_one", "unclear_require_gpu"],
+)
+def test_an_invalid_value_is_refused(name: str, value: str, message: str) -> None:
+    with pytest.raises(StepError, match=message):
+        StepSettings.from_env({name: value})
 
 
 def test_loading_reads_the_process_environment_without_changing_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -436,34 +436,6 @@ def test_python_m_mlsteps_keeps_a_payload_inert(tmp_path: Path, local_lake: str,
 # --- level 4: whole DAG runs ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def airflow_db() -> None:
-    """``airflow db migrate`` for the session's AIRFLOW_HOME (SQLite)."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
-
-
-@pytest.fixture
-def promoted(
-    airflow_db: None, mlflow_tracking: Any, s3_env: Any, local_lake: str, tmp_path: Path, monkeypatch: Any
-) -> dict[str, Any]:
-    """A model whose versions 1 then 2 were promoted by the real step, with its own config file."""
-    from tests.steps.training_fixtures import register_stub_versions, unique_model_name, write_config
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    name = unique_model_name("hostile")
-    register_stub_versions(name, 2)
-    config = write_config(tmp_path, name)
-    monkeypatch.setenv("ML_PIPELINE_CONFIG", config)
-    for version, expected in (("1", "none"), ("2", "1")):
-        argv = ["promote", "--model-version", version, "--expected-champion", expected]
-        process = subprocess.run(
-            [sys.executable, "-m", "mlsteps", *argv], capture_output=True, text=True, timeout=300, check=False
-        )
-        assert process.returncode == 0, process.stderr
-    return {"name": name, "lake": local_lake}
-
-
 def _states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 

@@ -250,31 +250,6 @@ def notify_through_canary_connections(monkeypatch: pytest.MonkeyPatch, directory
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id}", json.dumps(connection))
 
 
-@pytest.fixture(scope="module")
-def airflow_db() -> None:
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
-
-
-@pytest.fixture
-def promoted(
-    airflow_db: None, mlflow_tracking: Any, s3_env: Any, local_lake: str, tmp_path: Path, monkeypatch: Any
-) -> Iterator[dict[str, Any]]:
-    from tests.steps.training_fixtures import register_stub_versions, unique_model_name, write_config
-
-    name = unique_model_name("secrets_dag")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    register_stub_versions(name, 2)
-    monkeypatch.setenv("ML_PIPELINE_CONFIG", write_config(tmp_path, name))
-    for version, expected in (("1", "none"), ("2", "1")):
-        argv = ["promote", "--model-version", version, "--expected-champion", expected]
-        process = subprocess.run(
-            [sys.executable, "-m", "mlsteps", *argv], capture_output=True, text=True, timeout=300, check=False
-        )
-        assert process.returncode == 0, process.stderr
-    return {"name": name, "lake": local_lake, "tracking_uri": mlflow_tracking.tracking_uri}
-
-
 @pytest.fixture
 def webhook() -> Iterator[DemoWebhook]:
     with demo_webhook() as hook:

@@ -20,13 +20,6 @@ from tests.support.services import MlflowServer, S3Server
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """``airflow db migrate`` once for the session's AIRFLOW_HOME (SQLite)."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
-
-
 @dataclass
 class Pipeline:
     """A local-mode deployment of the DAGs against loopback services, for one test module.

@@ -32,12 +32,13 @@ def test_time_part_name_prefixes_the_event_time_column(config: PipelineConfig) -
     assert time_part_name(config, "hour") == "event_time_hour"
 
 
-def test_window_timedelta_reads_days() -> None:
-    assert window_timedelta("7d") == dt.timedelta(days=7)
-
-
-def test_window_timedelta_reads_hours() -> None:
-    assert window_timedelta("12h") == dt.timedelta(hours=12)
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [("7d", dt.timedelta(days=7)), ("12h", dt.timedelta(hours=12))],
+    ids=["days", "hours"],
+)
+def test_window_timedelta_reads_the_unit(window: str, expected: dt.timedelta) -> None:
+    assert window_timedelta(window) == expected
 
 
 def test_raw_columns_never_include_the_label(config: PipelineConfig) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mlsteps.logic.reproduction import (
     DIFFERS,
@@ -45,22 +46,21 @@ def test_an_input_difference_differs() -> None:
     assert verdict(checks)[1] == f"{DIFFERS}: first difference in hyperparameters"
 
 
-def test_equivalent_text_quotes_the_holdout_difference() -> None:
+@pytest.mark.parametrize(
+    ("same", "detail", "text"),
+    [
+        (True, "d", f"{EQUIVALENT} (d)"),
+        (False, "max |dp| = 0.2", f"{DIFFERS}: holdout predictions (max |dp| = 0.2)"),
+    ],
+    ids=["equivalent_text_quotes_the_holdout_difference", "holdout_predictions_beyond_the_tolerance_differ"],
+)
+def test_a_differing_booster_is_judged_by_its_holdout_predictions(same: bool, detail: str, text: str) -> None:
     checks = [
         *inputs_same(),
         Check("booster sha256", False, "a", "b"),
-        Check("holdout predictions", True, "", "d"),
+        Check("holdout predictions", same, "", detail),
     ]
-    assert verdict(checks)[1] == f"{EQUIVALENT} (d)"
-
-
-def test_holdout_predictions_beyond_the_tolerance_differ() -> None:
-    checks = [
-        *inputs_same(),
-        Check("booster sha256", False, "a", "b"),
-        Check("holdout predictions", False, "", "max |dp| = 0.2"),
-    ]
-    assert verdict(checks)[1] == f"{DIFFERS}: holdout predictions (max |dp| = 0.2)"
+    assert verdict(checks)[1] == text
 
 
 def test_config_check_names_a_snapshot_config_that_does_not_match_its_hash() -> None:
@@ -75,23 +75,31 @@ def test_params_check_names_a_changed_parameter() -> None:
     assert params_check({"seed": "42"}, {"seed": 7}).detail == "seed: 42 then, 7 now"
 
 
-def test_predictions_within_tolerance_are_the_same() -> None:
-    assert predictions_check(np.array([0.5, 0.2]), np.array([0.5, 0.2000001]), 1e-6).same
+@pytest.mark.parametrize(
+    ("then", "now", "same"),
+    [([0.5, 0.2], [0.5, 0.2000001], True), ([0.5], [0.6], False)],
+    ids=["within_tolerance_are_the_same", "beyond_tolerance_differ"],
+)
+def test_predictions_are_compared_within_the_tolerance(
+    then: list[float], now: list[float], same: bool
+) -> None:
+    assert bool(predictions_check(np.array(then), np.array(now), 1e-6).same) is same
 
 
-def test_predictions_beyond_tolerance_differ() -> None:
-    assert not predictions_check(np.array([0.5]), np.array([0.6]), 1e-6).same
-
-
-def test_changed_raw_partitions_lists_the_days() -> None:
-    text = changed_raw_partitions(
-        {"2026-03-01": "a", "2026-03-02": "b"}, {"2026-03-01": "a", "2026-03-02": "c"}
-    )
-    assert text == "raw partition(s) changed since training: 2026-03-02"
-
-
-def test_no_changed_raw_partitions_is_empty() -> None:
-    assert changed_raw_partitions({"d": "a"}, {"d": "a"}) == ""
+@pytest.mark.parametrize(
+    ("then", "now", "text"),
+    [
+        (
+            {"2026-03-01": "a", "2026-03-02": "b"},
+            {"2026-03-01": "a", "2026-03-02": "c"},
+            "raw partition(s) changed since training: 2026-03-02",
+        ),
+        ({"d": "a"}, {"d": "a"}, ""),
+    ],
+    ids=["lists_the_changed_days", "none_changed_is_empty"],
+)
+def test_changed_raw_partitions(then: dict[str, str], now: dict[str, str], text: str) -> None:
+    assert changed_raw_partitions(then, now) == text
 
 
 def test_package_changes_show_old_and_new() -> None:

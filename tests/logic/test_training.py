@@ -47,14 +47,14 @@ def snapshot(labels_in_time_order: list[int]) -> TrainingSet:
     return TrainingSet(train, train.iloc[:0], manifest)
 
 
-def test_validation_is_the_latest_part_by_event_time() -> None:
+@pytest.mark.parametrize(
+    ("part", "rows"),
+    [("validation", ["r8", "r9"]), ("fit", [f"r{i}" for i in range(8)])],
+    ids=["validation_is_the_latest_part_by_event_time", "fit_part_is_everything_before_validation"],
+)
+def test_the_split_is_by_event_time(part: str, rows: list[str]) -> None:
     splits = split_by_time(snapshot([0, 1, 0, 1, 0, 1, 0, 1, 0, 1]), 0.2)
-    assert splits.validation["row"].tolist() == ["r8", "r9"]
-
-
-def test_fit_part_is_everything_before_validation() -> None:
-    splits = split_by_time(snapshot([0, 1, 0, 1, 0, 1, 0, 1, 0, 1]), 0.2)
-    assert splits.fit["row"].tolist() == [f"r{i}" for i in range(8)]
+    assert getattr(splits, part)["row"].tolist() == rows
 
 
 def test_a_part_with_one_class_is_refused() -> None:

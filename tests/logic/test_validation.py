@@ -126,12 +126,16 @@ def test_the_profile_carries_the_kept_values() -> None:
     assert [(u.column, u.count) for u in profile.unseen] == [("merchant", 1)]
 
 
-def test_a_missing_column_is_reported() -> None:
-    assert checks_failed(events().drop(columns="merchant")) == {"column_present"}
-
-
-def test_a_column_of_the_wrong_dtype_is_reported() -> None:
-    assert checks_failed(events().assign(amount=["1", "2", "3", "4"])) == {"dtype"}
+@pytest.mark.parametrize(
+    ("frame", "check"),
+    [
+        (events().drop(columns="merchant"), "column_present"),
+        (events().assign(amount=["1", "2", "3", "4"]), "dtype"),
+    ],
+    ids=["a_missing_column", "a_column_of_the_wrong_dtype"],
+)
+def test_a_bad_column_is_reported_by_its_check_alone(frame: pd.DataFrame, check: str) -> None:
+    assert checks_failed(frame) == {check}
 
 
 def test_a_duplicated_row_id_is_reported() -> None:
@@ -140,12 +144,16 @@ def test_a_duplicated_row_id_is_reported() -> None:
     assert [p.message.split(" (")[0] for p in problems] == ["row id 'row_id' has 2 duplicated value(s)"]
 
 
-def test_a_day_without_rows_fails_the_volume_check() -> None:
-    assert "volume" in checks_failed(events().iloc[2:])
-
-
-def test_data_older_than_the_allowed_staleness_fails_the_freshness_check() -> None:
-    assert "freshness" in checks_failed(events().iloc[:2])
+@pytest.mark.parametrize(
+    ("rows", "check"),
+    [(slice(2, None), "volume"), (slice(None, 2), "freshness")],
+    ids=[
+        "a_day_without_rows_fails_the_volume_check",
+        "data_older_than_the_allowed_staleness_fails_the_freshness_check",
+    ],
+)
+def test_a_missing_day_fails_its_check(rows: slice, check: str) -> None:
+    assert check in checks_failed(events().iloc[rows])
 
 
 def test_profile_counts_rows_per_day_and_null_shares() -> None:

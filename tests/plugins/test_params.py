@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from mlsteps.contract.config import DEFAULT_CONFIG_PATH, GatesConfig, ModelConfig, load_config
 from step_tasks.params import field_limits
@@ -41,19 +42,19 @@ def config_with(tmp_path: Path, section: str, field: str, value: Any) -> Path:
     return path
 
 
-def test_field_limits_are_the_config_fields_bounds() -> None:
-    assert field_limits(ModelConfig, "n_trials") == {"minimum": 0, "maximum": 500}
-
-
-def test_field_limits_keep_exclusive_bounds() -> None:
-    assert field_limits(ModelConfig, "validation_fraction") == {
-        "exclusiveMinimum": 0.0,
-        "exclusiveMaximum": 0.5,
-    }
-
-
-def test_a_field_without_limits_has_none() -> None:
-    assert field_limits(GatesConfig, "require_approval") == {}
+@pytest.mark.parametrize(
+    ("model", "field", "expected"),
+    [
+        (ModelConfig, "n_trials", {"minimum": 0, "maximum": 500}),
+        (ModelConfig, "validation_fraction", {"exclusiveMinimum": 0.0, "exclusiveMaximum": 0.5}),
+        (GatesConfig, "require_approval", {}),
+    ],
+    ids=["inclusive_bounds", "exclusive_bounds", "no_limits"],
+)
+def test_field_limits_are_the_config_fields_bounds(
+    model: type[BaseModel], field: str, expected: dict[str, Any]
+) -> None:
+    assert field_limits(model, field) == expected
 
 
 @pytest.mark.parametrize(("section", "field", "value"), BOUNDARIES, ids=lambda v: str(v))

@@ -32,36 +32,25 @@ LOG_TAIL = (
 )
 
 
+def _status(container: k8s.V1Container, ready: bool, state: k8s.V1ContainerState) -> k8s.V1ContainerStatus:
+    return k8s.V1ContainerStatus(
+        name=container.name, image=container.image, image_id="", ready=ready, restart_count=0, state=state
+    )
+
+
 def finished_pod(exit_code: int, message: str | None = LOG_TAIL) -> k8s.V1Pod:
     """A pod whose base container terminated with ``exit_code`` (and its XCom sidecar still ran)."""
     terminated = k8s.V1ContainerStateTerminated(exit_code=exit_code, message=message, reason="Error")
+    base = k8s.V1Container(name="base", image="registry.example.com/mlsteps:1.2.3")
+    sidecar = k8s.V1Container(name="airflow-xcom-sidecar", image="alpine")
     return k8s.V1Pod(
         metadata=k8s.V1ObjectMeta(name="validate-abc123", namespace="ml", annotations={}, labels={}),
-        spec=k8s.V1PodSpec(
-            containers=[
-                k8s.V1Container(name="base", image="registry.example.com/mlsteps:1.2.3"),
-                k8s.V1Container(name="airflow-xcom-sidecar", image="alpine"),
-            ]
-        ),
+        spec=k8s.V1PodSpec(containers=[base, sidecar]),
         status=k8s.V1PodStatus(
             phase="Failed" if exit_code else "Succeeded",
             container_statuses=[
-                k8s.V1ContainerStatus(
-                    name="base",
-                    image="registry.example.com/mlsteps:1.2.3",
-                    image_id="",
-                    ready=False,
-                    restart_count=0,
-                    state=k8s.V1ContainerState(terminated=terminated),
-                ),
-                k8s.V1ContainerStatus(
-                    name="airflow-xcom-sidecar",
-                    image="alpine",
-                    image_id="",
-                    ready=True,
-                    restart_count=0,
-                    state=k8s.V1ContainerState(running=k8s.V1ContainerStateRunning()),
-                ),
+                _status(base, False, k8s.V1ContainerState(terminated=terminated)),
+                _status(sidecar, True, k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())),
             ],
         ),
     )

@@ -74,14 +74,14 @@ def test_pod_runs_the_configured_image(cpu_pod: dict[str, Any]) -> None:
     assert _main_container(cpu_pod)["image"] == "registry.example.com/mlsteps:1.2.3"
 
 
-def test_result_goes_to_the_xcom_sidecars_file(cpu_pod: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("ML_STEP_RESULT", "/airflow/xcom/return.json"), ("ML_LAKE_URI", "s3://lake/ml")],
+    ids=["result_goes_to_the_xcom_sidecars_file", "step_environment_reaches_the_pod"],
+)
+def test_the_pod_environment(cpu_pod: dict[str, Any], name: str, value: str) -> None:
     env = {e["name"]: e.get("value") for e in _main_container(cpu_pod)["env"]}
-    assert env["ML_STEP_RESULT"] == "/airflow/xcom/return.json"
-
-
-def test_step_environment_reaches_the_pod(cpu_pod: dict[str, Any]) -> None:
-    env = {e["name"]: e.get("value") for e in _main_container(cpu_pod)["env"]}
-    assert env["ML_LAKE_URI"] == "s3://lake/ml"
+    assert env[name] == value
 
 
 def test_cpu_pod_asks_for_no_gpu(cpu_pod: dict[str, Any]) -> None:

@@ -23,28 +23,44 @@ def render(template: str, results: dict[str, dict]) -> str:
     return environment.from_string(template).render(ti=FakeTi(results))
 
 
-def test_a_declared_key_renders_the_upstream_value() -> None:
-    assert render(xcom("evaluate", "model_version"), {"evaluate": {"model_version": "7"}}) == "7"
+@pytest.mark.parametrize(
+    ("template", "results", "rendered"),
+    [
+        (xcom("evaluate", "model_version"), {"evaluate": {"model_version": "7"}}, "7"),
+        (
+            xcom(["train_on_gpu", "train_on_cpu"], "model_version", step="train"),
+            {"train_on_cpu": {"model_version": "3"}},
+            "3",
+        ),
+        (
+            xcom("evaluate", "champion_version", default="none"),
+            {"evaluate": {"champion_version": None}},
+            "none",
+        ),
+    ],
+    ids=[
+        "a_declared_key_renders_the_upstream_value",
+        "the_first_branch_that_ran_wins",
+        "the_default_renders_for_an_empty_field",
+    ],
+)
+def test_a_template_renders_the_upstream_result(
+    template: str, results: dict[str, dict], rendered: str
+) -> None:
+    assert render(template, results) == rendered
 
 
-def test_the_first_branch_that_ran_wins() -> None:
-    template = xcom(["train_on_gpu", "train_on_cpu"], "model_version", step="train")
-    assert render(template, {"train_on_cpu": {"model_version": "3"}}) == "3"
-
-
-def test_the_default_renders_for_an_empty_field() -> None:
-    template = xcom("evaluate", "champion_version", default="none")
-    assert render(template, {"evaluate": {"champion_version": None}}) == "none"
-
-
-def test_a_key_the_result_does_not_have_is_refused_when_the_dag_is_built() -> None:
-    with pytest.raises(ValueError, match="step 'evaluate' has no result key 'version'"):
-        xcom("evaluate", "version")
-
-
-def test_a_step_whose_result_is_not_declared_is_refused() -> None:
-    with pytest.raises(ValueError, match="step 'no-such-step' is not declared"):
-        xcom("no_such_step", "summary")
+@pytest.mark.parametrize(
+    ("task", "key", "message"),
+    [
+        ("evaluate", "version", "step 'evaluate' has no result key 'version'"),
+        ("no_such_step", "summary", "step 'no-such-step' is not declared"),
+    ],
+    ids=["a_key_the_result_does_not_have", "a_step_whose_result_is_not_declared"],
+)
+def test_an_undeclared_result_is_refused_when_the_dag_is_built(task: str, key: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        xcom(task, key)
 
 
 def test_every_step_declares_its_result() -> None:

@@ -130,24 +130,21 @@ def _assert_usage_error(process: subprocess.CompletedProcess, *words: str) -> No
         assert word in last
 
 
-def test_unknown_step_is_a_usage_error() -> None:
-    process = python("-m", "mlsteps", "tran", "--start", "2026-01-01")
-    _assert_usage_error(process, "invalid choice", "'tran'")
-
-
-def test_missing_step_is_a_usage_error() -> None:
-    _assert_usage_error(python("-m", "mlsteps"), "required")
-
-
-def test_unknown_option_is_a_usage_error() -> None:
-    process = python(
-        "-m", "mlsteps", "validate", "--start", "2026-01-01", "--end", "2026-01-02", "--colour", "x"
-    )
-    _assert_usage_error(process, "unrecognized arguments", "--colour")
-
-
-def test_missing_required_option_is_a_usage_error() -> None:
-    _assert_usage_error(python("-m", "mlsteps", "validate", "--start", "2026-01-01"), "--end")
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["tran", "--start", "2026-01-01"], ["invalid choice", "'tran'"]),
+        ([], ["required"]),
+        (
+            ["validate", "--start", "2026-01-01", "--end", "2026-01-02", "--colour", "x"],
+            ["unrecognized arguments", "--colour"],
+        ),
+        (["validate", "--start", "2026-01-01"], ["--end"]),
+    ],
+    ids=["unknown_step", "missing_step", "unknown_option", "missing_required_option"],
+)
+def test_a_bad_command_line_is_a_usage_error(argv: list[str], words: list[str]) -> None:
+    _assert_usage_error(python("-m", "mlsteps", *argv), *words)
 
 
 def _write_extra_steps(directory: Path) -> None:

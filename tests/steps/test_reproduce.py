@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
 from mlsteps.cli import main
-from mlsteps.contract.layout import partition
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.lineage import MODEL_SHA256_TAG
 from tests.steps.lineage_fixtures import TRAINING_RUN, PipelineRun, environment, run_pipeline
+from tests.steps.training_fixtures import rewrite_raw_row
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking: Any) -> PipelineRun:
     return run_pipeline(tmp_path_factory.mktemp("reproduce"), mlflow_tracking.tracking_uri)
-
-
-@pytest.fixture
-def lake_copy(pipeline: PipelineRun, tmp_path: Path) -> Lake:
-    shutil.copytree(pipeline.lake, tmp_path / "lake")
-    return Lake(str(tmp_path / "lake"))
 
 
 def reproduce(
@@ -63,20 +55,10 @@ def test_a_version_trained_here_reproduces_identically_without_touching_the_orig
     assert listing(pipeline.state) == state_before  # the real Feast registry was not touched
 
 
-def rewrite_raw_row(lake: Lake, day: str) -> None:
-    """Change one raw event's amount, as a late correction would."""
-    prefix = partition("raw/transactions", day)
-    frame = lake.read_table(lake.partition_files(prefix)).to_pandas()
-    frame.loc[0, "amount"] = frame.loc[0, "amount"] + 100.0
-    staging = lake.stage(prefix)
-    staging.write_parquet("00000.parquet", pa.Table.from_pandas(frame, preserve_index=False))
-    lake.commit(staging, {"producer": "test"})
-
-
 def test_one_changed_raw_row_differs_at_the_training_set_fingerprint(
     pipeline: PipelineRun, lake_copy: Lake, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rewrite_raw_row(lake_copy, "2026-10-05")
+    rewrite_raw_row(lake_copy, "raw/transactions", "2026-10-05", 100.0)
 
     code, report, _ = reproduce(pipeline, capsys, lake_copy.uri, "--keep-scratch")
 

@@ -11,7 +11,7 @@ import pytest
 from mlsteps.cli import main
 from mlsteps.contract.layout import retrains_prefix
 from mlsteps.platform.lake import Lake
-from mlsteps.steps.retrain_policy import decide, drift_signal, performance_signal, run_id_for
+from mlsteps.steps.retrain_policy import Signal, decide, drift_signal, performance_signal, run_id_for
 
 NOW = dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC)
 DRIFT = {"drift": True, "drifted_columns": ["amount", "distance_from_home_km"]}
@@ -21,23 +21,34 @@ def _history(*hours_ago: float) -> list[dict[str, str]]:
     return [{"triggered_at": (NOW - dt.timedelta(hours=h)).isoformat()} for h in hours_ago]
 
 
-def test_no_significant_drop_never_retrains() -> None:
-    signal = performance_signal({"significant": False, "metric": "roc_auc", "reason": "1 of 2 judged days"})
-    assert decide(signal, [], NOW, 24, 2) == ["no significant performance drop: 1 of 2 judged days"]
+@pytest.mark.parametrize(
+    ("signal", "reason"),
+    [
+        (
+            performance_signal({"significant": False, "metric": "roc_auc", "reason": "1 of 2 judged days"}),
+            "no significant performance drop: 1 of 2 judged days",
+        ),
+        (
+            drift_signal({"drift": False, "drifted_columns": ["amount"]}),
+            "no drift: 1 column(s) drifted, below the threshold",
+        ),
+    ],
+    ids=["no_significant_drop", "no_drift"],
+)
+def test_no_verdict_never_retrains(signal: Signal, reason: str) -> None:
+    assert decide(signal, [], NOW, 24, 2) == [reason]
 
 
-def test_a_significant_drop_retrains_once_the_cooldown_passed() -> None:
-    signal = performance_signal({"significant": True, "metric": "roc_auc", "reason": "2 judged days"})
+@pytest.mark.parametrize(
+    "signal",
+    [
+        performance_signal({"significant": True, "metric": "roc_auc", "reason": "2 judged days"}),
+        drift_signal(DRIFT),
+    ],
+    ids=["a_significant_drop", "drift"],
+)
+def test_a_verdict_retrains_once_the_cooldown_passed_with_budget_left(signal: Signal) -> None:
     assert decide(signal, _history(30), NOW, 24, 2) == []
-
-
-def test_no_drift_never_retrains() -> None:
-    reasons = decide(drift_signal({"drift": False, "drifted_columns": ["amount"]}), [], NOW, 24, 2)
-    assert reasons == ["no drift: 1 column(s) drifted, below the threshold"]
-
-
-def test_drift_with_cooldown_passed_and_budget_left_retrains() -> None:
-    assert decide(drift_signal(DRIFT), _history(30), NOW, 24, 2) == []
 
 
 def test_cooldown_blocks() -> None:
@@ -89,11 +100,20 @@ def test_replayed_day_asks_for_the_same_run_and_records_once(
     assert lake.list_dir(retrains_prefix("card_fraud_xgb")) == ["drift__2026-11-06.json"]
 
 
-def test_missing_drift_report_is_a_clear_error(
-    local_lake: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("reason_args", "message"),
+    [([], "no drift report at"), (["--reason", "performance"], "no performance report at")],
+    ids=["drift", "performance"],
+)
+def test_a_missing_report_is_a_clear_error(
+    reason_args: list[str],
+    message: str,
+    local_lake: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert main(["decide-retrain", "--ds", "2026-11-06", "--lake", local_lake]) == 2
-    assert "no drift report at" in capsys.readouterr().err
+    assert main(["decide-retrain", "--ds", "2026-11-06", "--lake", local_lake, *reason_args]) == 2
+    assert message in capsys.readouterr().err
 
 
 def _performance_report(lake: Lake, day: str, significant: bool) -> None:
@@ -131,11 +151,3 @@ def test_a_replayed_performance_drop_records_one_retrain(
         decision = _decide(local_lake, "2026-11-06", tmp_path, monkeypatch, reason="performance")
         assert decision["run_id"] == "performance__2026-11-06"
     assert lake.list_dir(retrains_prefix("card_fraud_xgb")) == ["performance__2026-11-06.json"]
-
-
-def test_missing_performance_report_is_a_clear_error(
-    local_lake: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    argv = ["decide-retrain", "--ds", "2026-11-06", "--lake", local_lake, "--reason", "performance"]
-    assert main(argv) == 2
-    assert "no performance report at" in capsys.readouterr().err

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,13 +34,6 @@ CHAIN = [
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking: Any) -> PipelineRun:
     return run_pipeline(tmp_path_factory.mktemp("trace"), mlflow_tracking.tracking_uri)
-
-
-@pytest.fixture
-def lake_copy(pipeline: PipelineRun, tmp_path: Path) -> Lake:
-    """A private copy of the pipeline's lake, so a test may delete records."""
-    shutil.copytree(pipeline.lake, tmp_path / "lake")
-    return Lake(str(tmp_path / "lake"))
 
 
 def trace(

@@ -20,7 +20,7 @@ from mlsteps.platform.datasets import load_training_set
 from mlsteps.platform.lake import Lake
 from mlsteps.steps.training_set import labelled_events, split_by_time
 from tests.conftest import DEFAULT_CONFIG
-from tests.steps.training_fixtures import run_step
+from tests.steps.training_fixtures import rewrite_raw_row, run_step
 
 END = "2026-03-15"
 WINDOW = ["--end", END, "--window-days", "10"]
@@ -92,16 +92,6 @@ def test_snapshot_splits_by_time_and_joins_each_event_to_its_features(
     )
 
 
-def rewrite_raw_row(lake: Lake, config: PipelineConfig, day: str) -> None:
-    """Change one raw event's amount, as a late correction would."""
-    prefix = partition(config.dataset.source, day)
-    frame = lake.read_table(lake.partition_files(prefix)).to_pandas()
-    frame.loc[0, "amount"] = frame.loc[0, "amount"] + 1.0
-    staging = lake.stage(prefix)
-    staging.write_parquet("00000.parquet", pa.Table.from_pandas(frame, preserve_index=False))
-    lake.commit(staging, {"producer": "test"})
-
-
 def test_fingerprint_is_reproducible_and_follows_the_data(
     lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: PipelineConfig
 ) -> None:
@@ -113,7 +103,7 @@ def test_fingerprint_is_reproducible_and_follows_the_data(
     assert code == 0, again
     assert again["fingerprint"] == first["fingerprint"]
 
-    rewrite_raw_row(lake, config, "2026-03-12")
+    rewrite_raw_row(lake, config.dataset.source, "2026-03-12", 1.0)
     rebuild = ["build-features", "--start", "2026-03-12", "--end", END]
     assert run_step(rebuild, tmp_path, monkeypatch)[0] == 0
     code, changed = run_step(

@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from mlsteps.cli import build_parser, main
+from mlsteps.contract.layout import partition
 from mlsteps.errors import StepError
 from mlsteps.platform.datasets import save_training_set
 from mlsteps.platform.lake import Lake
@@ -88,6 +90,16 @@ def build_snapshot(
         },
     }
     return save_training_set(Lake(lake_uri), training_run, train, holdout, metadata)
+
+
+def rewrite_raw_row(lake: Lake, source: str, day: str, delta: float) -> None:
+    """Change one raw event's amount by ``delta``, as a late correction would."""
+    prefix = partition(source, day)
+    frame = lake.read_table(lake.partition_files(prefix)).to_pandas()
+    frame.loc[0, "amount"] = frame.loc[0, "amount"] + delta
+    staging = lake.stage(prefix)
+    staging.write_parquet("00000.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+    lake.commit(staging, {"producer": "test"})
 
 
 def run_step(argv: list[str], result: Path, monkeypatch: Any) -> tuple[int, dict[str, Any]]:
