@@ -21,6 +21,15 @@ from mlsteps.logic.training import (
 )
 from mlsteps.platform.datasets import TrainingSet
 
+#: The column roles of every tiny snapshot here.
+MANIFEST = {
+    "event_time": "time",
+    "row_id": "row",
+    "label": "y",
+    "training_run": "run_1",
+    "feature_columns": ["x"],
+}
+
 
 @pytest.fixture
 def config() -> PipelineConfig:
@@ -37,14 +46,7 @@ def snapshot(labels_in_time_order: list[int]) -> TrainingSet:
             "y": labels_in_time_order,
         }
     ).iloc[::-1]
-    manifest = {
-        "event_time": "time",
-        "row_id": "row",
-        "label": "y",
-        "training_run": "run_1",
-        "feature_columns": ["x"],
-    }
-    return TrainingSet(train, train.iloc[:0], manifest)
+    return TrainingSet(train, train.iloc[:0], MANIFEST)
 
 
 @pytest.mark.parametrize(
@@ -131,14 +133,7 @@ def learnable_snapshot(holdout_labels: list[int] | None = None) -> TrainingSet:
             "y": holdout_y,
         }
     )
-    manifest = {
-        "event_time": "time",
-        "row_id": "row",
-        "label": "y",
-        "training_run": "run_1",
-        "feature_columns": ["x"],
-    }
-    return TrainingSet(train, holdout, manifest)
+    return TrainingSet(train, holdout, MANIFEST)
 
 
 def quick(config: PipelineConfig, *, refit: bool) -> PipelineConfig:
