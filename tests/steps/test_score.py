@@ -230,6 +230,11 @@ def listing(lake: Lake, prefix: str) -> dict[str, bytes]:
     return {name: lake.read_bytes(f"{prefix}/{name}") for name in lake.list_dir(prefix)}
 
 
+def shadow_rows(lake: Lake, prefix: str) -> pd.DataFrame:
+    table = lake.read_table(lake.partition_files(prefix)).to_pandas()
+    return table.sort_values("transaction_id").reset_index(drop=True)
+
+
 def test_shadow_scoring_commits_apart_and_never_touches_the_champions_partition(
     scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,7 +251,14 @@ def test_shadow_scoring_commits_apart_and_never_touches_the_champions_partition(
     assert score(scoring, monkeypatch)[0] == 0
     champion = listing(lake, partition(f"predictions/{model}", day))
     challenger = register_challenger(model, scoring["version"])
-    code, result = score(scoring, monkeypatch, "--shadow", run_id="shadow-a")
+    # the DAG's path: plan the challenger, score its shards, commit them into the shadow prefix
+    code, plan = run_step(argv + ["--shard-count", "2"], scoring["tmp"] / "p.json", monkeypatch)
+    assert (code, plan["model_version"], len(plan["shards"])) == (0, challenger, 2)
+    for shard in plan["shards"]:
+        assert score(scoring, monkeypatch, *shard, "--shadow", "--defer-commit", run_id="shadow-a")[0] == 0
+    argv = ["commit-predictions", "--ds", day.isoformat(), "--run-id", "shadow-a", "--shard-count", "2",
+            "--model-version", challenger, "--shadow"]  # fmt: skip
+    code, result = run_step(argv, scoring["tmp"] / "c.json", monkeypatch)
     assert code == 0
     assert result["uri"].endswith(shadow_prefix)
     manifest = lake.manifest(shadow_prefix)
@@ -261,11 +273,13 @@ def test_shadow_scoring_commits_apart_and_never_touches_the_champions_partition(
     assert manifest["rows_out"] == manifest["rows_in"]
     assert listing(lake, partition(f"predictions/{model}", day)) == champion  # byte for byte
 
-    first = lake.read_table(lake.partition_files(shadow_prefix)).to_pandas()
-    assert score(scoring, monkeypatch, "--shadow", run_id="shadow-b")[0] == 0  # a rerun replaces the day
-    again = lake.read_table(lake.partition_files(shadow_prefix)).to_pandas()
-    pd.testing.assert_frame_equal(first, again)
-    assert len(lake.list_dir(shadow_prefix)) == len(manifest["files"]) + 1  # no leftovers
+    first = shadow_rows(lake, shadow_prefix)
+    # a rerun (here the one-step path: the latest challenger, scored and committed) replaces the day
+    assert score(scoring, monkeypatch, "--shadow", run_id="shadow-b")[0] == 0
+    pd.testing.assert_frame_equal(first, shadow_rows(lake, shadow_prefix))
+    rerun = lake.manifest(shadow_prefix)
+    assert rerun is not None
+    assert len(lake.list_dir(shadow_prefix)) == len(rerun["files"]) + 1  # no leftovers
     assert listing(lake, partition(f"predictions/{model}", day)) == champion
 
     code, compared = run_step(
