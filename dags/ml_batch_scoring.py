@@ -15,9 +15,16 @@ without a logical date scores the day before the trigger.
 | `score` | one mapped task per shard (one pod each in kubernetes mode); streams batches through the booster |
 | `commit_predictions` | publishes the partition with `_SUCCESS.json` (model version, rows, checksums, lineage) once every shard succeeded |
 | `publish` | emits the predictions Asset, which starts `ml_drift_monitor` |
+| `shadow_enabled` | skips the shadow branch, visibly, when the `shadow` Param is off (the default: `scoring.shadow`) |
+| `plan_shadow` | pins the latest challenger (approved but not promoted, or rejected); none apart from the champion plans no shards, and the branch skips |
+| `shadow_shards`, `score_shadow`, `commit_shadow` | the same scoring and atomic commit, into `shadow/predictions/<model>/ds=…/` |
+| `compare_shadow` | champion vs shadow on the same rows: score correlation, decision agreement, flagged rates; HTML report |
 
 A rerun replaces the day's partition atomically: never duplicates, never a half-written day.
-Trigger with `alias=challenger` to shadow-score a challenger. Raise `shard_count` to fan out
+**Shadow scoring** (`shadow` ticked, or `scoring.shadow: true`) scores the latest challenger too,
+into a prefix no consumer of the champion's predictions reads: `publish` and the Asset never wait
+for it, and its failure never changes them. `alias=challenger` is different: it scores *with* the
+challenger in the champion's place. Raise `shard_count` to fan out
 large days. A task that fails for good sends a `scoring_failed` notification (config
 `notifications:`), with the step's `ERROR:` line as its summary.
 """
@@ -28,10 +35,11 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, chain, dag, task
 
-from mlsteps.contract.config import load_config
+from mlsteps.contract.config import ScoringConfig, load_config
 from step_tasks import DS, dag_default_args, step_task, xcom
 from step_tasks.assets import predictions_asset
 from step_tasks.notify import PipelineNotifier
+from step_tasks.params import config_param
 from step_tasks.templates import START_EXPR
 
 CONFIG = load_config()
@@ -53,10 +61,20 @@ NEXT_DAY = "{{ macros.ds_add(" + START_EXPR + " | ds, 1) }}"
             CONFIG.scoring.alias,
             type="string",
             enum=sorted({CONFIG.scoring.alias, "champion", "challenger"}),
-            values_display={"champion": "champion (production)", "challenger": "challenger (shadow scoring)"},
+            values_display={"champion": "champion (production)", "challenger": "challenger (in its place)"},
             title="Model alias",
-            description="Registered-model alias to score with: 'champion' for production, "
-            "'challenger' to shadow-score the latest trained version.",
+            description="Registered-model alias whose predictions consumers read: 'champion' for "
+            "production; 'challenger' puts the latest trained version in its place (to compare without "
+            "changing what consumers read, tick 'shadow' instead).",
+        ),
+        "shadow": config_param(
+            CONFIG.scoring.shadow,
+            ScoringConfig,
+            "shadow",
+            title="Shadow-score the challenger",
+            description="Also score the latest challenger (approved but not promoted, or rejected) into "
+            "shadow/predictions/, and compare it with the champion. The default comes from the pipeline "
+            "config (scoring.shadow).",
         ),
         "shard_count": Param(
             1,
@@ -115,6 +133,53 @@ def ml_batch_scoring() -> None:
 
     chain(validate, build_features, plan)
     chain(score, commit, publish(commit.output))
+    shadow_branch(build_features, commit)
+
+
+def shadow_branch(build_features: Any, champion_commit: Any) -> None:
+    """The challenger scored beside the champion; nothing of the champion's branch waits for it."""
+
+    @task.short_circuit(task_id="shadow_enabled", ignore_downstream_trigger_rules=False)
+    def shadow_enabled(params: dict[str, Any] | None = None) -> bool:
+        """Run the shadow branch only when the `shadow` Param is ticked; skipped otherwise, visibly."""
+        return bool(params and params.get("shadow"))
+
+    plan = step_task(
+        "plan-scoring",
+        task_id="plan_shadow",
+        options={"--ds": DS, "--shadow": True, "--shard-count": "{{ params.shard_count }}"},
+        doc_md="Pin the latest challenger; with none apart from the champion, plan no shards (skip).",
+    )
+
+    @task(task_id="shadow_shards")
+    def shadow_shards(planned: dict[str, Any]) -> list[list[str]]:
+        """The shadow shards' options; none (no challenger) skips the shadow scoring."""
+        return list(planned["shards"])
+
+    score = step_task(
+        "score",
+        task_id="score_shadow",
+        options={"--ds": DS, "--shadow": True, "--defer-commit": True},
+        map_over=shadow_shards(plan.output),
+        doc_md="Score one shard of the day with the challenger, into shadow staging.",
+    )
+    commit = step_task(
+        "commit-predictions",
+        task_id="commit_shadow",
+        options={
+            "--ds": DS,
+            "--shadow": True,
+            "--model-version": xcom("plan_shadow", "model_version", step="plan-scoring"),
+            "--shard-count": "{{ params.shard_count }}",
+        },
+        doc_md="Publish the shadow partition (shadow/predictions/), never the champion's.",
+    )
+    compare = step_task(
+        "compare-shadow", options={"--ds": DS}, doc_md="Champion vs shadow on the same rows; HTML report."
+    )
+    chain(build_features, shadow_enabled(), plan)
+    chain(score, commit, compare)
+    champion_commit >> compare
 
 
 ml_batch_scoring()

@@ -70,6 +70,10 @@ STEPS: dict[str, tuple[str, str]] = {
         "mlsteps.steps.drift",
         "Compare a day's features and scores with the model's reference sample.",
     ),
+    "compare-shadow": (
+        "mlsteps.steps.shadow",
+        "Compare a day's shadow (challenger) scores and decisions with the champion's; HTML report.",
+    ),
     "monitor-performance": (
         "mlsteps.steps.performance",
         "Judge a scored day's realized performance on its labels against the evaluation level.",

@@ -122,6 +122,30 @@ def test_approval_is_airflows_hitl_branch_with_reject_as_the_timeout_default(
     assert dag.params["require_approval"] is False
 
 
+def test_scoring_graph_has_a_shadow_branch_that_publish_never_waits_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dag = load_dagbag(monkeypatch, "local").dags["ml_batch_scoring"]
+    edges = {(task.task_id, down) for task in dag.tasks for down in task.downstream_task_ids}
+    assert {
+        ("build_features", "shadow_enabled"),
+        ("shadow_enabled", "plan_shadow"),
+        ("plan_shadow", "shadow_shards"),
+        ("shadow_shards", "score_shadow"),
+        ("score_shadow", "commit_shadow"),
+        ("commit_shadow", "compare_shadow"),
+        ("commit_predictions", "compare_shadow"),
+    } <= edges
+    shadow_tasks = {"shadow_enabled", "plan_shadow", "shadow_shards", "score_shadow", "commit_shadow"}
+    assert not shadow_tasks & dag.get_task("publish").get_flat_relative_ids(upstream=True)
+    assert not shadow_tasks & dag.get_task("commit_predictions").get_flat_relative_ids(upstream=True)
+    # Param off: only plan_shadow is skipped directly; the rest of the branch follows by trigger rule.
+    assert dag.get_task("shadow_enabled").ignore_downstream_trigger_rules is False
+    assert dag.params["shadow"] is False  # the pipeline config's scoring.shadow
+    assert dag.params.get_param("shadow").schema["type"] == "boolean"
+    assert "--shadow" in dag.get_task("commit_shadow").arguments
+
+
 @pytest.mark.parametrize(
     ("name", "good", "bad"),
     [

@@ -14,7 +14,12 @@ import pytest
 import yaml
 
 from mlsteps.contract.config import load_config
-from mlsteps.contract.layout import partition, performance_record_path, predictions_prefix
+from mlsteps.contract.layout import (
+    partition,
+    performance_record_path,
+    predictions_prefix,
+    shadow_predictions_prefix,
+)
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.monitoring import monitoring_experiment
 from tests.steps.training_fixtures import run_step, unique_model_name, write_config
@@ -200,3 +205,42 @@ def test_a_version_never_evaluated_is_refused(
     score_day(config, unevaluated, FIRST_DAY, 1.0)
     code, _ = monitor(tmp_path, monkeypatch, FIRST_DAY)
     assert code == 2
+
+
+def shadow_score_day(config: str, day: dt.date, separation: float) -> None:
+    """Commit a shadow partition of the same rows, scored by a challenger of another ``separation``."""
+    model = load_config(config).model.registered_name
+    rows = scored_rows(day, separation)  # the same ids and labels as the champion's rows of that day
+    shadow = rows.loc[:, ["transaction_id", "score"]].assign(decision=rows["score"] >= 0.5)
+    metadata = {"ds": day.isoformat(), "model_name": model, "model_version": "99", "role": "shadow"}
+    commit(Lake(), shadow_predictions_prefix(model, day), shadow, metadata)
+
+
+def test_a_shadow_partition_is_never_read_as_the_champions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_lake: str, config: str, version: str
+) -> None:
+    score_day(config, version, FIRST_DAY, 1.5)
+    _, alone = monitor(tmp_path, monkeypatch, FIRST_DAY)
+    shadow_score_day(config, FIRST_DAY, 0.2)
+    _, beside = monitor(tmp_path, monkeypatch, FIRST_DAY)
+    assert (
+        (beside["model_version"], beside["status"])
+        == (alone["model_version"], alone["status"])
+        == (version, "ok")
+    )
+    assert beside["metrics"] == alone["metrics"]
+    assert "shadow" not in alone
+
+
+def test_the_shadow_is_compared_with_the_champion_on_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_lake: str, config: str, version: str
+) -> None:
+    score_day(config, version, FIRST_DAY, 1.5)
+    shadow_score_day(config, FIRST_DAY, 0.2)
+    _, result = monitor(tmp_path, monkeypatch, FIRST_DAY)
+    shadow = result["shadow"]
+    assert (shadow["model_version"], shadow["labeled_rows"]) == ("99", ROWS)
+    assert shadow["champion_roc_auc"] == pytest.approx(result["metrics"]["roc_auc"]["value"], abs=1e-6)
+    assert shadow["delta_roc_auc"] == pytest.approx(shadow["roc_auc"] - shadow["champion_roc_auc"], abs=2e-6)
+    assert shadow["ci_low"] <= shadow["delta_roc_auc"] <= shadow["ci_high"] < 0  # a clearly worse challenger
+    assert "Champion vs shadow on the same rows" in Path(result["report_html"]).read_text()

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
-from mlsteps.contract.layout import partition
+from mlsteps.contract.layout import partition, shadow_predictions_prefix
 from mlsteps.platform.lake import Lake
 from tests.steps.training_fixtures import (
     FEATURES,
@@ -213,3 +213,79 @@ def test_version_without_pipeline_lineage_is_refused(
     client.set_registered_model_alias(scoring["model"], "champion", stray.version)
     assert score(scoring, monkeypatch)[0] == 2
     assert "refusing to use a model without this pipeline's lineage" in capsys.readouterr().err
+
+
+def register_challenger(model: str, champion: str) -> str:
+    """A second version of the champion's own model, aliased challenger (as train would register one)."""
+    import mlflow
+
+    client = MlflowClient()
+    trained = client.get_model_version(model, champion)
+    created = mlflow.register_model(trained.source, model, tags=trained.tags)  # as train registers
+    client.set_registered_model_alias(model, "challenger", created.version)
+    return str(created.version)
+
+
+def listing(lake: Lake, prefix: str) -> dict[str, bytes]:
+    return {name: lake.read_bytes(f"{prefix}/{name}") for name in lake.list_dir(prefix)}
+
+
+def shadow_rows(lake: Lake, prefix: str) -> pd.DataFrame:
+    table = lake.read_table(lake.partition_files(prefix)).to_pandas()
+    return table.sort_values("transaction_id").reset_index(drop=True)
+
+
+def test_shadow_scoring_commits_apart_and_never_touches_the_champions_partition(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake, model, day = scoring["lake"], scoring["model"], scoring["day"]
+    shadow_prefix = shadow_predictions_prefix(model, day)
+    # train aliased the champion challenger too: nothing to shadow yet, which is a result, not a failure
+    argv = ["plan-scoring", "--ds", day.isoformat(), "--shadow"]
+    code, plan = run_step(argv, scoring["tmp"] / "p.json", monkeypatch)
+    assert code == 0
+    assert plan["shards"] == []
+    assert plan["summary"].startswith("no challenger to shadow")
+    assert not lake.exists(shadow_prefix)
+
+    assert score(scoring, monkeypatch)[0] == 0
+    champion = listing(lake, partition(f"predictions/{model}", day))
+    challenger = register_challenger(model, scoring["version"])
+    # the DAG's path: plan the challenger, score its shards, commit them into the shadow prefix
+    code, plan = run_step(argv + ["--shard-count", "2"], scoring["tmp"] / "p.json", monkeypatch)
+    assert (code, plan["model_version"], len(plan["shards"])) == (0, challenger, 2)
+    for shard in plan["shards"]:
+        assert score(scoring, monkeypatch, *shard, "--shadow", "--defer-commit", run_id="shadow-a")[0] == 0
+    argv = ["commit-predictions", "--ds", day.isoformat(), "--run-id", "shadow-a", "--shard-count", "2",
+            "--model-version", challenger, "--shadow"]  # fmt: skip
+    code, result = run_step(argv, scoring["tmp"] / "c.json", monkeypatch)
+    assert code == 0
+    assert result["uri"].endswith(shadow_prefix)
+    manifest = lake.manifest(shadow_prefix)
+    assert manifest is not None
+    assert (manifest["role"], manifest["alias"], manifest["model_version"]) == (
+        "shadow",
+        "challenger",
+        challenger,
+    )
+    assert manifest["champion_version"] == scoring["version"]
+    assert manifest["dag_run_id"] == "shadow-a"
+    assert manifest["rows_out"] == manifest["rows_in"]
+    assert listing(lake, partition(f"predictions/{model}", day)) == champion  # byte for byte
+
+    first = shadow_rows(lake, shadow_prefix)
+    # a rerun (here the one-step path: the latest challenger, scored and committed) replaces the day
+    assert score(scoring, monkeypatch, "--shadow", run_id="shadow-b")[0] == 0
+    pd.testing.assert_frame_equal(first, shadow_rows(lake, shadow_prefix))
+    rerun = lake.manifest(shadow_prefix)
+    assert rerun is not None
+    assert len(lake.list_dir(shadow_prefix)) == len(rerun["files"]) + 1  # no leftovers
+    assert listing(lake, partition(f"predictions/{model}", day)) == champion
+
+    code, compared = run_step(
+        ["compare-shadow", "--ds", day.isoformat()], scoring["tmp"] / "c.json", monkeypatch
+    )
+    assert code == 0
+    assert (compared["champion_version"], compared["shadow_version"]) == (scoring["version"], challenger)
+    assert compared["comparison"]["decision_agreement"] == 1.0  # the same booster under two versions
+    assert compared["comparison"]["rows"] == manifest["rows_out"]

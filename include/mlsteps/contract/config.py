@@ -201,6 +201,10 @@ class ScoringConfig(_Frozen):
     decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     batch_rows: int = Field(65_536, ge=1_000, le=10_000_000)
     source: Literal["features", "feast"] = "features"
+    shadow: bool = Field(
+        False,
+        description="Also score the latest challenger (not the champion) each day, into shadow/predictions/.",
+    )
 
 
 class DriftConfig(_Frozen):

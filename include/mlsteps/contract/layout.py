@@ -6,11 +6,13 @@ Lake-relative paths, from the lake's root (``$ML_LAKE_URI``)::
     features/<dataset>/ds=<day>/                       computed features (Feast's file source)
     training/<training run>/                           a training-set snapshot (train, holdout)
     reference/<model>/<version>/                       a version's drift reference sample
-    predictions/<model>/ds=<day>/                      a scored day
+    predictions/<model>/ds=<day>/                      a scored day (the champion's: what consumers read)
+    shadow/predictions/<model>/ds=<day>/               the same day scored by the challenger (shadow)
     reports/validation/ds=<first day>/<purpose>/       validate's report (training or scoring)
     reports/evaluation/ds=<day>/<model>-v<version>/    evaluate's report
     reports/drift/ds=<day>/                            the drift monitor's report
     reports/performance/ds=<day>/                      the performance monitor's report
+    reports/shadow/ds=<day>/                           champion vs shadow on one scored day
     monitoring/<model>/retrains/                       the retrain requests the monitors made
     monitoring/<model>/performance/ds=<day>.json       a day's realized performance on its labels
     ledger/<model>/                                    the promotion ledger and recorded decisions
@@ -74,6 +76,20 @@ def reference_prefix(config: PipelineConfig, version: str) -> str:
 def predictions_prefix(model: str, day: dt.date | str) -> str:
     """A scored day of a registered model: ``predictions/<model>/ds=<day>``."""
     return partition(f"predictions/{model}", day)
+
+
+def shadow_predictions_prefix(model: str, day: dt.date | str) -> str:
+    """The challenger's shadow-scored day: ``shadow/predictions/<model>/ds=<day>``.
+
+    It lives outside ``predictions/`` so that nothing listing or reading the champion's predictions
+    (the drift and performance monitors, ``trace``, downstream consumers) can ever see it.
+    """
+    return partition(f"shadow/predictions/{model}", day)
+
+
+def shadow_report_prefix(day: dt.date | str) -> str:
+    """``compare-shadow``'s report: champion vs shadow scores of one day."""
+    return partition(f"{REPORTS_ROOT}/shadow", day)
 
 
 def validation_report_prefix(first_day: dt.date | str, purpose: str) -> str:

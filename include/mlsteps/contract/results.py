@@ -164,6 +164,8 @@ class PlanScoringResult(StepResult):
     shard_count: int
     #: Each shard's own score options (argv pairs), mapped over by the score task.
     shards: list[list[str]]
+    #: With ``--shadow``: the latest challenger was planned (no shards: nothing to shadow).
+    shadow: NotRequired[bool]
 
 
 class CommitPredictionsResult(StepResult):
@@ -207,6 +209,22 @@ class MonitorPerformanceResult(StepResult, MlflowRun):
     reason: str
     report_html: str
     report_json: str
+    #: When the day was also shadow-scored: the challenger on the same labelled rows (model_version,
+    #: rows, roc_auc, champion_roc_auc, delta_roc_auc = shadow - champion, ci_low, ci_high).
+    shadow: NotRequired[dict[str, Any]]
+
+
+class CompareShadowResult(StepResult):
+    ds: str
+    #: "compared", or "skipped" when the day has no shadow partition (nothing is written then).
+    status: str
+    champion_version: NotRequired[str]
+    shadow_version: NotRequired[str]
+    #: rows, pearson, spearman, decision_agreement, champion_flagged_rate, shadow_flagged_rate,
+    #: flagged_by_champion_only, flagged_by_shadow_only.
+    comparison: NotRequired[dict[str, Any]]
+    report_html: NotRequired[str]
+    report_json: NotRequired[str]
 
 
 class RetrainDecision(TypedDict):
@@ -281,6 +299,7 @@ RESULTS: dict[str, type] = {
     "score": ScoreResult,
     "commit-predictions": CommitPredictionsResult,
     "drift": DriftResult,
+    "compare-shadow": CompareShadowResult,
     "monitor-performance": MonitorPerformanceResult,
     "decide-retrain": DecideRetrainResult,
     "trace": TraceResult,

@@ -18,7 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlsteps.contract.layout import features_prefix, partition, predictions_prefix, training_run_name
+from mlsteps.contract.layout import (
+    features_prefix,
+    partition,
+    predictions_prefix,
+    shadow_predictions_prefix,
+    training_run_name,
+)
 from mlsteps.errors import StepError
 from mlsteps.platform.lake import Lake, Staging
 
@@ -73,10 +79,18 @@ class PinnedModel:
         return f"models:/{self.name}/{self.version}"
 
 
-def staging_for(lake: Lake, config: PipelineConfig, day: dt.date, run_id: str) -> Staging:
+def output_prefix(config: PipelineConfig, day: dt.date, shadow: bool = False) -> str:
+    """Where a scored day is committed: the champion's predictions, or the shadow prefix apart from them."""
+    prefix = shadow_predictions_prefix if shadow else predictions_prefix
+    return prefix(config.model.registered_name, day)
+
+
+def staging_for(
+    lake: Lake, config: PipelineConfig, day: dt.date, run_id: str, shadow: bool = False
+) -> Staging:
     """The staging area shared by every shard of one DAG run (deterministic, so retries reuse it)."""
     attempt = training_run_name(run_id or f"manual-{day}")
-    return Staging(lake, predictions_prefix(config.model.registered_name, day), attempt)
+    return Staging(lake, output_prefix(config, day, shadow), attempt)
 
 
 def load_booster(model: PinnedModel) -> xgb.Booster:
@@ -349,3 +363,19 @@ def resolve_model(config: PipelineConfig, alias: str, version: str | None = None
     found = mlflow_registry.get_version(client, name, mlflow_registry.parse_version(version))
     mlflow_registry.require_lineage(found, config)
     return PinnedModel(name, str(found.version), str(found.run_id), alias)
+
+
+def resolve_challenger(config: PipelineConfig) -> PinnedModel | None:
+    """The latest challenger to shadow-score, or None when there is none that is not the champion.
+
+    ``train`` points the ``challenger`` alias at every version it registers, so the alias names the
+    newest trained version: approved but not promoted, or rejected. Once promoted it is the
+    champion, and there is nothing to shadow.
+    """
+    from mlsteps.platform import mlflow_registry
+
+    found = mlflow_registry.aliases(mlflow_registry.mlflow_client(), config.model.registered_name)
+    challenger = found.get(mlflow_registry.CHALLENGER)
+    if challenger is None or challenger == found.get(mlflow_registry.CHAMPION):
+        return None
+    return resolve_model(config, mlflow_registry.CHALLENGER, challenger)

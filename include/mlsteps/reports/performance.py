@@ -34,6 +34,15 @@ def build_report(document: dict[str, Any], history: list[dict[str, Any]]) -> Rep
         for name, m in document["metrics"].items()
     ]
     report.add_table("This day", rows, note="Percentile bootstrap intervals over the labelled rows.")
+    if document.get("shadow"):
+        report.add_table(
+            "Champion vs shadow on the same rows",
+            shadow_rows(document),
+            note="The shadow-scored challenger on the labelled rows both models scored. The interval of "
+            "the difference (shadow - champion) is a paired bootstrap: the same rows are drawn for both. "
+            "An interval above zero means the challenger ranks this day's rows better. It informs, it "
+            "does not judge: the verdict above is the champion's.",
+        )
     if history:
         report.add_figure("Metrics per day", metrics_figure(history, document["metric"]))
         report.add_figure("Label coverage", coverage_figure(history))
@@ -51,6 +60,23 @@ def build_report(document: dict[str, Any], history: list[dict[str, Any]]) -> Rep
         ],
     )
     return report
+
+
+def shadow_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """ROC-AUC of the champion and of the shadow side by side, and their paired difference."""
+    shadow = document["shadow"]
+    return [
+        {
+            "champion": f"v{document['model_version']}",
+            "shadow": f"v{shadow['model_version']}",
+            "rows": shadow["labeled_rows"],
+            "champion roc_auc": shadow["champion_roc_auc"],
+            "shadow roc_auc": shadow["roc_auc"],
+            "shadow - champion": shadow["delta_roc_auc"],
+            "low": shadow["ci_low"],
+            "high": shadow["ci_high"],
+        }
+    ]
 
 
 def metrics_figure(history: list[dict[str, Any]], judged: str) -> Figure:

@@ -27,6 +27,7 @@ from mlsteps.contract.layout import (
     performance_record_path,
     performance_report_prefix,
     predictions_prefix,
+    shadow_predictions_prefix,
 )
 from mlsteps.contract.results import MonitorPerformanceResult
 from mlsteps.errors import StepError
@@ -72,6 +73,9 @@ def monitor_performance(context: StepContext, day: dt.date) -> MonitorPerformanc
     joined = join_labels(scored.frame, labels, dataset.row_id, dataset.label)
     level = evaluation_level(scored, config.performance.metric)
     record = judge_day(config, day, scored, joined, level)
+    shadow = judge_shadow(lake, config, day, joined, record)
+    if shadow is not None:
+        record["shadow"] = shadow
     lake.write_json(performance_record_path(scored.model_name, day), record)
     history = read_records(lake, scored.model_name)
     verdict = drop_verdict(
@@ -83,7 +87,7 @@ def monitor_performance(context: StepContext, day: dt.date) -> MonitorPerformanc
     report = build_report(document, history)
     uris = save_report(lake, performance_report_prefix(day), report, document)
     run_id, experiment = log_run(context, document, report)
-    return {
+    result: MonitorPerformanceResult = {
         "ds": day.isoformat(),
         "model_name": scored.model_name,
         "model_version": scored.model_version,
@@ -102,6 +106,7 @@ def monitor_performance(context: StepContext, day: dt.date) -> MonitorPerformanc
         "experiment_id": experiment,
         "summary": document["summary"],
     }
+    return {**result, "shadow": shadow} if shadow is not None else result
 
 
 def read_scored_day(lake: Lake, config: PipelineConfig, day: dt.date) -> ScoredDay:
@@ -200,6 +205,51 @@ def judge_day(
     return record
 
 
+def judge_shadow(
+    lake: Lake, config: PipelineConfig, day: dt.date, joined: pd.DataFrame, record: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The shadow-scored challenger beside the champion, on the same labelled rows; None if not shadowed.
+
+    Both models are resampled together (the same rows in every bootstrap draw), so the interval of
+    their difference is not widened by the day's own noise. It never changes the verdict, which is
+    the champion's.
+    """
+    from mlsteps.logic.shadow import paired_auc_difference
+
+    prefix = shadow_predictions_prefix(config.model.registered_name, day)
+    manifest = lake.manifest(prefix)
+    if manifest is None:
+        return None
+    row_id = config.dataset.row_id
+    shadow = lake.read_table(lake.partition_files(prefix), columns=[row_id, "score"]).to_pandas()
+    paired = joined.merge(shadow, on=row_id, suffixes=("", "_shadow"), validate="one_to_one")
+    entry: dict[str, Any] = {
+        "model_version": str(manifest["model_version"]),
+        "labeled_rows": len(paired),
+        **dict.fromkeys(("roc_auc", "champion_roc_auc", "delta_roc_auc", "ci_low", "ci_high")),
+    }
+    settings = config.performance
+    if record["status"] == "waiting" or len(paired) < settings.min_labeled_rows:
+        return entry
+    difference = paired_auc_difference(
+        paired[config.dataset.label].to_numpy(),
+        paired["score"].to_numpy(dtype="float64"),
+        paired["score_shadow"].to_numpy(dtype="float64"),
+        settings.bootstrap_samples,
+        settings.confidence,
+        seed=config.model.seed + day.toordinal(),
+    )
+    if difference is not None:
+        entry.update(
+            roc_auc=difference.shadow_roc_auc,
+            champion_roc_auc=difference.champion_roc_auc,
+            delta_roc_auc=difference.delta_roc_auc,
+            ci_low=difference.ci_low,
+            ci_high=difference.ci_high,
+        )
+    return entry
+
+
 def read_records(lake: Lake, model: str) -> list[dict[str, Any]]:
     """Every recorded day of the model, oldest first."""
     prefix = performance_prefix(model)
@@ -252,6 +302,9 @@ def log_run(context: StepContext, document: dict[str, Any], report: Report) -> t
         for part in ("value", "low", "high"):
             if interval[part] is not None:
                 metrics[name if part == "value" else f"{name}.{part}"] = float(interval[part])
+    for name in ("roc_auc", "delta_roc_auc"):
+        if document.get("shadow", {}).get(name) is not None:
+            metrics[f"shadow.{name}"] = float(document["shadow"][name])
     params = {
         "metric": document["metric"],
         "tolerance": str(document["tolerance"]),

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from mlsteps.contract.results import ScoreResult
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.scoring import (
+    PinnedModel,
     check_signature,
     input_columns,
     load_booster,
+    resolve_challenger,
     resolve_model,
     score_units,
     scoring_input,
@@ -23,6 +26,9 @@ from mlsteps.platform.scoring import (
     staging_for,
     write_receipt,
 )
+
+if TYPE_CHECKING:
+    from mlsteps.contract.config import PipelineConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--defer-commit",
         action="store_true",
         help="Leave publishing to commit-predictions (what the DAG does, for any shard count).",
+    )
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="Score the challenger (the pinned version, else the latest) into shadow/predictions/.",
     )
     parser.add_argument(
         "--batch-rows", type=int, default=None, help="Rows per batch (default: scoring.batch_rows)."
@@ -52,15 +63,14 @@ def run(args: argparse.Namespace) -> ScoreResult:
         raise StepError(
             f"--shard-index {args.shard_index} must be in [0, --shard-count {args.shard_count}) ≤ 1024"
         )
-    alias = args.alias or config.scoring.alias
     batch_rows = args.batch_rows or config.scoring.batch_rows
     source = scoring_input(context.lake, config, args.ds)
-    model = resolve_model(config, alias, args.model_version)
+    model = scoring_model(config, args.alias or config.scoring.alias, args.model_version, args.shadow)
     started = time.perf_counter()
     booster = load_booster(model)
     schema_columns = input_columns(context.lake, source.files[0])
     features = check_signature(booster, schema_columns, context.lake.url(source.prefix))
-    staging = staging_for(context.lake, config, args.ds, context.run_id)
+    staging = staging_for(context.lake, config, args.ds, context.run_id, shadow=args.shadow)
     rows = positives = 0
     units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
     for scored in score_units(context.lake, config, booster, features, units, batch_rows):
@@ -82,5 +92,28 @@ def run(args: argparse.Namespace) -> ScoreResult:
     if args.shard_count == 1 and not args.defer_commit:
         from mlsteps.steps.score_commit import commit_predictions
 
-        result = {**result, **commit_predictions(context, args.ds, model, 1)}
+        result = {**result, **commit_predictions(context, args.ds, model, 1, shadow=args.shadow)}
     return result
+
+
+def scoring_model(config: PipelineConfig, alias: str, version: str | None, shadow: bool) -> PinnedModel:
+    """The champion (or ``alias``) pinned to ``version``; with ``shadow``, the challenger.
+
+    Raises:
+        StepError: Shadow scoring without a pinned version finds no challenger apart from the champion
+            (``plan-scoring --shadow`` plans no shards then, so the DAG never gets here).
+    """
+    from mlsteps.errors import StepError
+    from mlsteps.platform.mlflow_registry import CHALLENGER
+
+    if not shadow:
+        return resolve_model(config, alias, version)
+    if version is not None:
+        return resolve_model(config, CHALLENGER, version)
+    challenger = resolve_challenger(config)
+    if challenger is None:
+        raise StepError(
+            f"no challenger to shadow for {config.model.registered_name}: the latest trained version is the "
+            "champion (or none was trained); run plan-scoring --shadow, which skips cleanly"
+        )
+    return challenger

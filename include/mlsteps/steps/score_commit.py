@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mlsteps.contract.layout import predictions_prefix
 from mlsteps.contract.results import CommitPredictionsResult
 from mlsteps.errors import StepError
 from mlsteps.platform import mlflow_registry
@@ -14,27 +15,40 @@ from mlsteps.platform.lake import FileEntry, Lake
 from mlsteps.platform.ledger import latest_entry_for, read_ledger
 from mlsteps.platform.scoring import PinnedModel, read_receipts, resolve_model, scoring_input, staging_for
 
+if TYPE_CHECKING:
+    from mlsteps.contract.config import PipelineConfig
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ds", type=parse_day, required=True, help="The day that was scored (YYYY-MM-DD).")
     parser.add_argument("--model-version", required=True, help="The version every shard scored with.")
     parser.add_argument("--alias", default=None, help="The alias it was resolved from (recorded).")
     parser.add_argument("--shard-count", type=int, required=True, help="Shards that must have finished.")
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="Publish the challenger's shadow partition (shadow/predictions/), never the champion's.",
+    )
 
 
 def run(args: argparse.Namespace) -> CommitPredictionsResult:
     context = StepContext.from_args(args)
-    model = resolve_model(context.config, args.alias or context.config.scoring.alias, args.model_version)
-    return commit_predictions(context, args.ds, model, args.shard_count)
+    alias = mlflow_registry.CHALLENGER if args.shadow else args.alias or context.config.scoring.alias
+    model = resolve_model(context.config, alias, args.model_version)
+    return commit_predictions(context, args.ds, model, args.shard_count, shadow=args.shadow)
 
 
 def commit_predictions(
-    context: StepContext, day: dt.date, model: PinnedModel, shard_count: int
+    context: StepContext, day: dt.date, model: PinnedModel, shard_count: int, shadow: bool = False
 ) -> CommitPredictionsResult:
-    """Check every shard's receipt and row counts, then commit the partition with its lineage."""
+    """Check every shard's receipt and row counts, then commit the partition with its lineage.
+
+    With ``shadow``, the partition goes to ``shadow/predictions/`` and its manifest records
+    ``role: shadow`` and the champion of the same day, so the two can be compared row by row.
+    """
     config, lake = context.config, context.lake
     source = scoring_input(lake, config, day)
-    staging = staging_for(lake, config, day, context.run_id)
+    staging = staging_for(lake, config, day, context.run_id, shadow=shadow)
     published = lake.manifest(staging.prefix)
     if _published_by_this_run(published, context, model, staging):
         assert published is not None
@@ -68,6 +82,7 @@ def commit_predictions(
             "features_uri": lake.url(source.prefix),
             "shards": shard_count,
             "promotion": promotion_entry(lake, model),
+            **(shadow_role(lake, config, day) if shadow else {}),
             **context.lineage(),
         },
     )
@@ -83,6 +98,19 @@ def promotion_entry(lake: Lake, model: PinnedModel) -> str | None:
         return None
     entry = latest_entry_for(read_ledger(lake, model.name), model.version)
     return str(entry["entry"]) if entry else None
+
+
+def shadow_role(lake: Lake, config: PipelineConfig, day: dt.date) -> dict[str, Any]:
+    """What a shadow manifest adds: its role, and the champion version that scored the same day.
+
+    The champion's committed partition of the day names it; before that commits, the alias does.
+    """
+    champion = lake.manifest(predictions_prefix(config.model.registered_name, day))
+    if champion is not None:
+        return {"role": "shadow", "champion_version": str(champion["model_version"])}
+    client = mlflow_registry.mlflow_client()
+    version = mlflow_registry.champion_version(client, config.model.registered_name)
+    return {"role": "shadow", "champion_version": version}
 
 
 def _published_by_this_run(
