@@ -15,6 +15,7 @@ import yaml
 from mlflow import MlflowClient
 
 from mlsteps.contract.config import DEFAULT_CONFIG_PATH, load_config
+from mlsteps.contract.layout import shadow_predictions_prefix
 from mlsteps.platform.lake import Lake
 from tests.integration.conftest import Pipeline, task_states, xcom_result
 
@@ -197,11 +198,34 @@ def test_batch_scoring_publishes_a_partition(pipeline: Pipeline, trained: dict[s
     run = pipeline.run("ml_batch_scoring", scoring_day, {"shard_count": 1})
     states = task_states(run)
     assert str(run.state) == "success", states
+    assert states["plan_shadow"] == "skipped"  # shadow scoring is off by default (scoring.shadow)
     manifest = Lake(pipeline.lake).manifest(f"predictions/{MODEL}/ds=2026-11-05")
     assert manifest is not None
     assert manifest["rows_out"] == manifest["rows_in"] > 1000
     assert str(manifest["model_version"]) == _champion()
     assert manifest["dag_run_id"] == run.run_id
+
+
+def test_shadow_scoring_commits_the_challenger_apart_and_compares(
+    pipeline: Pipeline, trained: dict[str, Any]
+) -> None:
+    challenger = str(MlflowClient().get_registered_model(MODEL).aliases["challenger"])
+    assert challenger != _champion()  # the gate rejected the last trained version: there is one to shadow
+    lake = Lake(pipeline.lake)
+
+    run = pipeline.run("ml_batch_scoring", dt.datetime(2026, 11, 6, 2, tzinfo=dt.UTC), {"shadow": True})
+
+    assert str(run.state) == "success", task_states(run)
+    champion = lake.manifest(f"predictions/{MODEL}/ds=2026-11-05")
+    shadow = lake.manifest(shadow_predictions_prefix(MODEL, "2026-11-05"))
+    assert champion is not None
+    assert shadow is not None
+    assert (str(champion["model_version"]), champion["dag_run_id"]) == (_champion(), run.run_id)
+    assert (shadow["role"], str(shadow["model_version"])) == ("shadow", challenger)
+    assert shadow["rows_out"] == champion["rows_out"]
+    compared = xcom_result(run, "compare_shadow")
+    assert compared["status"] == "compared"
+    assert compared["comparison"]["rows"] == champion["rows_out"]
 
 
 def _training_runs(run_id: str) -> list[Any]:
