@@ -1,7 +1,7 @@
 """
 # ml_batch_scoring
 
-Scores each day's transactions with the champion model and publishes a Parquet partition
+Scores each day's events with the champion model and publishes a Parquet partition
 `predictions/<model>/ds=YYYY-MM-DD/` in the lake (S3 in production). The run that starts at
 02:00 UTC scores the day before: `ds` is the start of the run's data interval. A run triggered
 without a logical date scores the day before the trigger.

@@ -41,7 +41,7 @@ def test_the_calibration_error_is_the_weighted_gap_of_the_calibration_bins() -> 
     scores = rng.random(2_000) ** 2
     y = (rng.random(2_000) < scores * 0.8).astype(int)
     bins = calibration_bins(y, scores)
-    gap = sum(b["rows"] * abs(b["mean_score"] - b["fraud_rate"]) for b in bins) / len(y)
+    gap = sum(b["rows"] * abs(b["mean_score"] - b["positive_rate"]) for b in bins) / len(y)
 
     assert expected_calibration_error(y, scores) == pytest.approx(gap, abs=1e-6)  # the table is rounded
     assert classification_metrics(y, scores, 0.5)["expected_calibration_error"] == round(gap, 6)

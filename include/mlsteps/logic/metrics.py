@@ -31,7 +31,7 @@ def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) 
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     clipped = np.clip(scores.astype("float64"), 1e-7, 1 - 1e-7)
     bins = calibration_bins(y, scores)
-    ece = sum(b["rows"] * abs(b["mean_score"] - b["fraud_rate"]) for b in bins) / len(y)
+    ece = sum(b["rows"] * abs(b["mean_score"] - b["positive_rate"]) for b in bins) / len(y)
     values = {
         "roc_auc": roc_auc_score(y, scores),
         "pr_auc": average_precision_score(y, scores),
@@ -73,7 +73,7 @@ def calibration_totals(
 def calibration_bins(
     y: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> list[dict[str, float]]:
-    """Reliability table: equal-width score bins with their mean score and observed fraud rate."""
+    """Reliability table: equal-width score bins with their mean score and observed positive rate."""
     total, predicted, observed = calibration_totals(y, scores, bins)
     return [
         {
@@ -81,7 +81,7 @@ def calibration_bins(
             "bin_high": (b + 1) / bins,
             "rows": int(total[b]),
             "mean_score": round(float(predicted[b] / total[b]), 6),
-            "fraud_rate": round(float(observed[b] / total[b]), 6),
+            "positive_rate": round(float(observed[b] / total[b]), 6),
         }
         for b in range(bins)
         if total[b] > 0

@@ -170,7 +170,7 @@ def calibration_figure(models: list[tuple[str, Scored]]) -> Figure:
     for label, scored in models:
         axes.plot(
             [b["mean_score"] for b in scored.calibration],
-            [b["fraud_rate"] for b in scored.calibration],
+            [b["positive_rate"] for b in scored.calibration],
             marker="o",
             label=f"{label} (Brier {scored.metrics['brier']:.4f})",
         )
