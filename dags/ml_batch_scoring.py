@@ -17,7 +17,7 @@ without a logical date scores the day before the trigger.
 | `publish` | emits the predictions Asset, which starts `ml_drift_monitor` |
 | `shadow_enabled` | skips the shadow branch, visibly, when the `shadow` Param is off (the default: `scoring.shadow`) |
 | `plan_shadow` | pins the latest challenger (approved but not promoted, or rejected); none apart from the champion plans no shards, and the branch skips |
-| `shadow_shards`, `score_shadow`, `commit_shadow` | the same scoring and atomic commit, into `shadow/predictions/<model>/ds=…/` |
+| `shadow_shards`, `score_shadow`, `commit_shadow` | the same scoring and atomic commit, into `shadow/predictions/<model>/ds=YYYY-MM-DD/` |
 | `compare_shadow` | champion vs shadow on the same rows: score correlation, decision agreement, flagged rates; HTML report |
 
 A rerun replaces the day's partition atomically: never duplicates, never a half-written day.

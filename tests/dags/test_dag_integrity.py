@@ -41,6 +41,15 @@ def test_dags_parse_without_errors_or_ml_imports(parsed: dict, airflow_baseline:
     assert not {"pandas", "numpy", "mlflow", "xgboost", "feast", "evidently"} & set(parsed["heavy"])
 
 
+@pytest.mark.parametrize("dag_file", sorted(EXPECTED_DAGS))
+def test_dag_files_are_ascii(dag_file: str) -> None:
+    """doc_md and Param texts land in the metadata database, whose encoding may be SQL_ASCII: a '…'
+    there made the compose stack's DAG processor fail to store ml_batch_scoring."""
+    text = (Path(__file__).resolve().parents[2] / "dags" / f"{dag_file}.py").read_text(encoding="utf-8")
+
+    assert text.isascii(), [line for line in text.splitlines() if not line.isascii()]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_dag_conventions(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     bag = load_dagbag(monkeypatch, mode)
