@@ -23,8 +23,8 @@ without a logical date scores the day before the trigger.
 A rerun replaces the day's partition atomically: never duplicates, never a half-written day.
 **Shadow scoring** (`shadow` ticked, or `scoring.shadow: true`) scores the latest challenger too,
 into a prefix no consumer of the champion's predictions reads: `publish` and the Asset never wait
-for it, and its failure never changes them. `alias=challenger` is different: it scores *with* the
-challenger in the champion's place. Raise `shard_count` to fan out
+for it, and its failure never changes them. The champion's branch always scores with the alias
+`scoring.alias` of the config; a challenger never takes its place. Raise `shard_count` to fan out
 large days. A task that fails for good sends a `scoring_failed` notification (config
 `notifications:`), with the step's `ERROR:` line as its summary.
 """
@@ -57,16 +57,6 @@ NEXT_DAY = "{{ macros.ds_add(" + START_EXPR + " | ds, 1) }}"
     # Any task failing for good (after its retries) sends `scoring_failed` to the pipeline's channels.
     default_args={**dag_default_args(), "on_failure_callback": PipelineNotifier("scoring_failed")},
     params={
-        "alias": Param(
-            CONFIG.scoring.alias,
-            type="string",
-            enum=sorted({CONFIG.scoring.alias, "champion", "challenger"}),
-            values_display={"champion": "champion (production)", "challenger": "challenger (in its place)"},
-            title="Model alias",
-            description="Registered-model alias whose predictions consumers read: 'champion' for "
-            "production; 'challenger' puts the latest trained version in its place (to compare without "
-            "changing what consumers read, tick 'shadow' instead).",
-        ),
         "shadow": config_param(
             CONFIG.scoring.shadow,
             ScoringConfig,
@@ -94,33 +84,7 @@ def ml_batch_scoring() -> None:
     build_features = step_task(
         "build-features", options=day, doc_md="The training feature code, for one day."
     )
-    plan = step_task(
-        "plan-scoring",
-        options={"--ds": DS, "--alias": "{{ params.alias }}", "--shard-count": "{{ params.shard_count }}"},
-        doc_md="Pin the model version once; every shard scores with it.",
-    )
-
-    @task(task_id="shards")
-    def shards(planned: dict[str, Any]) -> list[list[str]]:
-        """The per-shard options planned by `plan_scoring` (one mapped `score` task each)."""
-        return list(planned["shards"])
-
-    score = step_task(
-        "score",
-        options={"--ds": DS, "--defer-commit": True},
-        map_over=shards(plan.output),
-        doc_md="Score one shard of the day.",
-    )
-    commit = step_task(
-        "commit-predictions",
-        options={
-            "--ds": DS,
-            "--model-version": xcom("plan_scoring", "model_version"),
-            "--alias": "{{ params.alias }}",
-            "--shard-count": "{{ params.shard_count }}",
-        },
-        doc_md="Publish the partition once every shard succeeded.",
-    )
+    plan, commit = scored_partition(shadow=False)
 
     @task(task_id="publish", outlets=[PREDICTIONS])
     def publish(committed: dict[str, Any], *, outlet_events: Any = None) -> str:
@@ -132,54 +96,64 @@ def ml_batch_scoring() -> None:
         return str(committed.get("uri"))
 
     chain(validate, build_features, plan)
-    chain(score, commit, publish(commit.output))
-    shadow_branch(build_features, commit)
-
-
-def shadow_branch(build_features: Any, champion_commit: Any) -> None:
-    """The challenger scored beside the champion; nothing of the champion's branch waits for it."""
+    chain(commit, publish(commit.output))
 
     @task.short_circuit(task_id="shadow_enabled", ignore_downstream_trigger_rules=False)
     def shadow_enabled(params: dict[str, Any] | None = None) -> bool:
         """Run the shadow branch only when the `shadow` Param is ticked; skipped otherwise, visibly."""
         return bool(params and params.get("shadow"))
 
+    shadow_plan, shadow_commit = scored_partition(shadow=True)
+    compare = step_task(
+        "compare-shadow", options={"--ds": DS}, doc_md="Champion vs shadow on the same rows; HTML report."
+    )
+    chain(build_features, shadow_enabled(), shadow_plan)
+    chain([shadow_commit, commit], compare)
+
+
+def scored_partition(*, shadow: bool) -> tuple[Any, Any]:
+    """One day's partition: pin the model, hand each shard its options, score the shards (mapped),
+    commit once all succeeded. The champion's (`predictions/`), or with ``shadow`` the latest
+    challenger's (`shadow/predictions/`; no challenger plans no shards and the rest skips)."""
+    plan_id, shards_id, score_id, commit_id = (
+        ("plan_shadow", "shadow_shards", "score_shadow", "commit_shadow")
+        if shadow
+        else ("plan_scoring", "shards", "score", "commit_predictions")
+    )
+    role = {"--shadow": True} if shadow else {}
+    whose = "the latest challenger's (shadow/predictions/)" if shadow else "the champion's"
     plan = step_task(
         "plan-scoring",
-        task_id="plan_shadow",
-        options={"--ds": DS, "--shadow": True, "--shard-count": "{{ params.shard_count }}"},
-        doc_md="Pin the latest challenger; with none apart from the champion, plan no shards (skip).",
+        task_id=plan_id,
+        options={"--ds": DS, **role, "--shard-count": "{{ params.shard_count }}"},
+        doc_md=f"Pin {whose} model version once; every shard scores with it.",
     )
 
-    @task(task_id="shadow_shards")
-    def shadow_shards(planned: dict[str, Any]) -> list[list[str]]:
-        """The shadow shards' options; none (no challenger) skips the shadow scoring."""
+    @task(task_id=shards_id)
+    def shards(planned: dict[str, Any]) -> list[list[str]]:
+        """The per-shard options of the plan (one mapped score task each; none skips them)."""
         return list(planned["shards"])
 
     score = step_task(
         "score",
-        task_id="score_shadow",
-        options={"--ds": DS, "--shadow": True, "--defer-commit": True},
-        map_over=shadow_shards(plan.output),
-        doc_md="Score one shard of the day with the challenger, into shadow staging.",
+        task_id=score_id,
+        options={"--ds": DS, **role, "--defer-commit": True},
+        map_over=shards(plan.output),
+        doc_md=f"Score one shard of the day with {whose} model.",
     )
     commit = step_task(
         "commit-predictions",
-        task_id="commit_shadow",
+        task_id=commit_id,
         options={
             "--ds": DS,
-            "--shadow": True,
-            "--model-version": xcom("plan_shadow", "model_version", step="plan-scoring"),
+            **role,
+            "--model-version": xcom(plan_id, "model_version", step="plan-scoring"),
             "--shard-count": "{{ params.shard_count }}",
         },
-        doc_md="Publish the shadow partition (shadow/predictions/), never the champion's.",
+        doc_md=f"Publish {whose} partition once every shard succeeded.",
     )
-    compare = step_task(
-        "compare-shadow", options={"--ds": DS}, doc_md="Champion vs shadow on the same rows; HTML report."
-    )
-    chain(build_features, shadow_enabled(), plan)
-    chain(score, commit, compare)
-    champion_commit >> compare
+    chain(score, commit)
+    return plan, commit
 
 
 ml_batch_scoring()

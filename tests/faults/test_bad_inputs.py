@@ -423,7 +423,7 @@ BAD_REGISTRY: dict[str, tuple[Callable[[Champion, Lake, Path], list[str]], tuple
     ),
     "drift without a committed predictions partition": (
         lambda c, lake, d: ["drift", "--ds", c.day.isoformat()],
-        ("never committed",),
+        ("no committed predictions",),
     ),
 }
 

@@ -137,7 +137,6 @@ STRING_PARAMS: dict[tuple[str, str], list[tuple[str, str]]] = {
     ("ml_training", "reason"): [("promote", "--reason"), ("record_rejection", "--reason")],
     ("ml_rollback", "reason"): [("rollback", "--reason")],
     ("ml_rollback", "version"): [("rollback", "--version")],
-    ("ml_batch_scoring", "alias"): [("plan_scoring", "--alias"), ("commit_predictions", "--alias")],
     ("ml_drift_monitor", "ds"): [("drift", "--ds"), ("decide_retrain", "--ds")],
     ("ml_performance_monitor", "ds"): [("monitor_performance", "--ds"), ("decide_retrain", "--ds")],
 }

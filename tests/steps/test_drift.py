@@ -251,8 +251,7 @@ def test_uncommitted_predictions_are_refused(
     assert code == 2
     assert result == {}
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("ERROR: the predictions partition for ds=2026-11-03")
-    assert "never committed" in error
+    assert error.startswith("ERROR: no committed predictions of ds=2026-11-03")
     assert "ml_batch_scoring" in error
 
 

@@ -30,6 +30,11 @@ def parse_day(text: str) -> dt.date:
     return parse_instant(text).date()
 
 
+def add_day_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The required ``--ds`` option of a step that works on one day."""
+    parser.add_argument("--ds", type=parse_day, required=True, help=f"{help} (YYYY-MM-DD)")
+
+
 @dataclass(frozen=True)
 class DataInterval:
     """The half-open interval ``[start, end)`` a run is responsible for."""

@@ -222,6 +222,14 @@ class Lake:
         marker = f"{prefix.strip('/')}/{MARKER}"
         return self.read_json(marker) if self.exists(marker) else None
 
+    def require_manifest(self, prefix: str, what: str, remedy: str) -> dict[str, Any]:
+        """The committed manifest of a partition, or refuse in one sentence: what is missing, where,
+        and what to do about it (``remedy``)."""
+        manifest = self.manifest(prefix)
+        if manifest is None:
+            raise StepError(f"no committed {what} at {self.url(prefix)}; {remedy}")
+        return manifest
+
     def partition_files(self, prefix: str) -> list[str]:
         """Lake-relative data files of a partition.
 

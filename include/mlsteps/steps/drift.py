@@ -33,7 +33,7 @@ from mlsteps.logic.drift import (
     summary_line,
 )
 from mlsteps.logic.validation import unseen_categories
-from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.mlflow_registry import run_url
 from mlsteps.platform.sampling import missing_columns, sample_partition
@@ -75,9 +75,7 @@ class DriftInputs:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ds", type=parse_day, required=True, help="The scored day to check for drift (YYYY-MM-DD)."
-    )
+    add_day_argument(parser, "The scored day to check for drift.")
 
 
 def run(args: argparse.Namespace) -> DriftResult:
@@ -143,12 +141,9 @@ def locate_inputs(lake: Lake, config: PipelineConfig, day: dt.date) -> DriftInpu
     from mlsteps.platform.scoring import scoring_input
 
     predictions_at = predictions_prefix(config.model.registered_name, day)
-    predictions = lake.manifest(predictions_at)
-    if predictions is None:
-        raise StepError(
-            f"the predictions partition for ds={day} at {lake.url(predictions_at)} was never committed; "
-            "run ml_batch_scoring for that day first"
-        )
+    predictions = lake.require_manifest(
+        predictions_at, f"predictions of ds={day}", "run ml_batch_scoring for that day first"
+    )
     version = str(predictions.get("model_version") or "")
     if not version:
         raise StepError(
@@ -156,13 +151,12 @@ def locate_inputs(lake: Lake, config: PipelineConfig, day: dt.date) -> DriftInpu
             "rerun ml_batch_scoring for that day"
         )
     reference_at = reference_prefix(config, version)
-    reference = lake.manifest(reference_at)
-    if reference is None:
-        raise StepError(
-            f"no committed drift reference for {config.model.registered_name} version {version} at "
-            f"{lake.url(reference_at)}; train writes it when it registers a version, so retrain or "
-            "score with a version trained by this pipeline"
-        )
+    reference = lake.require_manifest(
+        reference_at,
+        f"drift reference for {config.model.registered_name} version {version}",
+        "train writes it when it registers a version, so retrain or score with a version trained by "
+        "this pipeline",
+    )
     if not reference.get("feature_columns") or not reference.get("rows"):
         raise StepError(
             f"the drift reference at {lake.url(reference_at)} is empty or lists no feature_columns; "

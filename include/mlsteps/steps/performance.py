@@ -31,7 +31,7 @@ from mlsteps.contract.layout import (
 )
 from mlsteps.contract.results import MonitorPerformanceResult
 from mlsteps.errors import StepError
-from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.context import StepContext, add_day_argument
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +53,7 @@ class ScoredDay:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ds", type=parse_day, required=True, help="The scored day whose labels are judged.")
+    add_day_argument(parser, "The scored day whose labels are judged.")
 
 
 def run(args: argparse.Namespace) -> MonitorPerformanceResult:
@@ -113,12 +113,9 @@ def read_scored_day(lake: Lake, config: PipelineConfig, day: dt.date) -> ScoredD
     """The day's committed predictions, or refuse: a day never scored cannot be judged."""
     model = config.model.registered_name
     prefix = predictions_prefix(model, day)
-    manifest = lake.manifest(prefix)
-    if manifest is None:
-        raise StepError(
-            f"no committed predictions at {lake.url(prefix)}; score ds={day} (ml_batch_scoring) before "
-            "judging its performance"
-        )
+    manifest = lake.require_manifest(
+        prefix, "predictions", f"score ds={day} (ml_batch_scoring) before judging its performance"
+    )
     table = lake.read_table(lake.partition_files(prefix), columns=[config.dataset.row_id, "score"])
     return ScoredDay(
         table.to_pandas(),

@@ -20,7 +20,7 @@ from typing import Any
 from mlsteps.contract.layout import drift_report_prefix, performance_report_prefix, retrains_prefix
 from mlsteps.contract.results import DecideRetrainResult, RetrainDecision
 from mlsteps.errors import StepError
-from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.lake import Lake
 
 WEEK = dt.timedelta(days=7)
@@ -38,7 +38,7 @@ class Signal:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ds", type=parse_day, required=True, help="The day whose monitor report decides.")
+    add_day_argument(parser, "The day whose monitor report decides.")
     parser.add_argument(
         "--reason", choices=REASONS, default="drift", help="Which monitor's report decides (default drift)."
     )

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mlsteps.contract.results import ScoreResult
-from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.scoring import (
     PinnedModel,
     check_signature,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ds", type=parse_day, required=True, help="The day to score (YYYY-MM-DD).")
+    add_day_argument(parser, "The day to score.")
     parser.add_argument("--alias", default=None, help="Model alias to score with (default: scoring.alias).")
     parser.add_argument("--model-version", default=None, help="Pinned version (set by plan-scoring).")
     parser.add_argument("--shard-index", type=int, default=0, help="This shard (0-based).")

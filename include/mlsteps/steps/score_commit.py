@@ -10,7 +10,7 @@ from mlsteps.contract.layout import predictions_prefix
 from mlsteps.contract.results import CommitPredictionsResult
 from mlsteps.errors import StepError
 from mlsteps.platform import mlflow_registry
-from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.lake import FileEntry, Lake
 from mlsteps.platform.ledger import latest_entry_for, read_ledger
 from mlsteps.platform.scoring import PinnedModel, read_receipts, resolve_model, scoring_input, staging_for
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ds", type=parse_day, required=True, help="The day that was scored (YYYY-MM-DD).")
+    add_day_argument(parser, "The day that was scored.")
     parser.add_argument("--model-version", required=True, help="The version every shard scored with.")
     parser.add_argument("--alias", default=None, help="The alias it was resolved from (recorded).")
     parser.add_argument("--shard-count", type=int, required=True, help="Shards that must have finished.")

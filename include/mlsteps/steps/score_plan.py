@@ -7,7 +7,7 @@ import datetime as dt
 
 from mlsteps.contract.results import PlanScoringResult
 from mlsteps.errors import StepError
-from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.scoring import (
     check_signature,
     input_columns,
@@ -22,7 +22,7 @@ NO_CHALLENGER = "no challenger to shadow"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ds", type=parse_day, required=True, help="The day to score (YYYY-MM-DD).")
+    add_day_argument(parser, "The day to score.")
     parser.add_argument("--alias", default=None, help="Model alias to score with (default: scoring.alias).")
     parser.add_argument("--shard-count", type=int, default=1, help="Number of scoring shards (1-64).")
     parser.add_argument(

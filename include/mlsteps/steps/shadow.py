@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.layout import predictions_prefix, shadow_predictions_prefix, shadow_report_prefix
 from mlsteps.contract.results import CompareShadowResult
 from mlsteps.errors import StepError
-from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.context import StepContext, add_day_argument
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,7 +26,7 @@ NO_SHADOW = "no shadow partition"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ds", type=parse_day, required=True, help="The scored day to compare (YYYY-MM-DD).")
+    add_day_argument(parser, "The scored day to compare.")
 
 
 def run(args: argparse.Namespace) -> CompareShadowResult:
@@ -41,7 +41,8 @@ def compare_shadow(context: StepContext, day: dt.date) -> CompareShadowResult:
 
     config, lake = context.config, context.lake
     model, row_id = config.model.registered_name, config.dataset.row_id
-    shadow_manifest = lake.manifest(shadow_predictions_prefix(model, day))
+    shadow_prefix = shadow_predictions_prefix(model, day)
+    shadow_manifest = lake.manifest(shadow_prefix)
     if shadow_manifest is None:
         return {
             "ds": day.isoformat(),
@@ -50,14 +51,13 @@ def compare_shadow(context: StepContext, day: dt.date) -> CompareShadowResult:
             "nothing compared",
         }
     champion_prefix = predictions_prefix(model, day)
-    champion_manifest = lake.manifest(champion_prefix)
-    if champion_manifest is None:
-        raise StepError(
-            f"no committed champion predictions at {lake.url(champion_prefix)} to compare the shadow with; "
-            f"score ds={day} with the champion first (ml_batch_scoring)"
-        )
+    champion_manifest = lake.require_manifest(
+        champion_prefix,
+        "champion predictions to compare the shadow with",
+        f"score ds={day} with the champion first (ml_batch_scoring)",
+    )
     champion = read_outputs(lake, champion_prefix, row_id)
-    shadow = read_outputs(lake, shadow_predictions_prefix(model, day), row_id)
+    shadow = read_outputs(lake, shadow_prefix, row_id)
     joined = champion.merge(shadow, on=row_id, suffixes=("_champion", "_shadow"), validate="one_to_one")
     if joined.empty:
         raise StepError(f"the champion and shadow partitions of ds={day} share no {row_id}; rescore the day")

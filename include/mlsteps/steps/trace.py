@@ -34,7 +34,7 @@ from mlsteps.logic.lineage_facts import (
     unreachable,
 )
 from mlsteps.platform import mlflow_registry
-from mlsteps.platform.context import StepContext, parse_day
+from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.lake import MARKER, Lake
 from mlsteps.platform.ledger import read_ledger
 from mlsteps.platform.lineage import partition_digest
@@ -49,7 +49,7 @@ PRINTS_OWN_OUTPUT = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ds", type=parse_day, required=True, help="Day of the predictions partition.")
+    add_day_argument(parser, "Day of the predictions partition.")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--row-id", help="The prediction's row id (the dataset's row_id column).")
     which.add_argument(
