@@ -82,6 +82,17 @@ def test_a_column_whose_unseen_values_fail_has_only_its_categories() -> None:
     assert spec.model_copy(update={"unseen": "fail"}).encoded_categories == list(spec.categories or ())
 
 
+def test_label_history_is_off_by_default() -> None:
+    assert load_config(DEFAULT_CONFIG_PATH).features.label_history is None
+
+
+def test_label_history_longer_than_the_label_delay_loads(tmp_path: Path) -> None:
+    history = {"functions": ["count", "days_since_last_positive"], "windows": ["8d", "30d"]}
+    config = load_config(write_config(tmp_path, mutated(_set("features", "label_history", history))))
+    assert config.features.label_history is not None
+    assert config.features.label_history.windows == ("8d", "30d")
+
+
 def test_config_is_immutable() -> None:
     config = load_config(DEFAULT_CONFIG_PATH)
     with pytest.raises(ValueError, match="frozen"):
@@ -151,6 +162,44 @@ BAD_CONFIGS: list[tuple[str, Mutation | str, list[str]]] = [
             {"column": "merchant_category", "functions": ["mean"], "windows": ["7d"]}
         ),
         ["features.aggregates", "merchant_category", "not numeric"],
+    ),
+    (
+        "an aggregate of the label",
+        lambda c: c["features"]["aggregates"].append(
+            {"column": "is_fraud", "functions": ["mean"], "windows": ["30d"]}
+        ),
+        ["features.aggregates", "is_fraud", "leak"],
+    ),
+    (
+        "a label-history window no longer than the label delay",
+        _set("features", "label_history", {"functions": ["count"], "windows": ["7d", "30d"]}),
+        ["features.label_history.windows", "'7d'", "performance.label_delay_days = 7"],
+    ),
+    (
+        "label history with labels known at once",
+        lambda c: c.update(
+            features={**c["features"], "label_history": {"functions": ["mean"], "windows": ["30d"]}},
+            performance={"label_delay_days": 0},
+        ),
+        ["features.label_history", "performance.label_delay_days", "at least 1"],
+    ),
+    (
+        "label history with labels landing elsewhere",
+        lambda c: c.update(
+            features={**c["features"], "label_history": {"functions": ["mean"], "windows": ["30d"]}},
+            performance={"label_source": "labels/chargebacks"},
+        ),
+        ["features.label_history", "performance.label_source", "labels/chargebacks"],
+    ),
+    (
+        "an unknown label-history function",
+        _set("features", "label_history", {"functions": ["sum"], "windows": ["30d"]}),
+        ["features.label_history.functions", "sum"],
+    ),
+    (
+        "a label-history window listed twice",
+        _set("features", "label_history", {"functions": ["count"], "windows": ["30d", "30d"]}),
+        ["features.label_history", "twice"],
     ),
     ("invalid YAML", "name: [unclosed\ndataset: {\n", ["not valid YAML", "line"]),
     ("top level is a list", "- name\n- dataset\n", ["YAML mapping", "top level"]),

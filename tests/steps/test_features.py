@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import yaml
 
 from mlsteps.contract.config import PipelineConfig, load_config
 from mlsteps.contract.feature_schema import categorical_columns, feature_columns, lookback_days
@@ -18,6 +19,7 @@ from mlsteps.errors import StepError
 from mlsteps.logic.features import compute_features
 from mlsteps.platform.lake import MARKER, Lake
 from mlsteps.steps.generate import generate_events
+from tests.conftest import DEFAULT_CONFIG
 from tests.steps.training_fixtures import run_step
 
 START = dt.date(2026, 3, 1)
@@ -265,3 +267,38 @@ def test_build_features_on_the_s3_api(
     frame = read_partition(lake, partition(features_prefix(config), "2026-03-03"))
     raw = read_partition(lake, partition(config.dataset.source, "2026-03-03"))
     assert sorted(frame["transaction_id"]) == sorted(raw["transaction_id"])
+
+
+def test_label_history_of_a_day_landed_without_labels_uses_the_known_ones(
+    local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    document["features"]["label_history"] = {"functions": ["count", "mean"], "windows": ["10d"]}
+    path = tmp_path / "label_history.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setenv("ML_PIPELINE_CONFIG", str(path))
+    config = load_config(path)
+    assert (
+        run_step(["generate-data", "--start", "2026-03-01", "--days", "10", *SMALL], tmp_path, monkeypatch)[0]
+        == 0
+    )
+    lake = Lake(local_lake)
+    days = [partition(config.dataset.source, START + dt.timedelta(days=i)) for i in range(10)]
+    raw = pd.concat([read_partition(lake, day) for day in days], ignore_index=True)
+    last = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
+    expected = compute_features(raw, config, last, last + dt.timedelta(days=1))
+    scored_day = raw.loc[raw["event_time"] >= pd.Timestamp(last)].drop(columns=config.dataset.label)
+    staging = lake.stage(partition(config.dataset.source, "2026-03-10"))
+    staging.write_parquet("00000.parquet", pa.Table.from_pandas(scored_day, preserve_index=False))
+    lake.commit(staging, {"producer": "test"})
+
+    code, result = run_step(
+        ["build-features", "--start", "2026-03-10", "--end", "2026-03-11"], tmp_path, monkeypatch
+    )
+
+    assert code == 0, result
+    assert result["feature_columns"] == feature_columns(config)
+    built = read_partition(lake, partition(features_prefix(config), "2026-03-10"))
+    assert built["is_fraud_count_10d"].max() > 0  # labels known from the look-back days
+    # The day's own labels are never known to its events, so landing it without them changes nothing.
+    pd.testing.assert_frame_equal(built, expected)

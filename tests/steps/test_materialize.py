@@ -156,6 +156,16 @@ def test_feast_objects_point_at_the_lake(
     assert local.feature_view.batch_source.s3_endpoint_override in (None, "")
 
 
+def test_feast_serves_label_history_features_like_any_other(config: PipelineConfig, tmp_path: Path) -> None:
+    document = config.model_dump(mode="json")
+    document["features"]["label_history"] = {"functions": ["count", "mean"], "windows": ["30d"]}
+    with_history = PipelineConfig.model_validate(document)
+    objects = feast_objects(with_history, Lake(str(tmp_path / "lake")))
+    for view in (objects.feature_view, objects.event_feature_view):
+        names = {f.name: str(f.dtype) for f in view.features}
+        assert (names["is_fraud_count_30d"], names["is_fraud_mean_30d"]) == ("Int64", "Float64")
+
+
 def test_feast_on_an_s3_lake(s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Feast's file store reads s3:// through s3fs; without it the step says so in one line."""
     context = StepContext(None, s3_lake, "", "")

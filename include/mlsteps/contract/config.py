@@ -23,6 +23,7 @@ Window = Annotated[
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 ColumnType = Literal["numeric", "integer", "categorical", "boolean", "string", "timestamp"]
 AggregateFunction = Literal["count", "sum", "mean", "max", "min", "std"]
+LabelHistoryFunction = Literal["count", "mean", "days_since_last_positive"]
 
 
 #: The one category every value outside a column's configured ``categories`` is encoded as.
@@ -134,11 +135,34 @@ class TransformSpec(_Frozen):
         return self
 
 
+class LabelHistorySpec(_Frozen):
+    """Aggregates of the entity's earlier labels that were already known at each event.
+
+    A label counts for an event only once ``event_time + performance.label_delay_days`` of its own
+    event has passed, so a feature never sees a label the event's scorer could not have known.
+    """
+
+    functions: tuple[LabelHistoryFunction, ...] = Field(min_length=1)
+    windows: tuple[Window, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> LabelHistorySpec:
+        for field, values in (("functions", self.functions), ("windows", self.windows)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"'{field}' lists a value twice: {list(values)}")
+        return self
+
+
 class FeaturesConfig(_Frozen):
     """How raw events become model features. Identical for training and scoring."""
 
     passthrough: tuple[Identifier, ...] = ()
     aggregates: tuple[AggregateSpec, ...] = ()
+    label_history: LabelHistorySpec | None = Field(
+        None,
+        description="Aggregates of the entity's labels known before each event (the label delay is "
+        "performance.label_delay_days); unset: no label-history features.",
+    )
     time_parts: tuple[Literal["hour", "day_of_week"], ...] = ()
     transforms: tuple[TransformSpec, ...] = ()
     ttl_days: int = Field(90, ge=1, description="Feast feature-view TTL.")
@@ -324,6 +348,33 @@ class PipelineConfig(_Frozen):
         for aggregate in self.features.aggregates:
             if columns[aggregate.column].type not in ("numeric", "integer", "boolean"):
                 raise ValueError(f"features.aggregates: column '{aggregate.column}' is not numeric")
+        return self
+
+    @model_validator(mode="after")
+    def _label_history_is_leak_free(self) -> PipelineConfig:
+        history, performance = self.features.label_history, self.performance
+        if history is None:
+            return self
+        delay = performance.label_delay_days
+        if delay < 1:
+            raise ValueError(
+                "features.label_history needs performance.label_delay_days of at least 1: with 0 a "
+                "label would count as known at its own event's time; set the days labels take to arrive"
+            )
+        if performance.label_source is not None:
+            raise ValueError(
+                "features.label_history reads labels from the raw partitions' label column, but "
+                f"performance.label_source ('{performance.label_source}') says they land elsewhere; "
+                "unset one of them"
+            )
+        for window in history.windows:
+            amount, unit = int(window[:-1]), window[-1]
+            if (amount if unit == "d" else amount / 24) <= delay:
+                raise ValueError(
+                    f"features.label_history.windows: '{window}' is not longer than the label delay "
+                    f"(performance.label_delay_days = {delay}), so no label in it is known yet; "
+                    "use a longer window"
+                )
         return self
 
     @cached_property

@@ -18,13 +18,35 @@ def aggregate_name(column: str, function: str, window: str) -> str:
     return f"{column}_{function}_{window}"
 
 
+def label_history_name(config: PipelineConfig, function: str, window: str) -> str:
+    """The feature name of one label-history aggregate, e.g. ``is_fraud_mean_30d``.
+
+    Plain aggregates of the label are refused by the config, so these names are free.
+    """
+    return aggregate_name(config.dataset.label, function, window)
+
+
+def label_history_names(config: PipelineConfig) -> list[str]:
+    """The label-history feature names in their fixed order (empty when the config has none)."""
+    history = config.features.label_history
+    if history is None:
+        return []
+    return [label_history_name(config, f, w) for w in history.windows for f in history.functions]
+
+
+def label_delay(config: PipelineConfig) -> dt.timedelta:
+    """How long after its event a label becomes known: ``performance.label_delay_days``."""
+    return dt.timedelta(days=config.performance.label_delay_days)
+
+
 def time_part_name(config: PipelineConfig, part: str) -> str:
     """The feature name of a time part of the event time, e.g. ``event_time_hour``."""
     return f"{config.dataset.event_time}_{part}"
 
 
 def feature_columns(config: PipelineConfig) -> list[str]:
-    """The model's feature names in their fixed order: passthrough, aggregates, time parts, transforms.
+    """The model's feature names in their fixed order: passthrough, aggregates, label history, time
+    parts, transforms.
 
     Raises:
         StepError: Two features would get the same name, or a feature would shadow a key column.
@@ -32,6 +54,7 @@ def feature_columns(config: PipelineConfig) -> list[str]:
     names = list(config.features.passthrough)
     for spec in config.features.aggregates:
         names += [aggregate_name(spec.column, f, w) for w in spec.windows for f in spec.functions]
+    names += label_history_names(config)
     names += [time_part_name(config, part) for part in config.features.time_parts]
     names += [transform.name for transform in config.features.transforms]
     reserved = {*config.dataset.key_columns, config.dataset.event_time, config.dataset.label}
@@ -63,6 +86,10 @@ def feature_types(config: PipelineConfig) -> dict[str, str]:
                 types[aggregate_name(spec.column, function, window)] = (
                     "int" if function == "count" else "float"
                 )
+    history = config.features.label_history
+    for window in history.windows if history else ():
+        for known in history.functions if history else ():
+            types[label_history_name(config, known, window)] = "int" if known == "count" else "float"
     for part in config.features.time_parts:
         types[time_part_name(config, part)] = "int"
     for transform in config.features.transforms:
@@ -88,5 +115,7 @@ def lookback_days(config: PipelineConfig) -> int:
     """Whole raw days to read before an interval so every window sees its full history."""
     windows = [w for spec in config.features.aggregates for w in spec.windows]
     windows += [t.window for t in config.features.transforms if t.window]
+    if config.features.label_history is not None:
+        windows += list(config.features.label_history.windows)
     longest = max((window_timedelta(w) for w in windows), default=dt.timedelta(0))
     return math.ceil(longest / dt.timedelta(days=1))

@@ -1,8 +1,11 @@
 """Feature computation over raw frames (names and types: :mod:`mlsteps.contract.feature_schema`).
 
 Every feature of an event is computed from the event itself and its entity's strictly earlier
-events, never from later events or labels, so the table serves training (point-in-time joins)
-and scoring alike.
+events, never from later events, so the table serves training (point-in-time joins) and scoring
+alike. Labels enter only through label-history features, and only the labels already known at
+the event: an earlier event's label counts once its event time plus the label delay has passed.
+That rule reads times only, never whether the label column happens to be filled, so a label that
+landed early in the raw data still cannot leak into a feature.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from mlsteps.contract.feature_schema import (
     column_value_type,
     feature_columns,
     feature_types,
+    label_delay,
+    label_history_name,
     time_part_name,
     window_timedelta,
 )
@@ -27,10 +32,12 @@ if TYPE_CHECKING:
 
 
 def raw_columns(config: PipelineConfig) -> list[str]:
-    """The raw columns features need: keys, event time and feature inputs; never the label."""
+    """The raw columns features need: keys, event time and feature inputs; the label only for
+    label-history features."""
     dataset, features = config.dataset, config.features
     used = [*dataset.key_columns, dataset.event_time, *features.passthrough]
     used += [spec.column for spec in features.aggregates] + [t.column for t in features.transforms]
+    used += [dataset.label] if features.label_history is not None else []
     return list(dict.fromkeys(used))
 
 
@@ -68,7 +75,7 @@ def compute_features(
     in_interval = (frame[dataset.event_time] >= pd.Timestamp(start)) & (
         frame[dataset.event_time] < pd.Timestamp(end)
     )
-    computed = {**_aggregates(frame, config), **_transforms(frame, config)}
+    computed = {**_aggregates(frame, config), **label_history(frame, config), **_transforms(frame, config)}
     frame = frame.assign(**computed).loc[in_interval]
     frame = frame.assign(**_time_parts(frame, config))
     columns = [*dataset.key_columns, dataset.event_time, *feature_columns(config)]
@@ -111,6 +118,85 @@ def _aggregates(frame: pd.DataFrame, config: PipelineConfig) -> dict[str, Any]:
                     values = _fill_nan(values, 0.0)
                 columns[aggregate_name(spec.column, function, window)] = values
     return columns
+
+
+# Working column names that no config identifier can take (identifiers have no spaces).
+_AT, _ROW, _LABELLED, _POSITIVES = "known at", "row", "labelled so far", "positives so far"
+
+
+def label_history(frame: pd.DataFrame, config: PipelineConfig) -> dict[str, Any]:
+    """Aggregates of the entity's labels known at each event, aligned with ``frame``'s rows.
+
+    For an event at time ``t`` and a window ``w``, the labels counted are those of the entity's
+    events at times ``e`` with ``t - w <= e`` and ``e + label_delay <= t``: in the window (closed on
+    the left, like the other aggregates) and already known. Whether a label is known is decided by
+    these times alone; a row's label value matters only for the events that pass that test, and a
+    missing value there is simply not counted.
+
+    Args:
+        frame: Events with entity keys, event time (UTC) and label, covering the look-back days.
+        config: The pipeline config; nothing is computed unless ``features.label_history`` is set.
+
+    Returns:
+        Per feature name, one array in ``frame``'s row order: ``count`` (labelled events, 0 when
+        none), ``mean`` (share of positives, missing when none) and ``days_since_last_positive``
+        (days from the last known positive event to this event, missing when none in the window).
+    """
+    history = config.features.label_history
+    if history is None:
+        return {}
+    import numpy as np
+
+    dataset = config.dataset
+    keys = list(dataset.entity_keys)
+    rows = frame.reset_index(drop=True)
+    times = rows[dataset.event_time]
+    events = rows.loc[:, keys].assign(**{_ROW: np.arange(len(rows))})
+    past = _known_label_totals(rows, keys, dataset.event_time, dataset.label)
+    cut = times - label_delay(config)
+    known = _as_of(events, cut, past, keys, exact=True)
+    last_positive = _as_of(events, cut, past.loc[past["positive"]], keys, exact=True)[_AT]
+    days_since = (times - last_positive) / np.timedelta64(1, "D")
+    columns: dict[str, Any] = {}
+    for window in history.windows:
+        start = times - window_timedelta(window)
+        before = _as_of(events, start, past, keys, exact=False)
+        count = (known[_LABELLED] - before[_LABELLED]).to_numpy()
+        positives = (known[_POSITIVES] - before[_POSITIVES]).to_numpy()
+        values = {
+            "count": count,
+            "mean": np.divide(positives, count, out=np.full(len(count), np.nan), where=count > 0),
+            "days_since_last_positive": days_since.where(last_positive >= start).to_numpy("float64"),
+        }
+        for function in history.functions:
+            columns[label_history_name(config, function, window)] = values[function]
+    return columns
+
+
+def _known_label_totals(rows: pd.DataFrame, keys: list[str], time: str, label: str) -> pd.DataFrame:
+    """The labelled events in time order, with each entity's running totals up to and including them."""
+    labels = rows[label].astype("float64")
+    labelled = rows.loc[labels.notna(), keys].assign(**{_AT: rows[time], "positive": labels == 1.0})
+    past = labelled.sort_values(_AT, kind="stable")
+    groups = past.groupby(keys, sort=False, dropna=False)
+    return past.assign(
+        **{_LABELLED: groups.cumcount() + 1, _POSITIVES: groups["positive"].cumsum().astype("int64")}
+    )
+
+
+def _as_of(
+    events: pd.DataFrame, cut: pd.Series, past: pd.DataFrame, keys: list[str], *, exact: bool
+) -> pd.DataFrame:
+    """Per event (in ``events``' row order), its entity's last row of ``past`` at or before ``cut``
+    (strictly before when not ``exact``): the running totals there (0 when none) and its time."""
+    import pandas as pd
+
+    left = events.assign(cut=cut).sort_values("cut", kind="stable")
+    right = past.loc[:, [*keys, _AT, _LABELLED, _POSITIVES]]
+    joined = pd.merge_asof(left, right, left_on="cut", right_on=_AT, by=keys, allow_exact_matches=exact)
+    joined = joined.sort_values(_ROW).reset_index(drop=True)
+    totals = joined[[_LABELLED, _POSITIVES]].fillna(0).astype("int64")
+    return totals.assign(**{_AT: joined[_AT]})
 
 
 def _transforms(frame: pd.DataFrame, config: PipelineConfig) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Build the feature table of a data interval from raw events: Feast's offline source, one partition a day.
 
 Every feature of an event is computed from the event itself and its entity's strictly earlier
-events, never from later events or labels, so the table serves training (point-in-time joins)
-and scoring alike. The raw days before the interval are read as look-back, which makes a day's
-features the same whichever range it was built in, up to rounding in the last bits of rolling
-sums; each partition records the pass it was computed in, so `reproduce` can match it exactly.
+events, never from later events, and from labels only once they were known (label-history
+features), so the table serves training (point-in-time joins) and scoring alike. The raw days
+before the interval are read as look-back, which makes a day's features the same whichever range
+it was built in, up to rounding in the last bits of rolling sums; each partition records the
+pass it was computed in, so `reproduce` can match it exactly.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def read_raw(
     for day in days:
         if day not in cache:
             files = lake.partition_files(partition(dataset.source, day))
-            cache[day] = _read_files(lake, files, raw_columns(config)) if files else None
+            cache[day] = _read_files(lake, config, files) if files else None
         if cache[day] is None and day in wanted:
             raise StepError(
                 f"no raw events of {dataset.name} for {day} under {lake.url(dataset.source)}; "
@@ -123,19 +124,36 @@ def read_raw(
     return pd.concat([cache[day] for day in days if cache[day] is not None], ignore_index=True)
 
 
-def _read_files(lake: Lake, files: list[str], columns: list[str]) -> pd.DataFrame:
+def _read_files(lake: Lake, config: PipelineConfig, files: list[str]) -> pd.DataFrame:
+    """The columns features need from a partition's files.
+
+    The label is read only for label-history features, and a file without it (a day landed before
+    its labels) reads as unlabelled rows: those labels are simply not known yet.
+    """
+    import pandas as pd
     import pyarrow.parquet as pq
 
+    columns = raw_columns(config)
+    label = config.dataset.label
+    with_label: list[str] = []
+    without_label: list[str] = []
     for relative in files:
         with lake.fs.open_input_file(lake.path(relative)) as handle:
             names = set(pq.read_schema(handle).names)
-        missing = [c for c in columns if c not in names]
+        missing = [c for c in columns if c not in names and c != label]
         if missing:
             raise StepError(
                 f"raw file {lake.url(relative)} lacks column(s) {missing} that features need; "
                 "fix the source data or the features section of the pipeline config"
             )
-    return lake.read_table(files, columns=columns).to_pandas()
+        (with_label if label in names or label not in columns else without_label).append(relative)
+    if not without_label:
+        return lake.read_table(files, columns=columns).to_pandas()
+    unlabelled = lake.read_table(without_label, columns=[c for c in columns if c != label]).to_pandas()
+    parts = [unlabelled.assign(**{label: float("nan")})]
+    if with_label:
+        parts.insert(0, lake.read_table(with_label, columns=columns).to_pandas())
+    return pd.concat(parts, ignore_index=True).loc[:, columns]
 
 
 def _write_day(
