@@ -179,7 +179,7 @@ BAD_CONFIGS: list[tuple[str, Mutation | str, list[str]]] = [
     ),
     (
         "segment regression without segments",
-        lambda c: (c["gates"].update(segment_regression=True), c["evaluation"].update(segments=[])),
+        lambda c: c.update(gates={**c["gates"], "segment_regression": True}, evaluation={"segments": []}),
         ["gates.segment_regression", "evaluation.segments"],
     ),
     ("invalid YAML", "name: [unclosed\ndataset: {\n", ["not valid YAML", "line"]),
