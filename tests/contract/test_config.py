@@ -201,6 +201,36 @@ BAD_CONFIGS: list[tuple[str, Mutation | str, list[str]]] = [
         _set("features", "label_history", {"functions": ["count"], "windows": ["30d", "30d"]}),
         ["features.label_history", "twice"],
     ),
+    (
+        "a segment column not in columns",
+        _set("evaluation", "segments", [{"column": "region"}]),
+        ["evaluation.segments[0]", "region", "not in dataset.columns"],
+    ),
+    (
+        "segment bins on a categorical column",
+        _set("evaluation", "segments", [{"column": "merchant_category", "bins": [1, 2]}]),
+        ["evaluation.segments[0]", "bins", "categorical"],
+    ),
+    (
+        "segment bins not strictly increasing",
+        _set("evaluation", "segments", [{"column": "amount", "bins": [0, 500, 50]}]),
+        ["evaluation.segments.0.bins", "strictly increasing"],
+    ),
+    (
+        "a numeric segment column without bins",
+        _set("evaluation", "segments", [{"column": "amount"}]),
+        ["evaluation.segments[0]", "amount", "needs 'bins'"],
+    ),
+    (
+        "the label as a segment",
+        _set("evaluation", "segments", [{"column": "is_fraud"}]),
+        ["evaluation.segments[0]", "is_fraud", "not the label"],
+    ),
+    (
+        "segment regression without segments",
+        lambda c: c.update(gates={**c["gates"], "segment_regression": True}, evaluation={"segments": []}),
+        ["gates.segment_regression", "evaluation.segments"],
+    ),
     ("invalid YAML", "name: [unclosed\ndataset: {\n", ["not valid YAML", "line"]),
     ("top level is a list", "- name\n- dataset\n", ["YAML mapping", "top level"]),
     ("empty file", "", ["YAML mapping", "top level"]),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlsteps.logic.gates import Scored
-from mlsteps.reports.evaluation import confusion_figure, score_distribution_figure
+from mlsteps.reports.evaluation import confusion_figure, score_distribution_figure, segment_rows
 
 
 @pytest.fixture
@@ -32,3 +32,15 @@ def test_score_histograms_use_the_class_names(scored: Scored) -> None:
 
     assert legend[:2] == ["stayed (2 rows)", "churned (2 rows)"]
     assert figure.axes[0].get_xlabel() == "predicted probability of churned"
+
+
+def test_the_segment_table_shows_the_difference_with_its_interval() -> None:
+    summary = {
+        "segment": "region=north", "rows": 500, "positives": 40, "champion_roc_auc": 0.9,
+        "challenger_roc_auc": 0.85, "delta_roc_auc": -0.05, "ci_low": -0.08, "ci_high": -0.02,
+        "verdict": "significant regression",
+    }  # fmt: skip
+
+    (row,) = segment_rows([summary])
+
+    assert row["difference (CI)"] == "-0.0500 (-0.0800 to -0.0200)"

@@ -149,6 +149,7 @@ def test_the_result_records_the_thresholds_applied(evaluated_with_a_run_minimum:
     assert result["thresholds"]["min_pr_auc"] == 0.05
     assert set(result["thresholds"]) == {
         "min_roc_auc", "min_pr_auc", "max_log_loss", "max_auc_drop", "bootstrap_samples", "confidence",
+        "segment_regression",
     }  # fmt: skip
 
 
@@ -160,6 +161,19 @@ def test_the_version_carries_the_thresholds_applied(evaluated_with_a_run_minimum
 
 def test_the_summary_names_the_minimum_applied(evaluated_with_a_run_minimum: tuple[str, dict]) -> None:
     assert evaluated_with_a_run_minimum[1]["summary"].endswith("(minimum AUC 0.60)")
+
+
+def test_the_result_carries_one_row_per_configured_segment(
+    evaluated_with_a_run_minimum: tuple[str, dict],
+) -> None:
+    # The bundled config segments by merchant_category and by amount bins: each row is in one of each.
+    segments = evaluated_with_a_run_minimum[1]["segments"]
+
+    assert {row["segment"].split("=")[0] for row in segments} == {"merchant_category", "amount"}
+    assert sum(row["rows"] for row in segments) == 2 * sum(
+        row["rows"] for row in segments if row["segment"].startswith("amount=")
+    )
+    assert {row["verdict"] for row in segments} <= {"too small to judge", "no champion to compare"}
 
 
 @pytest.mark.parametrize(("pipeline", "expected"), [("", "has no mlsteps.pipeline tag"), ("other", "=other")])

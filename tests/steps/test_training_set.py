@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from mlsteps.cli import main
-from mlsteps.contract.config import PipelineConfig, load_config
+from mlsteps.contract.config import PipelineConfig, SegmentSpec, load_config
 from mlsteps.contract.feature_schema import feature_columns
 from mlsteps.contract.layout import features_prefix, partition, training_run_name
 from mlsteps.errors import StepError
@@ -149,3 +149,29 @@ def test_events_without_labels_are_refused(tmp_path: Path, config: PipelineConfi
     interval = DataInterval(dt.datetime(2026, 3, 1, tzinfo=dt.UTC), dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
     with pytest.raises(StepError, match="no labelled events"):
         labelled_events(lake, config, interval)
+
+
+def test_a_segment_column_that_is_not_a_feature_is_read_with_the_events(
+    tmp_path: Path, config: PipelineConfig
+) -> None:
+    features = config.features.model_copy(update={"passthrough": ("amount", "merchant_category")})
+    evaluation = config.evaluation.model_copy(update={"segments": (SegmentSpec(column="card_present"),)})
+    segmented = config.model_copy(update={"features": features, "evaluation": evaluation})
+    lake = Lake(str(tmp_path / "lake"))
+    frame = pd.DataFrame(
+        {
+            "transaction_id": ["x", "y"],
+            "customer_id": ["a", "b"],
+            "event_time": pd.to_datetime(["2026-03-01 10:00", "2026-03-01 11:00"], utc=True),
+            "card_present": [True, False],
+            "is_fraud": [True, False],
+        }
+    )
+    staging = lake.stage(partition(config.dataset.source, "2026-03-01"))
+    staging.write_parquet("00000.parquet", pa.Table.from_pandas(frame))
+    lake.commit(staging, {})
+    interval = DataInterval(dt.datetime(2026, 3, 1, tzinfo=dt.UTC), dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
+
+    events = labelled_events(lake, segmented, interval)
+
+    assert events["card_present"].tolist() == [True, False]

@@ -215,6 +215,43 @@ class GatesConfig(_Frozen):
     approval_on_timeout: Literal["reject", "approve"] = Field(
         "reject", description="What an unanswered approval becomes once the timeout passes."
     )
+    segment_regression: bool = Field(
+        False,
+        description="Also refuse a challenger that regresses significantly on any segment of "
+        "evaluation.segments large enough to judge, even when the global ROC-AUC improves.",
+    )
+
+
+class SegmentSpec(_Frozen):
+    """One column the holdout is split by: its values, or a numeric column bucketed by ``bins``."""
+
+    column: Identifier
+    bins: tuple[float, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Strictly increasing edges; [0, 50] gives the buckets < 0, [0, 50) and >= 50.",
+    )
+
+    @field_validator("bins")
+    @classmethod
+    def _strictly_increasing(cls, bins: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if bins is not None and any(low >= high for low, high in zip(bins, bins[1:], strict=False)):
+            raise ValueError(f"bins must be strictly increasing, got {list(bins)}")
+        return bins
+
+
+class EvaluationConfig(_Frozen):
+    """Evaluation beyond one global metric: challenger vs champion per segment of the holdout."""
+
+    segments: tuple[SegmentSpec, ...] = ()
+    min_rows: int = Field(
+        200, ge=2, description="Fewer holdout rows than this in a segment: too small to judge."
+    )
+    min_positives: int = Field(
+        20,
+        ge=1,
+        description="Fewer rows of either class (positives, or negatives) in a segment: too small to judge.",
+    )
 
 
 class ScoringConfig(_Frozen):
@@ -321,6 +358,7 @@ class PipelineConfig(_Frozen):
     features: FeaturesConfig
     model: ModelConfig
     gates: GatesConfig = GatesConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     training: TrainingScheduleConfig = TrainingScheduleConfig()
     scoring: ScoringConfig = ScoringConfig()
     drift: DriftConfig = DriftConfig()
@@ -375,6 +413,30 @@ class PipelineConfig(_Frozen):
                     f"(performance.label_delay_days = {delay}), so no label in it is known yet; "
                     "use a longer window"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _segments_are_judgeable_columns(self) -> PipelineConfig:
+        columns = self.dataset.columns
+        for index, segment in enumerate(self.evaluation.segments):
+            where = f"evaluation.segments[{index}]"
+            spec = columns.get(segment.column)
+            if spec is None:
+                raise ValueError(f"{where} uses column '{segment.column}', which is not in dataset.columns")
+            if segment.column in (self.dataset.label, self.dataset.event_time) or spec.type == "timestamp":
+                raise ValueError(
+                    f"{where} uses column '{segment.column}': segments need a categorical, boolean, "
+                    "string or numeric input column, not the label or a timestamp"
+                )
+            if segment.bins is not None and spec.type not in ("numeric", "integer"):
+                raise ValueError(f"{where}: 'bins' are only allowed on numeric columns, not on {spec.type}")
+            if segment.bins is None and spec.type == "numeric":
+                raise ValueError(f"{where}: numeric column '{segment.column}' needs 'bins' to bucket it")
+        columns_used = [segment.column for segment in self.evaluation.segments]
+        if len(set(columns_used)) != len(columns_used):
+            raise ValueError("evaluation.segments names a column twice")
+        if self.gates.segment_regression and not self.evaluation.segments:
+            raise ValueError("gates.segment_regression is on but evaluation.segments names no column")
         return self
 
     @cached_property

@@ -69,6 +69,13 @@ def feature_columns(config: PipelineConfig) -> list[str]:
     return names
 
 
+def segment_only_columns(config: PipelineConfig) -> list[str]:
+    """Raw columns a training snapshot keeps beside its features, so that `evaluate` can split the
+    holdout by them: the ``evaluation.segments`` columns that are neither a feature nor a key column."""
+    kept = {*feature_columns(config), *config.dataset.key_columns}
+    return [s.column for s in config.evaluation.segments if s.column not in kept]
+
+
 def categorical_columns(config: PipelineConfig) -> list[str]:
     """Feature columns the model treats as categories (categorical passthrough columns)."""
     columns = config.dataset.columns

@@ -60,6 +60,8 @@ class EvaluateResult(StepResult, MlflowRun):
     metrics: dict[str, Any]
     comparison: dict[str, Any] | None
     thresholds: dict[str, Any]
+    #: One compact row per segment of ``evaluation.segments``: size, both ROC-AUCs, difference, verdict.
+    segments: list[dict[str, Any]]
     training_run: str
     report_html: str
     report_json: str

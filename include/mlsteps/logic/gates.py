@@ -8,6 +8,10 @@ percentile interval (``gates.bootstrap_samples`` resamples, ``gates.confidence``
 cannot reject an equally good retrain, and a clear regression beyond the allowance is rejected;
 a small holdout with a wide interval gives the challenger the benefit of the doubt, while the
 absolute thresholds still apply. A rejection is a result (``approved: false``), not a failure.
+
+With ``gates.segment_regression`` on, the same rule is applied within every segment of
+``evaluation.segments`` that is large enough to judge (:mod:`mlsteps.logic.segments`): one segment
+that regresses is enough to refuse the challenger, even when the global ROC-AUC improves.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from mlsteps.logic.metrics import paired_bootstrap, weighted_auc
 if TYPE_CHECKING:
     import numpy as np
 
-    from mlsteps.contract.config import GatesConfig
+    from mlsteps.contract.config import EvaluationConfig, GatesConfig
+    from mlsteps.logic.segments import SegmentResult
 
 #: The gate settings a verdict depends on (``gates.*``); the approval settings are not thresholds.
 THRESHOLD_FIELDS = (
@@ -30,6 +35,7 @@ THRESHOLD_FIELDS = (
     "max_auc_drop",
     "bootstrap_samples",
     "confidence",
+    "segment_regression",
 )
 
 
@@ -152,11 +158,15 @@ def compare(
     )  # fmt: skip
 
 
+def regressed(comparison: Comparison, gates: GatesConfig) -> bool:
+    """A drop both beyond ``max_auc_drop`` (material) and significant (the interval lies below zero)."""
+    return comparison.delta_roc_auc < -gates.max_auc_drop and comparison.ci_high < 0
+
+
 def champion_check(comparison: Comparison, gates: GatesConfig) -> Check:
     """Reject only a drop that is both beyond ``max_auc_drop`` and significant (interval below zero)."""
     material = comparison.delta_roc_auc < -gates.max_auc_drop
-    real = comparison.ci_high < 0
-    passed = not (material and real)
+    passed = not regressed(comparison, gates)
     interval = (
         f"ROC-AUC vs champion version {comparison.champion_version}: {comparison.delta_roc_auc:+.4f} "
         f"({comparison.confidence:.0%} CI {comparison.ci_low:+.4f} to {comparison.ci_high:+.4f})"
@@ -170,6 +180,56 @@ def champion_check(comparison: Comparison, gates: GatesConfig) -> Check:
     else:
         verdict = f"a significant drop beyond the allowed {gates.max_auc_drop:.4f}"
     return Check("champion", passed, f"{interval}: {verdict}.")
+
+
+def segment_checks(
+    segments: list[SegmentResult], judgement: Judgement, gates: GatesConfig, evaluation: EvaluationConfig
+) -> list[Check]:
+    """With ``gates.segment_regression`` on, the check that refuses a challenger regressing significantly
+    on any segment large enough to judge; with it off, none (the segments are only reported)."""
+    return [_segment_check(segments, judgement, gates, evaluation)] if gates.segment_regression else []
+
+
+def _segment_check(
+    segments: list[SegmentResult], judgement: Judgement, gates: GatesConfig, evaluation: EvaluationConfig
+) -> Check:
+    """Segments too small to judge never refuse; without a champion scored on the holdout there is
+    nothing to compare, and the check passes saying so."""
+    if judgement.champion is None:
+        reason = (
+            "there is no champion yet"
+            if judgement.champion_version is None
+            else f"champion version {judgement.champion_version} was not scored on this holdout"
+        )
+        return Check("segments", True, f"Segments are not compared: {reason}.")
+    judged = [s for s in segments if s.comparison is not None]
+    worse = [s for s in judged if s.comparison is not None and regressed(s.comparison, gates)]
+    if worse:
+        named = "; ".join(
+            f"{s.name} {s.comparison.delta_roc_auc:+.4f} (CI {s.comparison.ci_low:+.4f} to "
+            f"{s.comparison.ci_high:+.4f})"
+            for s in worse
+            if s.comparison is not None
+        )
+        return Check(
+            "segments",
+            False,
+            f"ROC-AUC vs champion version {judgement.champion_version} drops significantly beyond the "
+            f"allowed {gates.max_auc_drop:.4f} on {len(worse)} segment(s): {named}.",
+        )
+    if not judged:
+        return Check(
+            "segments",
+            True,
+            f"No segment is large enough to judge (at least {evaluation.min_rows} rows and "
+            f"{evaluation.min_positives} of each class).",
+        )
+    return Check(
+        "segments",
+        True,
+        f"No significant ROC-AUC regression on any of the {len(judged)} segment(s) large enough to judge "
+        f"({len(segments) - len(judged)} too small to judge).",
+    )
 
 
 def summary(

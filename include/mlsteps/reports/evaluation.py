@@ -38,6 +38,12 @@ def build_report(
         [{"check": c["name"], "passed": c["passed"], "detail": c["sentence"]} for c in document["checks"]],
     )
     report.add_table("Challenger vs champion on the same holdout", comparison_rows(challenger, champion))
+    if document["segments"]:
+        report.add_table(
+            "Segments: challenger vs champion on the same holdout rows",
+            segment_rows(document["segments"]),
+            note=segment_note(document),
+        )
     models = [(f"challenger v{challenger.version}", challenger)]
     if champion is not None:
         models.append((f"champion v{champion.version}", champion))
@@ -75,6 +81,43 @@ def comparison_rows(challenger: Scored, champion: Scored | None) -> list[dict[st
             }
         )
     return rows
+
+
+def segment_rows(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per segment: its size, both ROC-AUCs, the difference with its interval, the verdict."""
+    rows = []
+    for segment in segments:
+        delta = segment["delta_roc_auc"]
+        difference = (
+            "-" if delta is None else f"{delta:+.4f} ({segment['ci_low']:+.4f} to {segment['ci_high']:+.4f})"
+        )
+        rows.append(
+            {
+                "segment": segment["segment"],
+                "rows": segment["rows"],
+                "positives": segment["positives"],
+                "champion ROC-AUC": segment["champion_roc_auc"],
+                "challenger ROC-AUC": segment["challenger_roc_auc"],
+                "difference (CI)": difference,
+                "verdict": segment["verdict"],
+            }
+        )
+    return rows
+
+
+def segment_note(document: dict[str, Any]) -> str:
+    """How to read the segment table: the interval, the rule, and whether the gate applies it."""
+    gates = document["gates"]
+    rule = (
+        "The gate refuses the challenger on any such segment (gates.segment_regression)."
+        if gates["segment_regression"]
+        else "This is shown, not gated (gates.segment_regression is off)."
+    )
+    return (
+        f"Difference = challenger minus champion ROC-AUC on the segment's rows, with its "
+        f"{gates['confidence']:.0%} paired bootstrap interval. A significant regression is a drop beyond "
+        f"{gates['max_auc_drop']:.4f} whose whole interval lies below zero. {rule}"
+    )
 
 
 def curve_figure(y: np.ndarray, models: list[tuple[str, Scored]], kind: str) -> Figure:

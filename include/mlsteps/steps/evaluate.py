@@ -25,11 +25,13 @@ from mlsteps.logic.gates import (
     champion_check,
     compare,
     effective_thresholds,
+    segment_checks,
     summary,
     threshold_checks,
     verdict_document,
 )
 from mlsteps.logic.metrics import calibration_bins, classification_metrics
+from mlsteps.logic.segments import SegmentResult, judge_segments
 from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext, parse_day
 from mlsteps.platform.datasets import TrainingSet, load_training_set, model_input
@@ -70,8 +72,11 @@ def run(args: argparse.Namespace) -> EvaluateResult:
     checks = threshold_checks(challenger.metrics, config.gates, min_roc_auc)
     judgement = judge_against_champion(client, config, version, snapshot, challenger)
     checks.append(judgement.check)
+    segments = segments_of(snapshot, y, challenger, judgement, config)
+    checks += segment_checks(segments, judgement, config.gates, config.evaluation)
     document = {
         **verdict_document(name, challenger, judgement, checks),
+        "segments": [segment.summary() for segment in segments],
         "training_run": snapshot.manifest["training_run"],
         "gates": {**config.gates.model_dump(), "min_roc_auc": min_roc_auc},
         "thresholds": effective_thresholds(config.gates, min_roc_auc),
@@ -96,6 +101,7 @@ def run(args: argparse.Namespace) -> EvaluateResult:
         metrics=document["metrics"],
         comparison=document["comparison"],
         thresholds=document["thresholds"],
+        segments=document["segments"],
         mlflow_run_id=challenger_version.run_id,
         experiment_id=client.get_run(str(challenger_version.run_id)).info.experiment_id,
         training_run=document["training_run"],
@@ -180,6 +186,32 @@ def judge_against_champion(
     y = snapshot.holdout[snapshot.label].astype(int).to_numpy()
     comparison = compare(y, challenger.scores, champion.scores, current, config.gates, config.model.seed)
     return Judgement(current, champion, comparison, champion_check(comparison, config.gates))
+
+
+def segments_of(
+    snapshot: TrainingSet, y: np.ndarray, challenger: Scored, judgement: Judgement, config: PipelineConfig
+) -> list[SegmentResult]:
+    """Challenger vs champion on each configured segment of the holdout (mlsteps.logic.segments).
+
+    Raises:
+        StepError: The holdout lacks a segment column (a snapshot built before it was configured).
+    """
+    missing = [s.column for s in config.evaluation.segments if s.column not in snapshot.holdout.columns]
+    if missing:
+        raise StepError(
+            f"the holdout of snapshot {snapshot.manifest['training_run']} lacks the segment column(s) "
+            f"{missing} of evaluation.segments; rebuild the training set (build-training-set) with this "
+            "config, or remove them from evaluation.segments"
+        )
+    champion = judgement.champion
+    return judge_segments(
+        snapshot.holdout,
+        y,
+        challenger.scores,
+        champion.scores if champion else None,
+        judgement.champion_version if champion else None,
+        config,
+    )
 
 
 def record_in_mlflow(

@@ -13,7 +13,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import PipelineConfig
-from mlsteps.contract.feature_schema import categorical_columns, feature_columns, feature_types
+from mlsteps.contract.feature_schema import (
+    categorical_columns,
+    feature_columns,
+    feature_types,
+    segment_only_columns,
+)
 from mlsteps.contract.layout import features_prefix, partition, training_run_name
 from mlsteps.contract.results import BuildTrainingSetResult
 from mlsteps.errors import StepError
@@ -153,7 +158,8 @@ def _days(days: list[str]) -> str:
 
 
 def labelled_events(lake: Lake, config: PipelineConfig, interval: DataInterval) -> pd.DataFrame:
-    """Row id, entity keys, event time and a 0/1 label of the window's events that carry a label.
+    """Row id, entity keys, event time, a 0/1 label and the segment-only columns
+    (:func:`segment_only_columns`) of the window's events that carry a label.
 
     Raises:
         StepError: The raw data lacks a needed column, or the window holds no labelled event.
@@ -161,7 +167,7 @@ def labelled_events(lake: Lake, config: PipelineConfig, interval: DataInterval) 
     import pandas as pd
 
     dataset = config.dataset
-    columns = [*dataset.key_columns, dataset.event_time, dataset.label]
+    columns = [*dataset.key_columns, dataset.event_time, dataset.label, *segment_only_columns(config)]
     files = [f for day in interval.days() for f in lake.partition_files(partition(dataset.source, day))]
     frame = _read(lake, files, columns, config)
     times = pd.to_datetime(frame[dataset.event_time], utc=True)
@@ -188,7 +194,8 @@ def _read(lake: Lake, files: list[str], columns: list[str], config: PipelineConf
         if missing:
             raise StepError(
                 f"raw file {lake.url(relative)} lacks column(s) {missing} that a training set needs; "
-                "training needs labelled data with the dataset's key, time and label columns"
+                "training needs labelled data with the dataset's key, time and label columns (and the "
+                "columns evaluation.segments names)"
             )
     return lake.read_table(files, columns=columns).to_pandas() if files else _empty(columns)
 
@@ -225,8 +232,8 @@ def join_features(
     """Point-in-time join of the events to their features through a Feast feature service.
 
     Returns:
-        Row id, entity keys, event time, the features in :func:`feature_columns` order and the
-        label, sorted by event time then row id.
+        Row id, entity keys, event time, the features in :func:`feature_columns` order, the
+        segment-only columns and the label, sorted by event time then row id.
 
     Raises:
         StepError: Some events found no feature row (features and raw data disagree).
@@ -235,7 +242,13 @@ def join_features(
     entity_df = events.rename(columns={dataset.event_time: FEAST_TIMESTAMP})
     job = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(service))
     joined = job.to_df().rename(columns={FEAST_TIMESTAMP: dataset.event_time})
-    columns = [*dataset.key_columns, dataset.event_time, *feature_columns(config), dataset.label]
+    columns = [
+        *dataset.key_columns,
+        dataset.event_time,
+        *feature_columns(config),
+        *segment_only_columns(config),
+        dataset.label,
+    ]
     joined = joined.loc[:, columns].sort_values([dataset.event_time, dataset.row_id], kind="stable")
     unmatched = len(events) - len(joined) + int(joined[feature_columns(config)].isna().all(axis=1).sum())
     if unmatched:
