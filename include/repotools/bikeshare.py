@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import importlib.util
 import io
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,12 +44,12 @@ def table_path() -> Path:
     """Where the installed ISLP package keeps ``Bikeshare.csv`` (found without importing ISLP).
 
     Raises:
-        SystemExit: ISLP is not installed.
+        FileNotFoundError: ISLP is not installed.
     """
     spec = importlib.util.find_spec("ISLP")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(
-            "ERROR: the ISLP package is not installed; install its data with "
+        raise FileNotFoundError(
+            "the ISLP package is not installed; install its data with "
             "`pip install --no-deps -r tests/requirements-data.txt` (make install does)"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "Bikeshare.csv"
@@ -59,6 +60,7 @@ def load_events(start: dt.date = DEFAULT_START, csv: Path | None = None) -> pd.D
 
     Raises:
         ValueError: ``start`` is not a whole number of weeks from 2011-01-01.
+        FileNotFoundError: ISLP is not installed.
     """
     import pandas as pd
 
@@ -128,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         events = load_events(args.start)
-    except ValueError as error:
-        raise SystemExit(f"ERROR: {error}") from None
+    except (ValueError, FileNotFoundError) as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     lake = Lake(args.lake)
     first = args.start + dt.timedelta(days=args.skip_days)
     written = land(events, load_config(args.config), lake, first, args.days)
