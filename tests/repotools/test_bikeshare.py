@@ -12,7 +12,10 @@ from repotools.bikeshare import EXAMPLE_CONFIG, land, load_events
 from mlsteps.contract.config import load_config
 from mlsteps.platform.lake import Lake
 
-HEADER = "season,mnth,day,hr,holiday,weekday,workingday,weathersit,temp,atemp,hum,windspeed,casual,registered,bikers"
+HEADER = (
+    "season,mnth,day,hr,holiday,weekday,workingday,weathersit,"
+    + "temp,atemp,hum,windspeed,casual,registered,bikers"
+)
 
 
 @pytest.fixture
