@@ -32,11 +32,12 @@ help:
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt include/pyproject.toml tests/requirements.txt constraints.txt
+$(VENV)/.installed: requirements.txt include/pyproject.toml tests/requirements.txt tests/requirements-data.txt constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --python $(BIN)/python --quiet \
 		-c constraints.txt -r requirements.txt -r tests/requirements.txt -e ./include
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -r tests/requirements-data.txt
 	@touch $@
 
 lock: $(VENV)/.installed

@@ -92,7 +92,7 @@ def run_case(
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of child processes: this repo and the plugins importable, no step result file.
+    """The environment of child processes: the repo, plugins/ and include/ importable, no step result.
 
     Bytecode is cached under the benchmark's own ``PYTHONPYCACHEPREFIX``, as a built image has its
     ``.pyc`` files: with ``PYTHONDONTWRITEBYTECODE=1`` every import would compile from source.
@@ -100,7 +100,10 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "ML_STEP_RESULT"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(pycache_dir())
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "plugins")])
+    # include/ too: the checkout's own steps and repotools (the example dataset's loader).
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]
+    )
     env["PYTHONHASHSEED"] = "0"
     env.update(extra or {})
     return env

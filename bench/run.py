@@ -1,7 +1,7 @@
 """``make bench``: every measurement side by side in one run; prints a summary and saves JSON.
 
 Settings come from the environment (defaults in brackets):
-``BENCH_NAME`` [bench-<time>], ``BENCH_SECTIONS`` [startup,parse,training,scoring,drift],
+``BENCH_NAME`` [bench-<time>], ``BENCH_SECTIONS`` [startup,parse,training,example,scoring,drift],
 ``BENCH_SIZES`` [1000000,5000000,10000000], ``BENCH_SEED_MAX_ROWS`` [5000000],
 ``BENCH_SCORING_REPEATS`` [1], ``BENCH_SCORING_MODELS`` [pipeline,full], ``BENCH_PARSE_REPEATS`` [5],
 ``BENCH_HELP_REPEATS`` [3], ``BENCH_TRAIN_ROWS_PER_DAY`` [5000], ``BENCH_TRAIN_REPEATS`` [3],
@@ -25,7 +25,7 @@ from bench.common import REPO_ROOT, env_int, env_sizes, log, machine_info
 from bench.report import summary_rows, table
 from bench.workspace import FULL_MODEL, PIPELINE_MODEL, Workspace
 
-SECTIONS = ("startup", "parse", "training", "scoring", "drift")
+SECTIONS = ("startup", "parse", "training", "example", "scoring", "drift")
 RESULTS = REPO_ROOT / "bench" / "results"
 
 
@@ -78,6 +78,8 @@ def run_sections(workspace: Workspace, knobs: dict[str, Any]) -> dict[str, Any]:
             training.run, workspace, snapshot, knobs["train_repeats"], "training" in wanted
         )
         workspace.case("bench.workspace:set_champion", version=results["training"]["ours"]["model_version"])
+    if "example" in wanted:
+        results["example"] = _timed(training.run_example, workspace)
     if "scoring" in wanted:
         if "full" in knobs["scoring_models"]:
             log("scoring: registering the full-size model (every boosting round of the config)")

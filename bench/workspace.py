@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mlsteps.contract.config import PipelineConfig
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "include" / "config" / "pipeline.yaml"
+#: The real second dataset (hourly bike-sharing demand), landed by ``repotools.bikeshare``.
+EXAMPLE_CONFIG_FILE = CONFIG_FILE.parent / "examples" / "bikeshare.yaml"
 TRAINING_RUN = "bench"
 #: The training window: the features of these days form the snapshot; the last holdout_days are held out.
 WINDOW_START = dt.date(2026, 10, 1)
@@ -40,6 +42,8 @@ class Workspace:
     """Paths and the environment every child process of the benchmark runs with."""
 
     root: Path
+    #: The pipeline config every child reads: the demo's, or the example dataset's.
+    config: Path = CONFIG_FILE
 
     @property
     def lake(self) -> str:
@@ -50,14 +54,14 @@ class Workspace:
         return f"sqlite:///{self.root / 'mlflow.db'}"
 
     def config_file(self, model: str) -> Path:
-        """The bundled config, or a copy whose registered model is ``model`` (same pipeline name)."""
-        if model == PIPELINE_MODEL:
-            return CONFIG_FILE
+        """This workspace's config, or a copy whose registered model is ``model`` (same pipeline name)."""
+        if not model or model == PIPELINE_MODEL:
+            return self.config
         path = self.root / f"pipeline-{model}.yaml"
         if not path.exists():
             import yaml
 
-            document = yaml.safe_load(CONFIG_FILE.read_text())
+            document = yaml.safe_load(self.config.read_text())
             document["model"]["registered_name"] = model
             path.write_text(yaml.safe_dump(document, sort_keys=False))
         return path
@@ -68,7 +72,7 @@ class Workspace:
         return child_env(
             {
                 "ML_LAKE_URI": self.lake,
-                "ML_PIPELINE_CONFIG": str(self.config_file(model or PIPELINE_MODEL)),
+                "ML_PIPELINE_CONFIG": str(self.config_file(model)),
                 "ML_STATE_DIR": str(self.root / "state"),
                 "MLFLOW_TRACKING_URI": self.tracking_uri,
                 "AIRFLOW_HOME": str(airflow_home),
@@ -100,15 +104,22 @@ def config() -> PipelineConfig:
 def labelled_features(rows_per_day: int, customers: int, seed: int) -> pd.DataFrame:
     """Generated events of the window (plus look-back) through the real features code, with the label."""
     from mlsteps.contract.feature_schema import lookback_days
-    from mlsteps.logic.features import compute_features
     from mlsteps.steps.generate import generate_events
 
     settings = config()
     first = WINDOW_START - dt.timedelta(days=lookback_days(settings))
     days = [first + dt.timedelta(days=i) for i in range((WINDOW_START - first).days + WINDOW_DAYS)]
     events = generate_events(days, rows_per_day, customers, seed)
-    start = dt.datetime.combine(WINDOW_START, dt.time(), tzinfo=dt.UTC)
-    end = start + dt.timedelta(days=WINDOW_DAYS)
+    return features_with_label(events, WINDOW_START, WINDOW_DAYS)
+
+
+def features_with_label(events: pd.DataFrame, window_start: dt.date, window_days: int) -> pd.DataFrame:
+    """The window's features of ``events`` by the real features code, with each row's label."""
+    from mlsteps.logic.features import compute_features
+
+    settings = config()
+    start = dt.datetime.combine(window_start, dt.time(), tzinfo=dt.UTC)
+    end = start + dt.timedelta(days=window_days)
     features = compute_features(events, settings, start, end)
     label = settings.dataset.label
     labels = events.set_index(settings.dataset.row_id)[label].astype("int64")
@@ -116,16 +127,21 @@ def labelled_features(rows_per_day: int, customers: int, seed: int) -> pd.DataFr
 
 
 def write_training_set(root: Path, rows_per_day: int, customers: int, seed: int) -> dict[str, Any]:
-    """Commit the snapshot ``training/bench`` exactly as ``build-training-set`` lays it out."""
+    """Commit the snapshot ``training/bench`` of generated events, as ``build-training-set`` lays it out."""
+    frame = labelled_features(rows_per_day, customers, seed)
+    return save_snapshot(root, frame, WINDOW_START, WINDOW_DAYS)
+
+
+def save_snapshot(root: Path, frame: pd.DataFrame, window_start: dt.date, window_days: int) -> dict[str, Any]:
+    """Split the window's labelled features by time and commit them as the snapshot ``training/bench``."""
     from mlsteps.contract.feature_schema import categorical_columns, feature_columns
     from mlsteps.platform.datasets import save_training_set
     from mlsteps.platform.lake import Lake
     from mlsteps.steps.training_set import split_by_time
 
     settings = config()
-    frame = labelled_features(rows_per_day, customers, seed)
-    start = dt.datetime.combine(WINDOW_START, dt.time(), tzinfo=dt.UTC)
-    end = start + dt.timedelta(days=WINDOW_DAYS)
+    start = dt.datetime.combine(window_start, dt.time(), tzinfo=dt.UTC)
+    end = start + dt.timedelta(days=window_days)
     holdout_start = end - dt.timedelta(days=settings.model.holdout_days)
     train, holdout = split_by_time(frame, settings, holdout_start)
     dataset = settings.dataset
@@ -192,6 +208,25 @@ def register_full_model() -> dict[str, Any]:
 def write_training_set_here(rows_per_day: int, customers: int, seed: int) -> dict[str, Any]:
     """:func:`write_training_set` into this process's lake (``$ML_LAKE_URI``)."""
     return write_training_set(Path(os.environ["ML_LAKE_URI"]).parent, rows_per_day, customers, seed)
+
+
+def write_example_training_set_here() -> dict[str, Any]:
+    """The snapshot of the example dataset (hourly bike-sharing, 2011 moved to 2022) into this lake.
+
+    The window is the config's ``training_window_days`` up to the end of the table; its last
+    ``holdout_days`` are held out, as an ``ml_training`` run on 2023-01-01 would split them.
+    """
+    from repotools.bikeshare import DEFAULT_START, TABLE_DAYS, load_events
+
+    settings = config()
+    window_days = settings.model.training_window_days
+    window_start = DEFAULT_START + dt.timedelta(days=TABLE_DAYS - window_days)
+    frame = features_with_label(load_events(DEFAULT_START), window_start, window_days)
+    return {
+        **save_snapshot(Path(os.environ["ML_LAKE_URI"]).parent, frame, window_start, window_days),
+        "dataset": settings.dataset.name,
+        "window": f"{window_start} + {window_days} days",
+    }
 
 
 def set_champion(version: str) -> dict[str, Any]:

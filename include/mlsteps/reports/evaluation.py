@@ -21,6 +21,8 @@ def build_report(
 ) -> Report:
     """The HTML report: gate checks, comparison table and figures of both models on the holdout."""
     verdict = ("Approved: " if document["approved"] else "Rejected: ") + " ".join(document["reasons"])
+    holdout = document["holdout"]
+    negative, positive = holdout["class_names"]
     report = Report(
         title=f"Evaluation: {document['model_name']} version {document['model_version']}",
         verdict=verdict,
@@ -28,8 +30,9 @@ def build_report(
         meta={
             "champion": document["champion_version"] or "none",
             "training run": document["training_run"],
-            "holdout rows": document["holdout"]["rows"],
-            "holdout positives": document["holdout"]["positives"],
+            "holdout rows": holdout["rows"],
+            f"holdout rows of {positive} (positive)": holdout["positives"],
+            f"holdout rows of {negative}": holdout["rows"] - holdout["positives"],
             "dag run": f"{document['dag_id'] or '-'} / {document['dag_run_id'] or '-'}",
         },
     )
@@ -49,7 +52,6 @@ def build_report(
         models.append((f"champion v{champion.version}", champion))
     report.add_figure("ROC curves", curve_figure(y, models, "roc"))
     report.add_figure("Precision-recall curves", curve_figure(y, models, "pr"))
-    negative, positive = document["holdout"]["class_names"]
     report.add_figure("Confusion matrices", confusion_figure(models, (negative, positive)))
     report.add_figure("Score distribution", score_distribution_figure(y, models, (negative, positive)))
     report.add_figure("Calibration", calibration_figure(models))
