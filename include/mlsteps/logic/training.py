@@ -42,7 +42,8 @@ class Fit:
     validation_auc: float
     trials: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-    #: Rows the final booster learnt from: the fit part, or the whole train split after a refit.
+    #: Rows the final booster learnt from: the fit part, or after a refit the train split less the
+    #: calibration slice (the whole split when calibration is off).
     rows: int = 0
     refit: bool = False
     #: The calibrator fitted on the calibration slice; None when ``model.calibration`` is none.
