@@ -37,11 +37,11 @@ def device_case(snapshot: Any, settings: Any, device: str, nthread: int, repeats
     # The config's model params override the step's defaults, nthread included (as in production).
     model = settings.model.model_copy(update={"params": {**settings.model.params, "nthread": nthread}})
     threaded = settings.model_copy(update={"model": model})
-    splits = training.split_by_time(snapshot, settings.model.validation_fraction)
+    splits = training.training_splits(snapshot, settings)
     fits = [training.train_model(splits, snapshot, threaded, device, 0) for _ in range(repeats)]
     last = fits[-1]
     generic = json.loads(last.booster.save_config())["learner"]["generic_param"]
-    scores = training.predict(last.booster, snapshot.holdout, settings)
+    scores = training.predict(last.booster, snapshot.holdout, settings, last.calibrator)
     auc = float(sklearn.metrics.roc_auc_score(snapshot.holdout[snapshot.label].astype(int), scores))
     seconds = [fit.seconds for fit in fits]
     return {

@@ -56,21 +56,21 @@ def ours(repeats: int) -> dict[str, Any]:
     step = json.loads(result_file.read_text())
     settings = config()
     snapshot = load_training_set(Lake(), TRAINING_RUN)
-    booster = mlflow_registry.load_booster(step["model_name"], step["model_version"])
-    scores = training.predict(booster, snapshot.holdout, settings)
+    loaded = mlflow_registry.load_model(step["model_name"], step["model_version"])
+    scores = training.predict(loaded.booster, snapshot.holdout, settings, loaded.calibrator)
     auc = float(sklearn.metrics.roc_auc_score(snapshot.holdout[snapshot.label].astype(int), scores))
     early_stopped = settings.model_copy(update={"model": settings.model.model_copy(update={"refit": False})})
-    splits = training.split_by_time(snapshot, settings.model.validation_fraction)
-    without_refit = training.train_model(splits, snapshot, early_stopped, "cpu", 0).booster
+    splits = training.training_splits(snapshot, settings)
+    without_refit = training.train_model(splits, snapshot, early_stopped, "cpu", 0)
     auc_without_refit = float(
         sklearn.metrics.roc_auc_score(
             snapshot.holdout[snapshot.label].astype(int),
-            training.predict(without_refit, snapshot.holdout, settings),
+            training.predict(without_refit.booster, snapshot.holdout, settings, without_refit.calibrator),
         )
     )
     fits = [float(step["training_seconds"])]
     for _ in range(repeats - 1):
-        splits = training.split_by_time(snapshot, settings.model.validation_fraction)
+        splits = training.training_splits(snapshot, settings)
         fits.append(training.train_model(splits, snapshot, settings, "cpu", 0).seconds)
     return {
         "fit_seconds": median(fits),
@@ -103,7 +103,7 @@ def fit_only(repeats: int) -> dict[str, Any]:
     fits = []
     for _ in range(repeats):
         cpu = os.times()
-        splits = training.split_by_time(snapshot, settings.model.validation_fraction)
+        splits = training.training_splits(snapshot, settings)
         seconds = training.train_model(splits, snapshot, settings, "cpu", 0).seconds
         used = os.times()
         fits.append(

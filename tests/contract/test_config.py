@@ -231,6 +231,17 @@ BAD_CONFIGS: list[tuple[str, Mutation | str, list[str]]] = [
         lambda c: c.update(gates={**c["gates"], "segment_regression": True}, evaluation={"segments": []}),
         ["gates.segment_regression", "evaluation.segments"],
     ),
+    ("unknown calibration method", _set("model", "calibration", "beta"), ["model.calibration", "isotonic"]),
+    (
+        "calibration error gate of 0",
+        _set("gates", "max_calibration_error", 0),
+        ["gates.max_calibration_error"],
+    ),
+    (
+        "flagged-rate warning ratio of 1",
+        _set("scoring", "flagged_rate_warning_ratio", 1),
+        ["scoring.flagged_rate_warning_ratio", "greater than 1"],
+    ),
     ("invalid YAML", "name: [unclosed\ndataset: {\n", ["not valid YAML", "line"]),
     ("top level is a list", "- name\n- dataset\n", ["YAML mapping", "top level"]),
     ("empty file", "", ["YAML mapping", "top level"]),

@@ -77,3 +77,35 @@ def test_comparison_of_identical_scores_is_zero_with_a_zero_interval() -> None:
     comparison = compare(y, scores, scores.copy(), "1", GatesConfig(bootstrap_samples=20), seed=0)
 
     assert (comparison.delta_roc_auc, comparison.ci_low, comparison.ci_high) == (0.0, 0.0, 0.0)
+
+
+def test_calibration_error_is_checked_only_when_configured() -> None:
+    names = [
+        check.name
+        for check in threshold_checks({**METRICS, "expected_calibration_error": 0.2}, GatesConfig(), 0.5)
+    ]
+
+    assert "calibration_error" not in names
+
+
+@pytest.mark.parametrize(("maximum", "passed"), [(0.25, True), (0.2, True), (0.1, False)])
+def test_calibration_error_check_fails_above_the_maximum(maximum: float, passed: bool) -> None:
+    metrics = {**METRICS, "expected_calibration_error": 0.2}
+
+    check = threshold_checks(metrics, GatesConfig(max_calibration_error=maximum), 0.5)[-1]
+
+    assert (check.name, check.passed) == ("calibration_error", passed)
+
+
+def test_a_calibration_error_above_the_maximum_says_so() -> None:
+    metrics = {**METRICS, "expected_calibration_error": 0.21}
+
+    check = threshold_checks(metrics, GatesConfig(max_calibration_error=0.05), 0.5)[-1]
+
+    assert check.sentence == "Expected calibration error 0.2100 on the holdout exceeds the maximum 0.0500."
+
+
+def test_effective_thresholds_include_the_calibration_error_maximum() -> None:
+    thresholds = effective_thresholds(GatesConfig(max_calibration_error=0.05), 0.6)
+
+    assert thresholds["max_calibration_error"] == 0.05

@@ -18,6 +18,7 @@ from mlsteps.logic.training import (
     split_by_time,
     suggest,
     train_model,
+    training_splits,
 )
 from mlsteps.platform.datasets import TrainingSet
 
@@ -57,6 +58,20 @@ def snapshot(labels_in_time_order: list[int]) -> TrainingSet:
 def test_the_split_is_by_event_time(part: str, rows: list[str]) -> None:
     splits = split_by_time(snapshot([0, 1, 0, 1, 0, 1, 0, 1, 0, 1]), 0.2)
     assert getattr(splits, part)["row"].tolist() == rows
+
+
+@pytest.mark.parametrize(
+    ("part", "rows"),
+    [("calibration", ["r8", "r9"]), ("validation", ["r6", "r7"]), ("fit", [f"r{i}" for i in range(6)])],
+    ids=["calibration_is_the_latest_part", "validation_comes_just_before_it", "fit_part_is_the_rest"],
+)
+def test_the_calibration_slice_is_the_latest_by_event_time(part: str, rows: list[str]) -> None:
+    splits = split_by_time(snapshot([0, 1, 0, 1, 0, 1, 0, 1, 0, 1]), 0.2, 0.2)
+    assert getattr(splits, part)["row"].tolist() == rows
+
+
+def test_without_calibration_there_is_no_calibration_slice(config: PipelineConfig) -> None:
+    assert training_splits(snapshot([0, 1] * 5), config).calibration is None
 
 
 def test_a_part_with_one_class_is_refused() -> None:
@@ -179,3 +194,44 @@ def test_the_holdout_never_reaches_the_refit_booster(config: PipelineConfig) -> 
     other = trained(settings, learnable_snapshot([1, 1, 1, 0])).booster.save_raw("json")
 
     assert one == other
+
+
+def calibrated(config: PipelineConfig, method: str = "isotonic") -> PipelineConfig:
+    settings = quick(config, refit=True)
+    return settings.model_copy(update={"model": settings.model.model_copy(update={"calibration": method})})
+
+
+def with_calibration_labels(labels_of_the_latest: list[int]) -> TrainingSet:
+    """The learnable snapshot with the labels of its latest rows (the calibration slice) replaced."""
+    base = learnable_snapshot()
+    train = base.train.copy()
+    train.loc[len(train) - len(labels_of_the_latest) :, "y"] = labels_of_the_latest
+    return TrainingSet(train, base.holdout, MANIFEST)
+
+
+def test_with_calibration_the_refit_leaves_out_the_calibration_slice(config: PipelineConfig) -> None:
+    settings = calibrated(config)
+    fit = train_model(
+        training_splits(learnable_snapshot(), settings), learnable_snapshot(), settings, "cpu", 0
+    )
+
+    assert (fit.rows, fit.calibrator and fit.calibrator.rows) == (340, 60)
+
+
+def test_the_calibration_slice_never_reaches_the_booster(config: PipelineConfig) -> None:
+    settings = calibrated(config)
+    boosters = []
+    for latest in ([0, 1] * 30, [1, 0] * 30):
+        data = with_calibration_labels(latest)
+        boosters.append(train_model(training_splits(data, settings), data, settings, "cpu", 0).booster)
+
+    assert boosters[0].save_raw("json") == boosters[1].save_raw("json")
+
+
+def test_loggable_params_record_the_calibration_method(config: PipelineConfig) -> None:
+    settings = calibrated(config, "platt")
+    fit = train_model(
+        training_splits(learnable_snapshot(), settings), learnable_snapshot(), settings, "cpu", 0
+    )
+
+    assert loggable_params(fit, settings, "0", learnable_snapshot())["calibration"] == "platt"

@@ -15,6 +15,7 @@ from mlsteps.contract.config import PipelineConfig, load_config
 from mlsteps.errors import StepError
 from mlsteps.platform.datasets import model_input
 from mlsteps.platform.lake import Lake
+from mlsteps.platform.mlflow_registry import LoadedModel
 from mlsteps.platform.scoring import encode_batch, score_units
 
 FEATURES = ["amount", "merchant_category", "card_present", "distance_from_home_km"]
@@ -92,7 +93,9 @@ def test_read_ahead_loop_scores_every_row_once_in_order(tmp_path: Path) -> None:
     config = load_config()
     booster = _booster()
     units = _write_parts(tmp_path, parts=3, rows=1000)
-    scored = list(score_units(Lake(str(tmp_path)), config, booster, FEATURES, units, batch_rows=300))
+    scored = list(
+        score_units(Lake(str(tmp_path)), config, LoadedModel(booster, None), FEATURES, units, batch_rows=300)
+    )
     assert [(s.unit_number, s.batch_number) for s in scored][:3] == [(0, 0), (0, 1)] + [(1, 0)]
     output = pa.concat_tables([s.table for s in scored])
     assert output.column_names == ["transaction_id", "customer_id", "event_time", "score", "decision"]
@@ -109,11 +112,15 @@ def test_read_ahead_loop_scores_every_row_once_in_order(tmp_path: Path) -> None:
 def test_reader_errors_reach_the_caller_and_stop_the_reader(tmp_path: Path) -> None:
     config = load_config()
     units = [*_write_parts(tmp_path, parts=1, rows=400), ("missing.parquet", 0)]
-    scored = score_units(Lake(str(tmp_path)), config, _booster(), FEATURES, units, batch_rows=100)
+    scored = score_units(
+        Lake(str(tmp_path)), config, LoadedModel(_booster(), None), FEATURES, units, batch_rows=100
+    )
     with pytest.raises(FileNotFoundError):
         list(scored)
     # A consumer that stops early does not leave the reader blocked on a full queue.
-    early = score_units(Lake(str(tmp_path)), config, _booster(), FEATURES, units[:2], batch_rows=10)
+    early = score_units(
+        Lake(str(tmp_path)), config, LoadedModel(_booster(), None), FEATURES, units[:2], batch_rows=10
+    )
     next(early)
     early.close()
 

@@ -148,8 +148,8 @@ def test_the_result_records_the_thresholds_applied(evaluated_with_a_run_minimum:
     assert result["thresholds"]["min_roc_auc"] == 0.6  # this run's, not the config's
     assert result["thresholds"]["min_pr_auc"] == 0.05
     assert set(result["thresholds"]) == {
-        "min_roc_auc", "min_pr_auc", "max_log_loss", "max_auc_drop", "bootstrap_samples", "confidence",
-        "segment_regression",
+        "min_roc_auc", "min_pr_auc", "max_log_loss", "max_calibration_error", "max_auc_drop",
+        "bootstrap_samples", "confidence", "segment_regression",
     }  # fmt: skip
 
 

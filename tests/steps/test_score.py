@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -11,13 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
+from mlsteps.contract.config import load_config
 from mlsteps.contract.layout import partition, shadow_predictions_prefix
+from mlsteps.platform import mlflow_registry
+from mlsteps.platform.datasets import load_training_set
 from mlsteps.platform.lake import Lake
+from mlsteps.steps.evaluate import predict_holdout
 from tests.steps.training_fixtures import (
     FEATURES,
     build_features,
@@ -289,3 +295,28 @@ def test_shadow_scoring_commits_apart_and_never_touches_the_champions_partition(
     assert (compared["champion_version"], compared["shadow_version"]) == (scoring["version"], challenger)
     assert compared["comparison"]["decision_agreement"] == 1.0  # the same booster under two versions
     assert compared["comparison"]["rows"] == manifest["rows_out"]
+
+
+def test_a_calibrated_champion_is_scored_as_evaluate_scores_it_not_raw(
+    mlflow_tracking: Any, s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
+    model = unique_model_name("calibrated")
+    config = write_config(tmp_path, model, calibration="isotonic")
+    monkeypatch.setenv("ML_PIPELINE_CONFIG", config)
+    build_snapshot(s3_lake, "r1", frame=frame)
+    code, trained = run_step(["train", "--training-run", "r1"], tmp_path / "train.json", monkeypatch)
+    assert code == 0
+    MlflowClient().set_registered_model_alias(model, "champion", trained["model_version"])
+    day = frame["event_time"].max().date()
+    write_features(Lake(s3_lake), day, frame[frame["event_time"].dt.date == day].drop(columns=["is_fraud"]))
+    assert run_step(["score", "--ds", day.isoformat()], tmp_path / "score.json", monkeypatch)[0] == 0
+    scored = predictions(Lake(s3_lake), model, day)[1]["score"].to_numpy()
+
+    snapshot = load_training_set(Lake(s3_lake), "r1")
+    rows = snapshot.holdout[snapshot.holdout["event_time"].dt.date == day].sort_values("transaction_id")
+    day_set, settings = dataclasses.replace(snapshot, holdout=rows), load_config(config)
+    loaded = mlflow_registry.load_model(model, trained["model_version"])
+    raw = predict_holdout(dataclasses.replace(loaded, calibrator=None), day_set, settings)
+    np.testing.assert_array_equal(scored, predict_holdout(loaded, day_set, settings))
+    assert np.abs(scored - raw).max() > 0.01

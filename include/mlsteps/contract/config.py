@@ -185,6 +185,11 @@ class ModelConfig(_Frozen):
         description="Once early stopping has chosen the rounds, train the final booster again on the "
         "whole train split (early-stopping slice included); the holdout stays unseen.",
     )
+    calibration: Literal["none", "isotonic", "platt"] = Field(
+        "none",
+        description="Post-hoc calibration of the booster's scores, fitted on the latest validation_fraction "
+        "of the train split, which the booster (and its refit) never learns from; none: raw scores.",
+    )
     n_trials: int = Field(0, ge=0, le=500)
 
     @model_validator(mode="after")
@@ -203,6 +208,9 @@ class GatesConfig(_Frozen):
     min_roc_auc: float = Field(0.75, ge=0.0, le=1.0)
     min_pr_auc: float = Field(0.0, ge=0.0, le=1.0)
     max_log_loss: float | None = Field(None, gt=0.0)
+    max_calibration_error: float | None = Field(
+        None, gt=0.0, le=1.0, description="Highest expected calibration error on the holdout; unset: off."
+    )
     max_auc_drop: float = Field(0.01, ge=0.0, le=1.0, description="Allowed ROC-AUC regression vs champion.")
     bootstrap_samples: int = Field(200, ge=20, le=10_000)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
@@ -265,6 +273,12 @@ class ScoringConfig(_Frozen):
     shadow: bool = Field(
         False,
         description="Also score the latest challenger (not the champion) each day, into shadow/predictions/.",
+    )
+    flagged_rate_warning_ratio: float | None = Field(
+        3.0,
+        gt=1.0,
+        description="Warn when a scored day's flagged share is outside [base rate / ratio, "
+        "base rate * ratio] of the model's training base rate; a 0% share always warns; unset: only that.",
     )
 
 

@@ -178,6 +178,8 @@ class CommitPredictionsResult(StepResult):
     model_version: str
     #: How many files the committed partition lists.
     files: int
+    #: Sentences about an implausible flagged share (0%, or far from the training base rate); never a failure.
+    warnings: list[str]
 
 
 class ScoreResult(StepResult):
@@ -193,6 +195,7 @@ class ScoreResult(StepResult):
     uri: NotRequired[str]
     positive_rate: NotRequired[float]
     files: NotRequired[int]
+    warnings: NotRequired[list[str]]
 
 
 class MonitorPerformanceResult(StepResult, MlflowRun):

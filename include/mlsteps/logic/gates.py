@@ -32,6 +32,7 @@ THRESHOLD_FIELDS = (
     "min_roc_auc",
     "min_pr_auc",
     "max_log_loss",
+    "max_calibration_error",
     "max_auc_drop",
     "bootstrap_samples",
     "confidence",
@@ -112,22 +113,29 @@ def effective_thresholds(gates: GatesConfig, min_roc_auc: float) -> dict[str, An
 
 
 def threshold_checks(metrics: dict[str, Any], gates: GatesConfig, min_roc_auc: float) -> list[Check]:
-    """The absolute gates: minimum ROC-AUC and PR-AUC, and maximum log loss when configured."""
+    """The absolute gates: minimum ROC-AUC and PR-AUC; maximum log loss and calibration error if set."""
     checks = [
         _at_least("roc_auc", "ROC-AUC", metrics["roc_auc"], min_roc_auc),
         _at_least("pr_auc", "PR-AUC", metrics["pr_auc"], gates.min_pr_auc),
     ]
     if gates.max_log_loss is not None:
-        passed = metrics["log_loss"] <= gates.max_log_loss
-        relation = "is within" if passed else "exceeds"
+        checks.append(_at_most("log_loss", "Log loss", metrics["log_loss"], gates.max_log_loss))
+    if gates.max_calibration_error is not None:
         checks.append(
-            Check(
-                "log_loss",
-                passed,
-                f"Log loss {metrics['log_loss']:.4f} {relation} the maximum {gates.max_log_loss:.4f}.",
+            _at_most(
+                "calibration_error",
+                "Expected calibration error",
+                metrics["expected_calibration_error"],
+                gates.max_calibration_error,
             )
         )
     return checks
+
+
+def _at_most(name: str, label: str, value: float, maximum: float) -> Check:
+    passed = value <= maximum
+    relation = "is within" if passed else "exceeds"
+    return Check(name, passed, f"{label} {value:.4f} on the holdout {relation} the maximum {maximum:.4f}.")
 
 
 def _at_least(name: str, label: str, value: float, minimum: float) -> Check:

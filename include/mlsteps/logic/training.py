@@ -3,6 +3,11 @@
 Training is deterministic for a given snapshot, config and device: fixed seeds, a fixed thread
 count, and a validation slice that is the latest part of the train split by event time (never a
 random draw, so early stopping judges the model on data after what it learned from).
+
+With ``model.calibration`` on, the train split is cut in three by event time: what the booster
+learns from, the early-stopping slice, and (latest) the calibration slice, each slice
+``validation_fraction`` of the train split. The booster, and its refit, never see the calibration
+slice; the calibrator is fitted there on the final booster's scores.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.errors import StepError
+from mlsteps.logic.calibration import Calibrator, calibrate, fit_calibrator
 from mlsteps.platform.datasets import model_input
 
 if TYPE_CHECKING:
@@ -36,33 +42,51 @@ class Fit:
     validation_auc: float
     trials: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-    #: Rows the final booster learnt from: the fit part, or the whole train split after a refit.
+    #: Rows the final booster learnt from: the fit part, or after a refit the train split less the
+    #: calibration slice (the whole split when calibration is off).
     rows: int = 0
     refit: bool = False
+    #: The calibrator fitted on the calibration slice; None when ``model.calibration`` is none.
+    calibrator: Calibrator | None = None
 
 
 @dataclass(frozen=True)
 class Splits:
-    """The train split cut by time into what the booster learns from and the early-stopping slice."""
+    """The train split cut by time: what the booster learns from, the early-stopping slice, and
+    (with calibration on) the latest slice, kept for the calibrator alone."""
 
     fit: pd.DataFrame
     validation: pd.DataFrame
+    calibration: pd.DataFrame | None = None
 
 
 # --- data ---------------------------------------------------------------------------------
 
 
-def split_by_time(snapshot: TrainingSet, validation_fraction: float) -> Splits:
-    """Carve the latest ``validation_fraction`` of the train split, by event time, for early stopping.
+def training_splits(snapshot: TrainingSet, config: PipelineConfig) -> Splits:
+    """The split training uses; with calibration on, a calibration slice the size of the validation one."""
+    fraction = config.model.validation_fraction
+    return split_by_time(snapshot, fraction, fraction if config.model.calibration != "none" else 0.0)
+
+
+def split_by_time(
+    snapshot: TrainingSet, validation_fraction: float, calibration_fraction: float = 0.0
+) -> Splits:
+    """Carve the latest rows of the train split, by event time: ``calibration_fraction`` of them for the
+    calibrator (latest), the ``validation_fraction`` before those for early stopping.
 
     Raises:
-        StepError: Either part is empty or lacks one of the two classes.
+        StepError: A part is empty or lacks one of the two classes.
     """
     event_time, row_id = snapshot.manifest["event_time"], snapshot.manifest["row_id"]
     ordered = snapshot.train.sort_values([event_time, row_id], kind="stable").reset_index(drop=True)
-    size = int(round(len(ordered) * validation_fraction))
-    splits = Splits(ordered.iloc[: len(ordered) - size], ordered.iloc[len(ordered) - size :])
-    for part, frame in (("training", splits.fit), ("validation", splits.validation)):
+    held = int(round(len(ordered) * calibration_fraction))
+    end = len(ordered) - held
+    start = end - int(round(len(ordered) * validation_fraction))
+    calibration = ordered.iloc[end:] if calibration_fraction > 0 else None
+    splits = Splits(ordered.iloc[:start], ordered.iloc[start:end], calibration)
+    parts = [("training", splits.fit), ("validation", splits.validation)]
+    for part, frame in [*parts, *([("calibration", calibration)] if calibration is not None else [])]:
         classes = frame[snapshot.label].astype(int).nunique() if len(frame) else 0
         if classes < 2:
             raise StepError(
@@ -122,12 +146,20 @@ def train_model(
     fit.rows = len(splits.fit)
     if config.model.refit:
         refit(fit, splits, snapshot, config)
+    if splits.calibration is not None and config.model.calibration != "none":
+        raw = predict(fit.booster, splits.calibration, config)
+        fit.calibrator = fit_calibrator(
+            config.model.calibration, labels(splits.calibration, snapshot.label), raw
+        )
     fit.seconds = round(time.perf_counter() - started, 3)
     return fit
 
 
 def refit(fit: Fit, splits: Splits, snapshot: TrainingSet, config: PipelineConfig) -> None:
-    """Train the final booster again on the whole train split, for the rounds early stopping chose.
+    """Train the final booster again on the train split, for the rounds early stopping chose.
+
+    The whole split but the calibration slice, when there is one: the calibrator must be fitted on
+    scores of rows the booster never learnt from.
 
     ``validation_auc`` and ``best_iteration`` stay those of the early-stopped booster: the refit one
     has seen the validation slice, so its score there would say nothing. The holdout is not here at all.
@@ -206,10 +238,13 @@ def suggest(trial: Any) -> dict[str, Any]:
     }
 
 
-def predict(booster: xgb.Booster, frame: pd.DataFrame, config: PipelineConfig) -> np.ndarray:
-    """Positive-class probabilities for ``frame``, encoded by :func:`model_input`."""
+def predict(
+    booster: xgb.Booster, frame: pd.DataFrame, config: PipelineConfig, calibrator: Calibrator | None = None
+) -> np.ndarray:
+    """Positive-class probabilities for ``frame``, encoded by :func:`model_input`, then calibrated
+    by ``calibrator`` (none: the booster's raw scores)."""
     features = list(booster.feature_names or [])
-    return booster.inplace_predict(model_input(frame, features, config))
+    return calibrate(calibrator, booster.inplace_predict(model_input(frame, features, config)))
 
 
 def loggable_params(fit: Fit, config: PipelineConfig, n_trials: str, snapshot: TrainingSet) -> dict[str, Any]:
@@ -222,6 +257,8 @@ def loggable_params(fit: Fit, config: PipelineConfig, n_trials: str, snapshot: T
         "early_stopping_rounds": config.model.early_stopping_rounds,
         "validation_fraction": config.model.validation_fraction,
         "refit": fit.refit,
+        "calibration": config.model.calibration,
+        "calibration_rows": fit.calibrator.rows if fit.calibrator else 0,
         "training_rows": fit.rows,
         "n_trials": n_trials,
         "feature_count": len(snapshot.feature_columns),

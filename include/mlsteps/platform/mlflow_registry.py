@@ -6,9 +6,11 @@ moves it. Nothing heavy is imported at module level: the Airflow plugins import 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.errors import StepError
+from mlsteps.logic.calibration import Calibrator
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -33,6 +35,10 @@ THRESHOLDS_TAG = "mlsteps.evaluation.thresholds"
 RETRAIN_DS_TAG = "mlsteps.retrain.ds"
 #: Set by `train` on the run and version of a drift retrain: the drifted columns, comma-separated.
 RETRAIN_COLUMNS_TAG = "mlsteps.retrain.drifted_columns"
+#: Set by `train` on the run and version: the calibration method (``model.calibration``).
+CALIBRATION_TAG = "mlsteps.calibration"
+#: The key of the logged model's MLmodel ``metadata`` that holds the calibrator's document.
+CALIBRATION_METADATA_KEY = "mlsteps_calibration"
 
 
 # --- lineage ------------------------------------------------------------------------------
@@ -170,16 +176,53 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
     return aliases(client, name).get(CHAMPION)
 
 
-def load_booster(name: str, version: str) -> xgb.Booster:
-    """Load a registered version's XGBoost booster (the native flavor, which takes categorical input).
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered version as it scores: its booster, and the calibrator logged with it (None: raw scores).
 
-    Feature columns are in ``booster.feature_names``; encode them with
-    :func:`mlsteps.platform.datasets.model_input` before predicting.
+    Turn the booster's output into the model's score with :func:`mlsteps.logic.calibration.calibrate`.
     """
-    import mlflow.xgboost
 
-    booster = mlflow.xgboost.load_model(f"models:/{name}/{version}")
-    return booster
+    booster: xgb.Booster
+    calibrator: Calibrator | None
+
+
+def load_model(name: str, version: str) -> LoadedModel:
+    """Load a registered version's XGBoost booster and the calibrator in its MLmodel metadata.
+
+    The booster is the native flavor, which takes categorical input: its feature columns are in
+    ``booster.feature_names``; encode them with :func:`mlsteps.platform.datasets.model_input`
+    (or :func:`mlsteps.platform.scoring.encode_batch`) before predicting. The model's files are
+    downloaded once, for both.
+
+    Raises:
+        StepError: The version's calibration metadata is unreadable.
+    """
+    import tempfile
+
+    import mlflow.artifacts
+    import mlflow.xgboost
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="mlsteps-model-") as directory:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=directory
+        )
+        booster = mlflow.xgboost.load_model(local)
+        document = (Model.load(local).metadata or {}).get(CALIBRATION_METADATA_KEY)
+    if not document:
+        return LoadedModel(booster, None)
+    try:
+        return LoadedModel(booster, Calibrator.from_document(document))
+    except (KeyError, TypeError, ValueError) as err:
+        raise StepError(
+            f"model {name} version {version} has unreadable calibration metadata ({err}); retrain it"
+        ) from None
+
+
+def load_booster(name: str, version: str) -> xgb.Booster:
+    """A registered version's booster alone (its raw scores): for its feature names and content hash."""
+    return load_model(name, version).booster
 
 
 def holdout_metrics(client: MlflowClient, version: ModelVersion) -> dict[str, float]:

@@ -26,6 +26,7 @@ from mlsteps.contract.layout import (
     training_run_name,
 )
 from mlsteps.errors import StepError
+from mlsteps.logic.calibration import calibrate
 from mlsteps.platform.lake import Lake, Staging
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import xgboost as xgb
 
     from mlsteps.contract.config import ColumnSpec, PipelineConfig
+    from mlsteps.platform.mlflow_registry import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,16 @@ def staging_for(
     return Staging(lake, output_prefix(config, day, shadow), attempt)
 
 
-def load_booster(model: PinnedModel) -> xgb.Booster:
-    """Download the pinned version's model once and return its native booster."""
+def load_model(model: PinnedModel) -> LoadedModel:
+    """Download the pinned version's model once: its native booster and its calibrator (if any)."""
     from mlsteps.platform import mlflow_registry
 
-    return mlflow_registry.load_booster(model.name, model.version)
+    return mlflow_registry.load_model(model.name, model.version)
+
+
+def load_booster(model: PinnedModel) -> xgb.Booster:
+    """The pinned version's booster alone (for its feature names)."""
+    return load_model(model).booster
 
 
 def check_signature(booster: xgb.Booster, columns: list[str], where: str) -> list[str]:
@@ -219,13 +226,15 @@ class ScoredBatch:
 def score_units(
     lake: Lake,
     config: PipelineConfig,
-    booster: xgb.Booster,
+    model: LoadedModel,
     features: list[str],
     units: Iterable[tuple[str, int]],
     batch_rows: int,
 ) -> Iterator[ScoredBatch]:
     """Score row groups batch by batch, reading and encoding the next batch while this one is predicted.
 
+    The score is the booster's output calibrated by the model's calibrator (if any), as evaluation
+    scores the holdout; the decision is that score at or above ``scoring.decision_threshold``.
     A background thread reads ``batch_rows`` at a time without pre-buffering (arrow#39808) and
     encodes each batch; a queue of :data:`PREFETCH_BATCHES` keeps memory flat. Arrow, NumPy and
     XGBoost release the GIL, so reading overlaps prediction. An error in the reader is raised here.
@@ -238,7 +247,7 @@ def score_units(
     for unit_number, batch_number, batch, matrix in _encoded_batches(
         lake, units, [*keys, *features], batch_rows, features, config
     ):
-        scores = booster.inplace_predict(matrix, validate_features=False)
+        scores = calibrate(model.calibrator, model.booster.inplace_predict(matrix, validate_features=False))
         table = pa.table(
             {
                 **{key: batch.column(key) for key in keys},

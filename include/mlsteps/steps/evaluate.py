@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.layout import evaluation_report_prefix, training_run_name
 from mlsteps.contract.results import EvaluateResult
 from mlsteps.errors import StepError
+from mlsteps.logic.calibration import calibrate
 from mlsteps.logic.gates import (
     Check,
     Judgement,
@@ -40,7 +41,6 @@ from mlsteps.reports.html import Report, save_report
 
 if TYPE_CHECKING:
     import numpy as np
-    import xgboost as xgb
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
@@ -143,22 +143,27 @@ def _holdout_labels(snapshot: TrainingSet) -> np.ndarray:
 
 
 def score_version(name: str, version: str, snapshot: TrainingSet, config: PipelineConfig) -> Scored:
-    """Load a version's booster and score the holdout.
+    """Load a version (booster and calibrator) and score the holdout as scoring would.
 
     Raises:
         StepError: The holdout lacks a feature the booster needs.
     """
-    booster = mlflow_registry.load_booster(name, version)
-    scores = predict_holdout(booster, snapshot, config)
+    scores = predict_holdout(mlflow_registry.load_model(name, version), snapshot, config)
     y = snapshot.holdout[snapshot.label].astype(int).to_numpy()
     metrics = classification_metrics(y, scores, config.scoring.decision_threshold)
     return Scored(version, scores, metrics, calibration_bins(y, scores))
 
 
-def predict_holdout(booster: xgb.Booster, snapshot: TrainingSet, config: PipelineConfig) -> np.ndarray:
-    """Scores for the holdout rows, encoded through :func:`model_input` with the booster's own features."""
+def predict_holdout(
+    model: mlflow_registry.LoadedModel, snapshot: TrainingSet, config: PipelineConfig
+) -> np.ndarray:
+    """Scores for the holdout rows, encoded through :func:`model_input` with the booster's own features,
+    then calibrated by the model's calibrator (if any)."""
+    booster = model.booster
     features = list(booster.feature_names or snapshot.feature_columns)
-    return booster.inplace_predict(model_input(snapshot.holdout, features, config))
+    return calibrate(
+        model.calibrator, booster.inplace_predict(model_input(snapshot.holdout, features, config))
+    )
 
 
 def judge_against_champion(

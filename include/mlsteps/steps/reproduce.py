@@ -277,7 +277,7 @@ def run_step(step: str, argv: list[str], settings: StepSettings) -> dict[str, An
 
 def retrain(scratch: Lake, records: Records) -> Fit:
     """Train on the rebuilt snapshot with the recorded config, device and trial count."""
-    from mlsteps.logic.training import split_by_time, train_model
+    from mlsteps.logic.training import train_model, training_splits
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.platform.device import cuda_problem
     from mlsteps.steps import train
@@ -289,7 +289,7 @@ def retrain(scratch: Lake, records: Records) -> Fit:
         device = "cpu"
     snapshot = load_training_set(scratch, records.training_run)
     config = records.training_config
-    splits = split_by_time(snapshot, config.model.validation_fraction)
+    splits = training_splits(snapshot, config)
     return train_model(splits, snapshot, config, device, int(tags.get(train.TRIALS_TAG, "0")))
 
 
@@ -350,16 +350,18 @@ def booster_check(records: Records, booster: xgb.Booster) -> Check:
 
 
 def predictions_check(records: Records, rebuilt: Rebuilt, tolerance: float) -> Check:
-    """Registered vs retrained predictions on the rebuilt holdout: the largest |Δp|."""
+    """Registered vs retrained predictions (calibrated, as each model scores) on the rebuilt holdout."""
     from mlsteps.logic import reproduction
     from mlsteps.logic.training import predict
     from mlsteps.platform.datasets import load_training_set
 
-    registered = mlflow_registry.load_booster(records.version.name, str(records.version.version))
+    registered = mlflow_registry.load_model(records.version.name, str(records.version.version))
     holdout = load_training_set(rebuilt.scratch, records.training_run).holdout
     config = records.training_config
     return reproduction.predictions_check(
-        predict(registered, holdout, config), predict(rebuilt.fit.booster, holdout, config), tolerance
+        predict(registered.booster, holdout, config, registered.calibrator),
+        predict(rebuilt.fit.booster, holdout, config, rebuilt.fit.calibrator),
+        tolerance,
     )
 
 

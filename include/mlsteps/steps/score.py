@@ -17,7 +17,7 @@ from mlsteps.platform.scoring import (
     PinnedModel,
     check_signature,
     input_columns,
-    load_booster,
+    load_model,
     resolve_challenger,
     resolve_model,
     score_units,
@@ -67,13 +67,13 @@ def run(args: argparse.Namespace) -> ScoreResult:
     source = scoring_input(context.lake, config, args.ds)
     model = scoring_model(config, args.alias or config.scoring.alias, args.model_version, args.shadow)
     started = time.perf_counter()
-    booster = load_booster(model)
+    loaded = load_model(model)
     schema_columns = input_columns(context.lake, source.files[0])
-    features = check_signature(booster, schema_columns, context.lake.url(source.prefix))
+    features = check_signature(loaded.booster, schema_columns, context.lake.url(source.prefix))
     staging = staging_for(context.lake, config, args.ds, context.run_id, shadow=args.shadow)
     rows = positives = 0
     units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
-    for scored in score_units(context.lake, config, booster, features, units, batch_rows):
+    for scored in score_units(context.lake, config, loaded, features, units, batch_rows):
         name = f"shard-{args.shard_index:05d}-{scored.unit_number:05d}-{scored.batch_number:05d}.parquet"
         staging.write_parquet(name, scored.table, unique_columns=[config.dataset.row_id])
         rows += scored.table.num_rows

@@ -1,14 +1,22 @@
-"""Publish a predictions partition once every scoring shard has finished."""
+"""Publish a predictions partition once every scoring shard has finished.
+
+Here the day's totals are known (one commit per day, however many shards scored it), so this is
+where an implausible flagged share is warned about: none flagged, or a share far from the model's
+training base rate (:func:`mlsteps.logic.calibration.flagged_rate_warnings`). A warning goes to the
+log, the result, its summary and the partition's manifest, and never fails the step.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 from typing import TYPE_CHECKING, Any
 
-from mlsteps.contract.layout import predictions_prefix
+from mlsteps.contract.layout import predictions_prefix, reference_prefix
 from mlsteps.contract.results import CommitPredictionsResult
 from mlsteps.errors import StepError
+from mlsteps.logic.calibration import flagged_rate_warnings
 from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.lake import FileEntry, Lake
@@ -17,6 +25,8 @@ from mlsteps.platform.scoring import PinnedModel, read_receipts, resolve_model, 
 
 if TYPE_CHECKING:
     from mlsteps.contract.config import PipelineConfig
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +76,11 @@ def commit_predictions(
     if rows_out != source.rows:
         raise StepError(f"shards scored {rows_out} rows but the input has {source.rows}; rerun the scoring")
     positives = sum(receipt["positives"] for receipt in receipts)
+    base_rate = training_base_rate(lake, config, model)
+    threshold, ratio = config.scoring.decision_threshold, config.scoring.flagged_rate_warning_ratio
+    warnings = flagged_rate_warnings(rows_out, positives, threshold, base_rate, ratio)
+    for warning in warnings:
+        log.warning("ds=%s: %s", day, warning)
     manifest = lake.commit(
         staging,
         {
@@ -78,6 +93,8 @@ def commit_predictions(
             "rows_out": rows_out,
             "positives": positives,
             "decision_threshold": config.scoring.decision_threshold,
+            "training_base_rate": base_rate,
+            "warnings": warnings,
             "feature_fingerprint": source.fingerprint,
             "features_uri": lake.url(source.prefix),
             "shards": shard_count,
@@ -87,6 +104,13 @@ def commit_predictions(
         },
     )
     return _result(lake.url(staging.prefix), day, model, rows_out, positives, manifest)
+
+
+def training_base_rate(lake: Lake, config: PipelineConfig, model: PinnedModel) -> float | None:
+    """The positive share of the version's train split, from its reference manifest (None: not recorded)."""
+    reference = lake.manifest(reference_prefix(config, model.version)) or {}
+    value = reference.get("base_rate")
+    return float(value) if value is not None else None
 
 
 def promotion_entry(lake: Lake, model: PinnedModel) -> str | None:
@@ -130,6 +154,8 @@ def _result(
     uri: str, day: dt.date, model: PinnedModel, rows_out: int, positives: int, manifest: dict[str, Any]
 ) -> CommitPredictionsResult:
     rate = positives / rows_out if rows_out else 0.0
+    warnings = list(manifest.get("warnings") or [])
+    warned = "".join(f"; WARNING: {warning}" for warning in warnings)
     return {
         "ds": day.isoformat(),
         "uri": uri,
@@ -137,5 +163,7 @@ def _result(
         "positive_rate": round(rate, 6),
         "model_version": model.version,
         "files": len(manifest["files"]),
-        "summary": f"{rows_out} rows scored to {uri} with {model.name} v{model.version} ({rate:.2%} flagged)",
+        "warnings": warnings,
+        "summary": f"{rows_out} rows scored to {uri} with {model.name} v{model.version} ({rate:.2%} flagged)"
+        f"{warned}",
     }

@@ -216,6 +216,7 @@ def model_link(client: MlflowClient, name: str, manifest: dict[str, Any]) -> tup
         "aliases_now": now,
         "source": version.source,
         "pipeline": (version.tags or {}).get(mlflow_registry.PIPELINE_TAG),
+        "calibration": (version.tags or {}).get(mlflow_registry.CALIBRATION_TAG, "none"),
     }
     recorded_run = manifest.get("model_run_id")
     if recorded_run and recorded_run != version.run_id:

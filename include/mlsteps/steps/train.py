@@ -3,7 +3,9 @@
 Training is deterministic for a given snapshot, config and device: fixed seeds, a fixed thread
 count, and a validation slice that is the latest part of the train split by event time (never a
 random draw, so early stopping judges the model on data after what it learned from). The holdout
-is not touched here; `evaluate` judges the model on it.
+is not touched here; `evaluate` judges the model on it. With ``model.calibration`` on, the calibrator
+is fitted on the latest slice of the train split, which the booster never sees, and logged in the
+model's MLmodel metadata, so every step that loads the model loads it too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.layout import reference_prefix, snapshot_prefix
 from mlsteps.contract.results import RegisteredRun, TrainResult
 from mlsteps.errors import StepError
-from mlsteps.logic.training import Fit, loggable_params, predict, split_by_time, train_model
+from mlsteps.logic.training import Fit, loggable_params, predict, train_model, training_splits
 from mlsteps.platform import mlflow_registry
 from mlsteps.platform.context import StepContext
 from mlsteps.platform.datasets import TrainingSet, load_training_set
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from mlsteps.contract.config import PipelineConfig
+    from mlsteps.logic.calibration import Calibrator
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +93,17 @@ def run(args: argparse.Namespace) -> TrainResult:
         DEVICE_TAG: device,
         TRIALS_TAG: str(n_trials),
         VERSIONS_TAG: json.dumps(package_versions(), separators=(",", ":")),
+        mlflow_registry.CALIBRATION_TAG: config.model.calibration,
         **retrain_tags(args.retrain_ds, args.drifted_columns),
     }
     earlier = earlier_attempt(config, tags)
     if earlier is not None:
         return reuse(context, snapshot, earlier, tags)
-    splits = split_by_time(snapshot, config.model.validation_fraction)
+    splits = training_splits(snapshot, config)
     fit = train_model(splits, snapshot, config, device, n_trials)
     tags[MODEL_SHA256_TAG] = booster_sha256(fit.booster)
     logged = log_to_mlflow(context, snapshot, fit, tags)
-    reference = save_reference(context, snapshot, fit.booster, logged["model_version"])
+    reference = save_reference(context, snapshot, fit.booster, logged["model_version"], fit.calibrator)
     metrics = {"validation_auc": fit.validation_auc, "best_iteration": fit.best_iteration}
     return result(config, logged, metrics, fit.seconds, tags, reference)
 
@@ -199,7 +203,8 @@ def reuse(
     name, number = config.model.registered_name, str(version.version)
     reference = context.lake.url(reference_prefix(config, number))
     if context.lake.manifest(reference_prefix(config, number)) is None:
-        reference = save_reference(context, snapshot, mlflow_registry.load_booster(name, number), number)
+        loaded = mlflow_registry.load_model(name, number)
+        reference = save_reference(context, snapshot, loaded.booster, number, loaded.calibrator)
     client = mlflow_registry.mlflow_client()
     client.set_registered_model_alias(name, mlflow_registry.CHALLENGER, number)
     run = client.get_run(version.run_id) if version.run_id else None
@@ -251,7 +256,7 @@ def log_to_mlflow(
         mlflow.log_figure(importance_figure(fit.booster), "feature_importance.png")
         if fit.trials:
             mlflow.log_dict({"trials": fit.trials}, "optuna_trials.json")
-        model_uri = log_model(fit.booster, snapshot)
+        model_uri = log_model(fit.booster, snapshot, fit.calibrator)
         version = register(config, model_uri, tags, active.info.run_id)
     return RegisteredRun(
         mlflow_run_id=active.info.run_id,
@@ -285,12 +290,16 @@ def log_datasets(context: StepContext, snapshot: TrainingSet) -> None:
             mlflow.log_input(dataset, context="training" if split == "train" else "holdout")
 
 
-def log_model(booster: xgb.Booster, snapshot: TrainingSet) -> str:
+def log_model(booster: xgb.Booster, snapshot: TrainingSet, calibrator: Calibrator | None = None) -> str:
     """Log the booster in the xgboost flavor with a signature and input example over the raw features.
+
+    The calibrator, when there is one, goes into the MLmodel file's ``metadata``
+    (:data:`mlflow_registry.CALIBRATION_METADATA_KEY`): it travels with the model's files and
+    :func:`mlflow_registry.load_model` loads both at once.
 
     MLflow's generic pyfunc wrapper builds a DMatrix without categorical support, so its
     serving-input check fails on categorical features and logs a misleading warning: that check is
-    silenced. Score with ``mlflow.xgboost.load_model`` and :func:`model_input` instead.
+    silenced. Score with :func:`mlflow_registry.load_model` and :func:`model_input` instead.
 
     Returns:
         The logged model's URI (``models:/m-...``).
@@ -314,6 +323,9 @@ def log_model(booster: xgb.Booster, snapshot: TrainingSet) -> str:
             input_example=example,
             pip_requirements=requirements,
             model_format="ubj",
+            metadata={mlflow_registry.CALIBRATION_METADATA_KEY: calibrator.document()}
+            if calibrator
+            else None,
         )
     return str(info.model_uri)
 
@@ -358,7 +370,8 @@ def register(config: PipelineConfig, model_uri: str, tags: dict[str, str], run_i
         version.version,
         description=(
             f"Trained by pipeline {config.name} (MLflow run {run_id}) on snapshot {tags['training_run']}. "
-            "Load with mlflow.xgboost.load_model and encode input with mlsteps.platform.datasets.model_input."
+            "Load with mlsteps.platform.mlflow_registry.load_model (booster and calibrator) and encode input "
+            "with mlsteps.platform.datasets.model_input."
         ),
     )
     client.set_registered_model_alias(name, mlflow_registry.CHALLENGER, version.version)
@@ -368,10 +381,18 @@ def register(config: PipelineConfig, model_uri: str, tags: dict[str, str], run_i
 # --- reference sample ---------------------------------------------------------------------
 
 
-def save_reference(context: StepContext, snapshot: TrainingSet, booster: xgb.Booster, version: str) -> str:
+def save_reference(
+    context: StepContext,
+    snapshot: TrainingSet,
+    booster: xgb.Booster,
+    version: str,
+    calibrator: Calibrator | None = None,
+) -> str:
     """Commit a seeded sample of the training features plus the model score as the drift reference.
 
-    Written to ``reference/<model>/<version>/`` as a committed partition.
+    Written to ``reference/<model>/<version>/`` as a committed partition. Its manifest also records
+    the train split's ``base_rate`` (share of the positive class), which scoring compares the
+    flagged share of each day with.
 
     Returns:
         The partition's URI.
@@ -382,7 +403,7 @@ def save_reference(context: StepContext, snapshot: TrainingSet, booster: xgb.Boo
     rows = min(len(snapshot.train), config.drift.sample_rows)
     sample = snapshot.train.sample(n=rows, random_state=config.model.seed).sort_index()
     frame = sample.loc[:, snapshot.feature_columns].reset_index(drop=True)
-    frame[SCORE_COLUMN] = predict(booster, sample, config)
+    frame[SCORE_COLUMN] = predict(booster, sample, config, calibrator)
     prefix = reference_prefix(config, version)
     staging = context.lake.stage(prefix)
     staging.write_parquet("sample.parquet", pa.Table.from_pandas(frame, preserve_index=False))
@@ -395,9 +416,15 @@ def save_reference(context: StepContext, snapshot: TrainingSet, booster: xgb.Boo
             "feature_columns": snapshot.feature_columns,
             "categorical_columns": snapshot.categorical_columns,
             "score_column": SCORE_COLUMN,
+            "base_rate": base_rate(snapshot),
             "training_run": snapshot.manifest["training_run"],
             "data_fingerprint": snapshot.manifest["fingerprint"],
             **context.lineage(),
         },
     )
     return context.lake.url(prefix)
+
+
+def base_rate(snapshot: TrainingSet) -> float:
+    """The share of the positive class in the train split."""
+    return round(float(snapshot.train[snapshot.label].astype(int).mean()), 6)
