@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 def partition(prefix: str, day: dt.date | str) -> str:
-    """The lake-relative path of one day's partition, e.g. ``raw/transactions/ds=2026-11-01``."""
+    """The lake-relative path of one day's partition, e.g. ``raw/events/ds=2026-11-01``."""
     day_text = day if isinstance(day, str) else day.isoformat()
     return f"{prefix.rstrip('/')}/ds={day_text}"
 

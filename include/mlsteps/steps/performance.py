@@ -1,6 +1,6 @@
 """monitor-performance: the realized performance of the model that scored a day, once labels are in.
 
-Labels arrive late (a chargeback weeks after the payment), so the monitor judges the day that is
+Labels arrive late (an outcome is known days or weeks after its event), so the monitor judges the day that is
 ``performance.label_delay_days`` old. It joins that day's committed predictions with the labels
 known so far, by row id (the label column of the raw partition, or the config's
 ``performance.label_source``), and computes the realized metrics with bootstrap intervals
