@@ -46,11 +46,25 @@ def scoring(
     mlflow_tracking: Any, s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame
 ) -> dict[str, Any]:
     """A champion trained by the real train step, and the last day's features committed in the lake."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
     monkeypatch.setenv("ML_PARQUET_ROW_GROUP_ROWS", "200")  # several row groups, so shards get work
-    model = unique_model_name("score")
-    config = write_config(tmp_path, model)
-    monkeypatch.setenv("ML_PIPELINE_CONFIG", config)
+    return champion_and_features(mlflow_tracking, s3_lake, tmp_path, monkeypatch, frame, "score")
+
+
+def champion_and_features(
+    mlflow_tracking: Any,
+    s3_lake: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    frame: pd.DataFrame,
+    prefix: str,
+    **config: Any,
+) -> dict[str, Any]:
+    """Train a champion with the real train step (``config`` overrides its pipeline config) and
+    commit the last day's features in the lake."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
+    model = unique_model_name(prefix)
+    config_file = write_config(tmp_path, model, **config)
+    monkeypatch.setenv("ML_PIPELINE_CONFIG", config_file)
     build_snapshot(s3_lake, "r1", frame=frame)
     code, trained = run_step(["train", "--training-run", "r1"], tmp_path / "train.json", monkeypatch)
     assert code == 0
@@ -63,6 +77,7 @@ def scoring(
         "day": day,
         "lake": Lake(s3_lake),
         "tmp": tmp_path,
+        "config": config_file,
     }
 
 
@@ -300,23 +315,17 @@ def test_shadow_scoring_commits_apart_and_never_touches_the_champions_partition(
 def test_a_calibrated_champion_is_scored_as_evaluate_scores_it_not_raw(
     mlflow_tracking: Any, s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking.tracking_uri)
-    model = unique_model_name("calibrated")
-    config = write_config(tmp_path, model, calibration="isotonic")
-    monkeypatch.setenv("ML_PIPELINE_CONFIG", config)
-    build_snapshot(s3_lake, "r1", frame=frame)
-    code, trained = run_step(["train", "--training-run", "r1"], tmp_path / "train.json", monkeypatch)
-    assert code == 0
-    MlflowClient().set_registered_model_alias(model, "champion", trained["model_version"])
-    day = frame["event_time"].max().date()
-    write_features(Lake(s3_lake), day, frame[frame["event_time"].dt.date == day].drop(columns=["is_fraud"]))
+    champion = champion_and_features(
+        mlflow_tracking, s3_lake, tmp_path, monkeypatch, frame, "calibrated", calibration="isotonic"
+    )
+    model, day, config = champion["model"], champion["day"], champion["config"]
     assert run_step(["score", "--ds", day.isoformat()], tmp_path / "score.json", monkeypatch)[0] == 0
     scored = predictions(Lake(s3_lake), model, day)[1]["score"].to_numpy()
 
     snapshot = load_training_set(Lake(s3_lake), "r1")
     rows = snapshot.holdout[snapshot.holdout["event_time"].dt.date == day].sort_values("transaction_id")
     day_set, settings = dataclasses.replace(snapshot, holdout=rows), load_config(config)
-    loaded = mlflow_registry.load_model(model, trained["model_version"])
+    loaded = mlflow_registry.load_model(model, champion["version"])
     raw = predict_holdout(dataclasses.replace(loaded, calibrator=None), day_set, settings)
     np.testing.assert_array_equal(scored, predict_holdout(loaded, day_set, settings))
     assert np.abs(scored - raw).max() > 0.01
