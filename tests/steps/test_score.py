@@ -312,6 +312,24 @@ def test_shadow_scoring_commits_apart_and_never_touches_the_champions_partition(
     assert compared["comparison"]["rows"] == manifest["rows_out"]
 
 
+def test_a_day_with_new_categories_is_scored_and_every_new_value_alike(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame
+) -> None:
+    day, lake = scoring["day"], scoring["lake"]
+    rows = frame[frame["event_time"].dt.date == day].drop(columns=["is_fraud"]).reset_index(drop=True)
+    scores = []
+    for new_value in ("crypto_exchange", "space_travel"):  # outside merchant_category's categories
+        landed = rows.copy()
+        landed.loc[::2, "merchant_category"] = new_value
+        write_features(lake, day, landed)
+        code, _ = score(scoring, monkeypatch, run_id=f"run-{new_value}")
+        assert code == 0
+        manifest, table = predictions(lake, scoring["model"], day)
+        assert manifest["rows_out"] == len(rows)
+        scores.append(table["score"].to_numpy())
+    np.testing.assert_array_equal(scores[0], scores[1])
+
+
 def test_a_calibrated_champion_is_scored_as_evaluate_scores_it_not_raw(
     mlflow_tracking: Any, s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame
 ) -> None:
