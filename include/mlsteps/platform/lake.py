@@ -3,6 +3,10 @@
 A partition is visible only once its ``_SUCCESS.json`` manifest exists, and readers read exactly
 the files that manifest lists. Writers stage files under ``_staging/`` and commit last, so a
 killed writer leaves nothing visible and a rerun replaces the partition in one step.
+
+On S3 the lake writes and deletes objects only, never pyarrow's empty "directory" marker objects:
+its ``create_dir`` PUTs one for every level up to the lake root, and its deletes PUT one for the
+parent of what they removed, so each write and delete would rewrite keys outside its own prefix.
 """
 
 from __future__ import annotations
@@ -115,8 +119,8 @@ class Lake:
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write one object atomically: readers see the old content or the new, never a part."""
         target = self.path(relative)
-        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         if self.is_local:
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             temporary = f"{target}.tmp-{uuid.uuid4().hex}"
             with self.fs.open_output_stream(temporary) as stream:
                 stream.write(data)
@@ -151,17 +155,38 @@ class Lake:
         return [name.removeprefix("ds=") for name in self.list_dir(prefix) if name.startswith("ds=")]
 
     def delete(self, relative: str) -> None:
-        """Delete a file or a directory tree; a missing path is fine."""
+        """Delete a file or a directory tree; a missing path is fine.
+
+        On S3, exactly the object ``relative`` and the objects under ``relative/`` are deleted.
+        """
         import pyarrow.fs as pafs
 
+        if not self.is_local:
+            self._delete_objects(relative)
+            return
         target = self.path(relative)
         info = self.fs.get_file_info(target)
         if info.type == pafs.FileType.Directory:
             self.fs.delete_dir(target)
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(target)
-        elif not self.is_local:  # S3 "directories" exist only through their keys
-            self.fs.delete_dir_contents(target, missing_dir_ok=True)
+
+    def _delete_objects(self, relative: str) -> None:
+        """Delete an S3 object and every object under it as a prefix, with no marker left behind
+        (pyarrow's deletes write one for the parent)."""
+        from mlsteps.platform.objects import bucket_key, s3_client
+
+        bucket, key = bucket_key(self, relative)
+        client = s3_client(self.s3_endpoint)
+        if key:
+            client.delete_object(Bucket=bucket, Key=key)
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{key}/" if key else ""
+        )
+        for page in pages:
+            keys = [{"Key": found["Key"]} for found in page.get("Contents", [])]
+            if keys:  # a listing page holds at most 1000 keys, what one DeleteObjects takes
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
     # --- committed partitions -------------------------------------------------------------
 
@@ -187,7 +212,8 @@ class Lake:
         # Unique per commit, even when a rerun reuses its staging attempt: files that the current
         # manifest lists are never overwritten, only removed after the new manifest is written.
         commit_token = _unique_token()
-        self.fs.create_dir(self.path(staging.prefix), recursive=True)
+        if self.is_local:
+            self.fs.create_dir(self.path(staging.prefix), recursive=True)
         for entry in staging.files:
             final_name = f"part-{commit_token}-{entry.path}"
             self._publish(f"{staging.root}/{entry.path}", f"{staging.prefix}/{final_name}")
