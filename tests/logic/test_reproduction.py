@@ -75,6 +75,17 @@ def test_params_check_names_a_changed_parameter() -> None:
     assert params_check({"seed": "42"}, {"seed": 7}).detail == "seed: 42 then, 7 now"
 
 
+def test_params_check_names_another_optuna_trial_count() -> None:
+    check = params_check({"seed": "42", "n_trials": "3"}, {"seed": 42}, trials=5)
+
+    assert not check.same
+    assert check.detail == "Optuna trials: 3 then, 5 now"
+    assert (check.recorded, check.rebuilt) == (
+        "1 parameters, seed 42, 3 Optuna trials",
+        "1 parameters, seed 42, 5 Optuna trials",
+    )
+
+
 @pytest.mark.parametrize(
     ("then", "now", "same"),
     [([0.5, 0.2], [0.5, 0.2000001], True), ([0.5], [0.6], False)],

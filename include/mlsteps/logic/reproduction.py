@@ -107,18 +107,29 @@ def _cells_differ(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     return ~((left == right) | (left.isna() & right.isna()))
 
 
-def params_check(recorded: dict[str, str], used: dict[str, Any]) -> Check:
-    """The parameters the retrained booster ``used``, against those ``recorded`` on the original run."""
+def params_check(recorded: dict[str, str], used: dict[str, Any], trials: int = 0) -> Check:
+    """The parameters the retrained booster ``used`` after a search of ``trials`` Optuna trials (0: no
+    search), against those ``recorded`` on the original run (its ``n_trials`` param is the count then).
+
+    For a tuned version the parameters compared are the ones the search chose, so a search that
+    picked differently is named here, parameter by parameter.
+    """
     params = {key: str(value) for key, value in used.items() if key != "eval_metric"}
     differing = [key for key, value in params.items() if recorded.get(key) != value]
-    detail = ", ".join(f"{key}: {recorded.get(key)} then, {params[key]} now" for key in differing)
-    summary = f"{len(params)} parameters, seed {{}}"
+    details = [f"{key}: {recorded.get(key)} then, {params[key]} now" for key in differing]
+    recorded_trials = int(recorded.get("n_trials") or 0)
+    if recorded_trials != trials:
+        details.insert(0, f"Optuna trials: {recorded_trials} then, {trials} now")
+
+    def summary(count: int, seed: Any, searched: int) -> str:
+        return f"{count} parameters, seed {seed}" + (f", {searched} Optuna trials" if searched else "")
+
     return Check(
         "hyperparameters",
-        not differing,
-        summary.format(recorded.get("seed")),
-        summary.format(params.get("seed")),
-        detail,
+        not details,
+        summary(len(params), recorded.get("seed"), recorded_trials),
+        summary(len(params), params.get("seed"), trials),
+        ", ".join(details),
     )
 
 

@@ -92,6 +92,13 @@ class Records:
         bounds = self.snapshot["interval"]
         return dt.datetime.fromisoformat(bounds["start"]), dt.datetime.fromisoformat(bounds["end"])
 
+    @property
+    def trials(self) -> int:
+        """The Optuna trials the version was trained with (0: one fit with the configured params)."""
+        from mlsteps.steps.train import TRIALS_TAG
+
+        return int((self.version.tags or {}).get(TRIALS_TAG) or 0)
+
 
 @dataclass(frozen=True)
 class Rebuilt:
@@ -248,9 +255,9 @@ def copy_raw(lake: Lake, scratch: Lake, config: PipelineConfig, start: dt.dateti
     for day in raw_days(config, start, end):
         prefix = partition(config.dataset.source, day)
         names = [name for name in lake.list_dir(prefix) if name == MARKER or name.endswith(".parquet")]
-        if names:
+        if names and scratch.is_local:  # on S3 a copy needs no directory (see mlsteps.platform.lake)
             scratch.fs.create_dir(scratch.path(prefix), recursive=True)
-        for name in names:
+        for name in names:  # on S3 a server-side copy between the two prefixes
             lake.fs.copy_file(lake.path(f"{prefix}/{name}"), scratch.path(f"{prefix}/{name}"))
 
 
@@ -290,7 +297,7 @@ def retrain(scratch: Lake, records: Records) -> Fit:
     snapshot = load_training_set(scratch, records.training_run)
     config = records.training_config
     splits = training_splits(snapshot, config)
-    return train_model(splits, snapshot, config, device, int(tags.get(train.TRIALS_TAG, "0")))
+    return train_model(splits, snapshot, config, device, records.trials)
 
 
 # --- comparison -----------------------------------------------------------------------------
@@ -306,7 +313,7 @@ def compare(lake: Lake, records: Records, rebuilt: Rebuilt, tolerance: float) ->
             records.training_config.config_hash,
         ),
         fingerprint_check(lake, records, rebuilt),
-        params_check(records.run.data.params, rebuilt.fit.params),
+        params_check(records.run.data.params, rebuilt.fit.params, records.trials),
         booster_check(records, rebuilt.fit.booster),
     ]
     if not checks[-1].same:
