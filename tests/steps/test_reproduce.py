@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,9 @@ import pytest
 from mlsteps.cli import main
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.lineage import MODEL_SHA256_TAG
-from tests.steps.lineage_fixtures import TRAINING_RUN, PipelineRun, environment, run_pipeline
+from tests.steps.lineage_fixtures import TRAINING_RUN, PipelineRun, environment, run_pipeline, step
 from tests.steps.training_fixtures import rewrite_raw_row
+from tests.support.services import S3Server
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,30 @@ def reproduce(
         code = main(["reproduce", "--model-version", pipeline.version, "--json", *extra])
     captured = capsys.readouterr()
     return code, json.loads(captured.out) if code == 0 else {}, captured.err
+
+
+def upload(pipeline: PipelineRun, s3: S3Server) -> str:
+    """A copy of the module's pipeline lake in a fresh prefix of the loopback S3 bucket; its URI."""
+    import pyarrow.fs as pafs
+
+    s3.create_bucket("lake")
+    lake = Lake(f"s3://lake/{uuid.uuid4().hex[:12]}")
+    pafs.copy_files(pipeline.lake, lake.path(""), pafs.LocalFileSystem(), lake.fs)
+    return lake.uri
+
+
+def objects(s3: S3Server, uri: str) -> dict[str, tuple[str, Any]]:
+    """Every object under an ``s3://`` URI with its ETag and time, as the S3 API lists them."""
+    import boto3
+
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=s3.endpoint)
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+    return {
+        found["Key"]: (found["ETag"], found["LastModified"])
+        for page in pages
+        for found in page.get("Contents", [])
+    }
 
 
 def listing(root: str) -> dict[str, int]:
@@ -111,3 +138,56 @@ def test_other_booster_bytes_with_the_same_predictions_are_equivalent(
     assert report["first_difference"]["check"] == "booster sha256"
     assert report["checks"][-1]["check"] == "holdout predictions"
     assert report["checks"][-1]["same"] is True
+
+
+def test_a_version_tuned_with_optuna_trials_reproduces_identically(
+    pipeline: PipelineRun, lake_copy: Lake, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The config says 0 trials; the version was tuned with 3 through --n-trials: its records rebuild it."""
+    with environment(pipeline.env(lake_copy.uri)):
+        tuned = step(["train", "--training-run", TRAINING_RUN, "--n-trials", "3"], tmp_path / "result.json")
+    capsys.readouterr()  # the train step's own output
+
+    code, report, _ = reproduce(replace(pipeline, version=tuned["model_version"]), capsys, lake_copy.uri)
+
+    assert tuned["n_trials"] == 3
+    assert code == 0
+    assert report["verdict"] == "identical", report["first_difference"]
+    checks = {check["check"]: check for check in report["checks"]}
+    assert checks["hyperparameters"]["rebuilt"] == checks["hyperparameters"]["recorded"]
+    assert "3 Optuna trials" in checks["hyperparameters"]["rebuilt"]
+
+
+def test_on_an_s3_lake_a_version_reproduces_identically_and_leaves_no_object_behind(
+    pipeline: PipelineRun, s3_env: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake = upload(pipeline, s3_env)
+    before = objects(s3_env, lake)
+
+    code, report, _ = reproduce(pipeline, capsys, lake)
+
+    assert code == 0
+    assert report["verdict"] == "identical", report["first_difference"]
+    assert objects(s3_env, lake) == before  # scratch deleted, no original (nor directory marker) written
+
+
+def test_on_an_s3_lake_one_changed_raw_value_differs_at_the_training_set_fingerprint(
+    pipeline: PipelineRun, s3_env: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake = upload(pipeline, s3_env)
+    rewrite_raw_row(Lake(lake), "raw/transactions", "2026-10-05", 100.0)
+
+    code, report, _ = reproduce(pipeline, capsys, lake, "--keep-scratch")
+
+    assert code == 0
+    assert report["verdict_text"] == "differs: first difference in training-set fingerprint"
+    first = report["first_difference"]
+    assert "raw partition(s) changed since training: 2026-10-05" in first["detail"]
+    scratch = Lake(report["scratch"])
+    assert scratch.uri.startswith(f"{lake}/_scratch/reproduce/{pipeline.model}-v{pipeline.version}-")
+    rebuilt = scratch.manifest(f"training/{TRAINING_RUN}")
+    original = Lake(lake).manifest(f"training/{TRAINING_RUN}")
+    assert rebuilt is not None
+    assert rebuilt["fingerprint"] == first["rebuilt"]  # the rebuilt snapshot, written on S3
+    assert original is not None
+    assert original["fingerprint"] == first["recorded"]  # the original was not overwritten
