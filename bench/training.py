@@ -50,7 +50,16 @@ def ours(repeats: int) -> dict[str, Any]:
     os.environ["ML_STEP_RESULT"] = str(result_file)
     started = time.perf_counter()
     # --force: the bench measures training, never a reuse from the step cache.
-    argv = ["train", "--training-run", TRAINING_RUN, "--dag-id", "bench", "--run-id", "bench-train", "--force"]
+    argv = [
+        "train",
+        "--training-run",
+        TRAINING_RUN,
+        "--dag-id",
+        "bench",
+        "--run-id",
+        "bench-train",
+        "--force",
+    ]
     code = main(argv)
     step_wall = time.perf_counter() - started
     if code != 0:
