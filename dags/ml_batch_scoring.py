@@ -22,7 +22,7 @@ without a logical date scores the day before the trigger.
 
 A rerun replaces the day's partition atomically: never duplicates, never a half-written day.
 `validate` and `build_features` reuse an earlier run's outputs when the day's raw data, code and
-config are unchanged (step caching; their summary says `cached from run …`); tick `force` to run
+config are unchanged (step caching; their summary says `cached from run ...`); tick `force` to run
 them again. Scoring itself always runs.
 **Shadow scoring** (`shadow` ticked, or `scoring.shadow: true`) scores the latest challenger too,
 into a prefix no consumer of the champion's predictions reads: `publish` and the Asset never wait

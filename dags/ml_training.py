@@ -37,7 +37,7 @@ approved or rejected, a champion is promoted, a drift-triggered retrain starts, 
 
 **Step caching.** `validate`, `build_features`, `build_training_set`, the train task and `evaluate`
 reuse an earlier successful run's outputs when their inputs (data, code, config, options) are
-unchanged: their summary then starts with `cached from run …`. Tick `force` to run them all again.
+unchanged: their summary then starts with `cached from run ...`. Tick `force` to run them all again.
 `materialize`, `promote` and `record_rejection` always run.
 
 The training window is `[end - training_window_days, end)`, where `end` is the day of the run's

@@ -268,7 +268,7 @@ def test_train_gets_the_drift_that_triggered_the_retrain(dags: dict[str, Any], m
 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_force_param_reaches_the_cacheable_steps_only(dags: dict[str, Any], mode: str) -> None:
-    """``force`` renders into ``--force true|false`` (one argv element) for a cacheable step, in both modes."""
+    """``force`` renders into ``--force true|false`` (one argv element) for cacheable steps, in both modes."""
     dag = dags[mode]["ml_training"]
     env = dag.get_template_env()
 

@@ -83,6 +83,7 @@ class TestLocalMode:
         validate = step_task(
             "validate", options={"--start": "2026-11-01", "--end": "2026-11-02"}, settings=settings
         )
+        validate.render_template_fields({"params": {}})  # as Airflow does before execute: --force false
         ti = RecordingTaskInstance()
         with pytest.raises(AirflowFailException, match="validation of transactions"):
             validate.execute(context={"ti": ti})

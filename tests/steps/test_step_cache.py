@@ -30,7 +30,6 @@ from tests.steps.lineage_fixtures import (
     lineage_config,
     step,
 )
-from tests.steps.lineage_fixtures import step as lineage_step
 from tests.steps.training_fixtures import rewrite_raw_row, unique_model_name
 
 WINDOW = ["--start", "2026-10-03", "--end", TRAINING_END]
@@ -49,9 +48,6 @@ def run_training(run_id: str, result: Path) -> dict[str, dict[str, Any]]:
     """The ml_training chain as the DAG runs it: each step gets what the one before it returned."""
     ids = ["--dag-id", "ml_training", "--run-id", run_id]
     done: dict[str, dict[str, Any]] = {}
-    import sys, time
-    def step(argv, result):  # noqa
-        t = time.monotonic(); r = lineage_step(argv, result); print("TIMING", argv[0], run_id, round(time.monotonic() - t, 1), file=sys.stderr, flush=True); return r
     done["validate"] = step(["validate", *WINDOW, *ids], result)
     done["build-features"] = step(["build-features", *WINDOW, *ids], result)
     done["build-training-set"] = step(["build-training-set", "--end", TRAINING_END, "--window-days",
