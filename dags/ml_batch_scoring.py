@@ -21,6 +21,9 @@ without a logical date scores the day before the trigger.
 | `compare_shadow` | champion vs shadow on the same rows: score correlation, decision agreement, flagged rates; HTML report |
 
 A rerun replaces the day's partition atomically: never duplicates, never a half-written day.
+`validate` and `build_features` reuse an earlier run's outputs when the day's raw data, code and
+config are unchanged (step caching; their summary says `cached from run ...`); tick `force` to run
+them again. Scoring itself always runs.
 **Shadow scoring** (`shadow` ticked, or `scoring.shadow: true`) scores the latest challenger too,
 into a prefix no consumer of the champion's predictions reads: `publish` and the Asset never wait
 for it, and its failure never changes them. The champion's branch always scores with the alias
@@ -39,7 +42,7 @@ from mlsteps.contract.config import ScoringConfig, load_config
 from step_tasks import DS, dag_default_args, step_task, xcom
 from step_tasks.assets import predictions_asset
 from step_tasks.notify import PipelineNotifier
-from step_tasks.params import config_param
+from step_tasks.params import config_param, force_param
 from step_tasks.templates import START_EXPR
 
 CONFIG = load_config()
@@ -74,6 +77,7 @@ NEXT_DAY = "{{ macros.ds_add(" + START_EXPR + " | ds, 1) }}"
             title="Shards",
             description="Parallel scoring tasks (pods in kubernetes mode); the day is split by row group.",
         ),
+        "force": force_param(),
     },
 )
 def ml_batch_scoring() -> None:

@@ -35,6 +35,11 @@ waited, promotion is refused.
 **Notifications** (config `notifications:`) go out when the gate rejects, an approval is asked,
 approved or rejected, a champion is promoted, a drift-triggered retrain starts, or validation fails.
 
+**Step caching.** `validate`, `build_features`, `build_training_set`, the train task and `evaluate`
+reuse an earlier successful run's outputs when their inputs (data, code, config, options) are
+unchanged: their summary then starts with `cached from run ...`. Tick `force` to run them all again.
+`materialize`, `promote` and `record_rejection` always run.
+
 The training window is `[end - training_window_days, end)`, where `end` is the day of the run's
 data interval end (or of the trigger time for a run triggered without a logical date).
 """
@@ -51,7 +56,7 @@ from mlsteps.contract.config import GatesConfig, ModelConfig, load_config
 from step_tasks import dag_default_args, step_task, xcom
 from step_tasks.approval import DECISION_KEY, PromotionApproval
 from step_tasks.notify import PipelineNotifier, notify_event
-from step_tasks.params import config_param, day_param, reason_param
+from step_tasks.params import config_param, day_param, force_param, reason_param
 from step_tasks.templates import END_EXPR
 
 log = logging.getLogger(__name__)
@@ -133,6 +138,7 @@ def drift_triggered(context: Any) -> bool:
             description="Ask a person (the approval task's form) before promoting an approved challenger. "
             "The default comes from the pipeline config (gates.require_approval).",
         ),
+        "force": force_param(),
     },
 )
 def ml_training() -> None:
@@ -156,7 +162,8 @@ def ml_training() -> None:
         doc_md="Point-in-time join and time split into `training/<run>/`.",
     )
     train_options = {
-        "--training-run": "{{ run_id }}",
+        # The snapshot build_training_set made, or reused from an earlier run (step caching).
+        "--training-run": xcom("build_training_set", "training_run"),
         "--n-trials": "{{ params.n_trials }}",
         # A drift retrain's day and columns, recorded on the model version (empty on other runs).
         "--retrain-ds": "{{ params.ds or '' }}",
@@ -170,7 +177,7 @@ def ml_training() -> None:
         "evaluate",
         options={
             "--model-version": xcom(TRAIN_TASKS, "model_version", step="train"),
-            "--training-run": "{{ run_id }}",
+            "--training-run": xcom(TRAIN_TASKS, "training_run", step="train"),
             "--min-roc-auc": "{{ params.min_roc_auc }}",
             "--ds": END,
         },

@@ -93,6 +93,16 @@ STEPS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Steps whose inputs key a reusable result (``mlsteps.platform.step_cache``): the expensive ones whose
+#: only effect is their own outputs. Each module's docstring says why it is safe to cache. A step whose
+#: effect is a change of state elsewhere (``promote``, ``rollback``, ``record-decision``,
+#: ``decide-retrain``, ``materialize``'s online store, scoring's published predictions) is never here.
+CACHEABLE_STEPS: frozenset[str] = frozenset(
+    {"validate", "build-features", "build-training-set", "train", "evaluate"}
+)
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+
+
 class StepModule(Protocol):
     """What a step module provides."""
 
@@ -119,6 +129,8 @@ def build_parser(step: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in STEPS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         _add_common_arguments(sub)
+        if name in CACHEABLE_STEPS:
+            _add_cache_arguments(sub)
         if name == step:
             _load(module_name).add_arguments(sub)
     return parser
@@ -132,6 +144,25 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lake", help="Lake root: a directory or s3://bucket/prefix (default: $ML_LAKE_URI).")
     group.add_argument("--dag-id", default="", help="Airflow DAG id, recorded for lineage.")
     group.add_argument("--run-id", default="", help="Airflow DAG run id, recorded for lineage.")
+
+
+def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument_group("step caching").add_argument(
+        "--force",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_flag,
+        metavar="true|false",
+        help="Run the step even if an earlier run with the same inputs can be reused (bare --force: true).",
+    )
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in _TRUE
 
 
 def _load(module_name: str) -> StepModule:
@@ -165,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module = _load(STEPS[args.step][0])
     try:
-        result = module.run(args)
+        result = _run(args.step, module, args)
     except StepError as err:
         print(f"ERROR: {err}", file=sys.stderr, flush=True)
         if err.result:  # what a failed step still has to show (a report); the task's links read it
@@ -178,6 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(module, "PRINTS_OWN_OUTPUT", False):  # a report (e.g. JSON on stdout) stays clean
         print(f"{args.step}: {result.get('summary', 'done')}", flush=True)
     return 0
+
+
+def _run(step: str, module: StepModule, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the step; a cacheable one through its cache (imported only then)."""
+    if step not in CACHEABLE_STEPS:
+        return module.run(args)
+    from mlsteps.platform.step_cache import run_cached
+
+    return dict(run_cached(step, module, args))
 
 
 def _crashed(step: str | None, err: Exception) -> int:

@@ -8,13 +8,16 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from mlsteps.cli import STEPS
+from mlsteps.cli import CACHEABLE_STEPS, STEPS
 from step_tasks.settings import PROFILES, ExecutionSettings, Profile, SettingsError, load_settings
 
 OptionValue = str | int | float | bool | None
 
 #: Every step records the DAG and run that produced its outputs.
 LINEAGE_OPTIONS: dict[str, str] = {"--dag-id": "{{ dag.dag_id }}", "--run-id": "{{ run_id }}"}
+#: A cacheable step runs even when an earlier run can be reused, when the DAG run's ``force`` Param is
+#: on (``step_tasks.params.FORCE_PARAM``); a DAG without that Param never forces. One argv element.
+FORCE_OPTION: dict[str, str] = {"--force": "{{ 'true' if params.get('force', false) else 'false' }}"}
 
 
 @cache
@@ -74,7 +77,8 @@ def step_task(
         raise SettingsError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
     if step not in STEPS:
         raise ValueError(f"step {step!r} is not one of: {', '.join(STEPS)}")
-    arguments = to_argv({**(options or {}), **LINEAGE_OPTIONS})
+    cache_options = FORCE_OPTION if step in CACHEABLE_STEPS else {}
+    arguments = to_argv({**(options or {}), **cache_options, **LINEAGE_OPTIONS})
     common: dict[str, Any] = {
         "task_id": task_id or step.replace("-", "_"),
         **_retry_policy(settings),

@@ -53,3 +53,14 @@ def reason_param(default: str, description: str) -> Param:
 def day_param(title: str, description: str) -> Param:
     """An optional ``YYYY-MM-DD`` day."""
     return Param(None, type=["null", "string"], pattern=DAY_PATTERN, title=title, description=description)
+
+
+def force_param() -> Param:
+    """``force``: run the cacheable steps even where an earlier run with the same inputs can be reused."""
+    return Param(
+        False,
+        type="boolean",
+        title="Force a rerun",
+        description="Run every step again, even one whose inputs (data, code, config, options) are "
+        "unchanged since a successful run whose outputs it would otherwise reuse (step caching).",
+    )

@@ -264,3 +264,20 @@ def test_train_gets_the_drift_that_triggered_the_retrain(dags: dict[str, Any], m
     assert (scheduled["--retrain-ds"], scheduled["--drifted-columns"]) == ("", "")
     drift = train_options({"ds": "2026-11-01", "drifted_columns": ["amount", "country"]})
     assert (drift["--retrain-ds"], drift["--drifted-columns"]) == ("2026-11-01", "amount,country")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_force_param_reaches_the_cacheable_steps_only(dags: dict[str, Any], mode: str) -> None:
+    """``force`` renders into ``--force true|false`` (one argv element) for cacheable steps, in both modes."""
+    dag = dags[mode]["ml_training"]
+    env = dag.get_template_env()
+
+    def rendered(task_id: str, params: dict[str, Any]) -> list[str]:
+        task = copy.deepcopy(dag.get_task(task_id))
+        context = template_context(task, "scheduled")
+        task.render_template_fields({**context, "params": {**context["params"], **params}}, env)
+        return [str(argument) for argument in task.arguments]
+
+    assert options(rendered("train_on_cpu", {}))["--force"] == "false"
+    assert options(rendered("validate", {"force": True}))["--force"] == "true"
+    assert "--force" not in rendered("promote", {"force": True})

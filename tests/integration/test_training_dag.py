@@ -164,8 +164,9 @@ def test_worse_challenger_is_rejected_and_champion_unchanged(
 
 def test_equal_retrain_is_promoted_then_rolled_back(pipeline: Pipeline, trained: dict[str, Any]) -> None:
     first = _champion()
+    # Same window, data and config as the first run: without `force` the step cache would reuse its version.
     retrain = pipeline.run(
-        "ml_training", RUN_AT + dt.timedelta(hours=2), {**CONF, "reason": "weekly retrain"}
+        "ml_training", RUN_AT + dt.timedelta(hours=2), {**CONF, "reason": "weekly retrain", "force": True}
     )
     assert str(retrain.state) == "success", task_states(retrain)
     assert task_states(retrain)["promote"] == "success"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -83,6 +84,9 @@ class TestLocalMode:
         validate = step_task(
             "validate", options={"--start": "2026-11-01", "--end": "2026-11-02"}, settings=settings
         )
+        # As Airflow does before execute: the lineage options and `--force false`.
+        context = {"params": {}, "dag": SimpleNamespace(dag_id="ml_training"), "run_id": "manual__factory"}
+        validate.render_template_fields(context)
         ti = RecordingTaskInstance()
         with pytest.raises(AirflowFailException, match="validation of transactions"):
             validate.execute(context={"ti": ti})

@@ -23,6 +23,7 @@ from tests.steps.lineage_fixtures import (
     PipelineRun,
     environment,
     run_pipeline,
+    step,
 )
 
 CHAIN = [
@@ -229,3 +230,21 @@ def test_trace_as_a_process_imports_neither_feast_nor_evidently(pipeline: Pipeli
     assert process.returncode == 0, process.stderr
     assert "lineage intact: 10 links" in process.stdout
     assert process.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_a_training_run_that_reused_the_version_from_the_cache_is_named_on_the_model_link(
+    pipeline: PipelineRun, lake_copy: Lake, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    row = pipeline.predictions()[0]["transaction_id"]
+    with environment(pipeline.env(lake_copy.uri)):
+        reused = step(["train", "--training-run", TRAINING_RUN, "--dag-id", "ml_training",
+                       "--run-id", "manual__again"], tmp_path / "train.json")  # fmt: skip
+    capsys.readouterr()  # the train step's own summary line
+
+    code, out, _ = trace(pipeline, capsys, "--row-id", row, "--json", lake=lake_copy.uri)
+
+    assert code == 0
+    assert reused["cached_from"]["run_id"] == "manual__lineage"
+    model = links(json.loads(out))["model"]["facts"]
+    assert model["cache_key"] == reused["cached_from"]["key"]
+    assert model["reused_by"] == ["ml_training run manual__again: train cached from run manual__lineage"]

@@ -27,7 +27,14 @@ pytestmark = pytest.mark.slow
 
 MODEL = load_config().model.registered_name
 RUN_TIMEOUT_S = 900
-CONF = {"training_window_days": 10, "n_trials": 0, "min_roc_auc": 0.5, "require_approval": True}
+#: `force`: each run trains its own challenger; on the same window the step cache would reuse the first.
+CONF = {
+    "training_window_days": 10,
+    "n_trials": 0,
+    "min_roc_auc": 0.5,
+    "require_approval": True,
+    "force": True,
+}
 #: Typed into the form's one-line comment field, so without a newline.
 HOSTILE = "ship it $(touch /tmp/approval-pwned) `id` {{ var.value.secret }} --expected-champion 99 <b>x</b>"
 

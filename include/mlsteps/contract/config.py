@@ -364,6 +364,12 @@ class TrainingScheduleConfig(_Frozen):
     schedule: str = "0 3 * * 0"
 
 
+class CacheConfig(_Frozen):
+    """Step caching: a step whose inputs are unchanged since a successful run reuses that run's outputs."""
+
+    enabled: bool = True
+
+
 class PipelineConfig(_Frozen):
     """The whole use case. A different dataset needs only a different file of this shape."""
 
@@ -378,6 +384,8 @@ class PipelineConfig(_Frozen):
     drift: DriftConfig = DriftConfig()
     performance: PerformanceConfig = PerformanceConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    #: How steps run, not what they compute: left out of ``config_hash``.
+    cache: CacheConfig = CacheConfig()
 
     @field_validator("training", "scoring", "performance", mode="after")
     @classmethod
@@ -455,8 +463,13 @@ class PipelineConfig(_Frozen):
 
     @cached_property
     def config_hash(self) -> str:
-        """A stable hash of the config's content, recorded for lineage."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """A stable hash of the config's content, recorded for lineage.
+
+        The ``cache`` section says how steps run, not what they compute, so it is left out: turning
+        caching off or on changes no output, no step's cache key and no recorded lineage.
+        """
+        content = self.model_dump(mode="json", exclude={"cache"})
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

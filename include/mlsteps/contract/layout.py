@@ -17,6 +17,8 @@ Lake-relative paths, from the lake's root (``$ML_LAKE_URI``)::
     monitoring/<model>/performance/ds=<day>.json       a day's realized performance on its labels
     ledger/<model>/                                    the promotion ledger and recorded decisions
     locks/<model>/champion.lock                        the champion-change lease
+    cache/<step>/<key>.json                            a cacheable step's record of a successful run
+    cache/<step>/<key>/reused-by/<run>.json            one record per run that reused it
 
 A prefix that holds one day is a partition: ``<prefix>/ds=<YYYY-MM-DD>``
 (:func:`mlsteps.contract.layout.partition`).
@@ -44,6 +46,7 @@ LEDGER_ROOT = "ledger"
 #: Locks live apart from the ledger, so listing the ledger shows entries only.
 LOCK_ROOT = "locks"
 REPORTS_ROOT = "reports"
+CACHE_ROOT = "cache"
 
 
 def training_run_name(run_id: str) -> str:
@@ -141,3 +144,18 @@ def ledger_prefix(model: str) -> str:
 def champion_lock_path(model: str) -> str:
     """The lease that serializes champion changes of a model."""
     return f"{LOCK_ROOT}/{model}/champion.lock"
+
+
+def step_cache_record_path(step: str, key: str) -> str:
+    """The record of a cacheable step's successful run with inputs ``key``: ``cache/<step>/<key>.json``."""
+    return f"{CACHE_ROOT}/{step}/{key}.json"
+
+
+def step_cache_reuses_prefix(step: str, key: str) -> str:
+    """Where the runs that reused that record are recorded, one file each (lineage; ``trace`` reads it)."""
+    return f"{CACHE_ROOT}/{step}/{key}/reused-by"
+
+
+def step_cache_reuse_path(step: str, key: str, run_id: str) -> str:
+    """The record that run ``run_id`` reused the outputs of ``cache/<step>/<key>.json``."""
+    return f"{step_cache_reuses_prefix(step, key)}/{training_run_name(run_id)}.json"

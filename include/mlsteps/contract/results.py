@@ -12,10 +12,24 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypedDict
 
 
+class CachedFrom(TypedDict):
+    """The earlier successful run whose outputs a cached step reused (``mlsteps.platform.step_cache``)."""
+
+    run_id: str
+    dag_id: str
+    #: The cache key: SHA-256 over the step's inputs, code version, config hash and options.
+    key: str
+
+
 class StepResult(TypedDict):
-    """What every result has: one line for the UI (the ``summary`` XCom)."""
+    """What every result has: one line for the UI (the ``summary`` XCom).
+
+    A cacheable step's result that reused an earlier run's outputs also names that run
+    (``cached_from``), and its summary starts with ``cached from run <run id>``.
+    """
 
     summary: str
+    cached_from: NotRequired[CachedFrom]
 
 
 class Interval(TypedDict):

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 MODEL_SHA256_TAG = "mlsteps.model_sha256"
 #: Registry tag (run and version): package versions training ran with, as compact JSON.
 VERSIONS_TAG = "mlsteps.versions"
+#: Registry tag (run and version): the cache key of the train run that registered it, so that `trace`
+#: finds the runs that reused the version (``cache/train/<key>/reused-by/``).
+CACHE_KEY_TAG = "mlsteps.cache_key"
 #: Packages whose versions can change a training set or a model.
 TRACKED_PACKAGES = (
     "mlsteps", "xgboost", "numpy", "pandas", "pyarrow", "scikit-learn", "mlflow", "feast", "optuna",

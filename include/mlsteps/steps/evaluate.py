@@ -3,6 +3,12 @@
 The gate rule is in :mod:`mlsteps.logic.gates`, the report in :mod:`mlsteps.reports.evaluation`; this
 module loads both models, scores the holdout, and writes the verdict to the lake and to MLflow. A
 rejection is a result (``approved: false``), not a failure.
+
+Cached (``mlsteps.platform.step_cache``): scoring two models on a holdout with a bootstrap is costly,
+and its effects are its own: the report, and the verdict on the challenger's run and version. The
+key holds the challenger's content (run and booster hash), the snapshot's fingerprint, the champion
+it is judged against (a new champion means a new judgement), the report day and the options. A
+reuse requires the report to be there and the version's verdict tags to still say the same.
 """
 
 from __future__ import annotations
@@ -87,7 +93,7 @@ def run(args: argparse.Namespace) -> EvaluateResult:
         },
         **context.lineage(),
     }
-    ds = (args.ds or dt.datetime.now(dt.UTC).date()).isoformat()
+    ds = _report_day(args)
     report = build_report(document, y, challenger, judgement.champion)
     uris = save_report(context.lake, evaluation_report_prefix(ds, name, version), report, document)
     record_in_mlflow(client, challenger_version, document, report, ds)
@@ -108,6 +114,59 @@ def run(args: argparse.Namespace) -> EvaluateResult:
         report_html=uris["report_html"],
         report_json=uris["report_json"],
     )
+
+
+# --- caching ------------------------------------------------------------------------------
+
+
+def cache_inputs(context: StepContext, args: argparse.Namespace) -> dict[str, Any]:
+    """The challenger's and the champion's identity, the snapshot's fingerprint and the report day.
+
+    Raises:
+        StepError: The challenger does not exist (the step then refuses, uncached).
+    """
+    from mlsteps.contract.layout import snapshot_prefix
+    from mlsteps.platform.lineage import MODEL_SHA256_TAG
+
+    client = mlflow_registry.mlflow_client()
+    name = context.config.model.registered_name
+    challenger = mlflow_registry.get_version(client, name, mlflow_registry.parse_version(args.model_version))
+    champion = mlflow_registry.champion_version(client, name)
+    champion_hash = (
+        (mlflow_registry.get_version(client, name, champion).tags or {}).get(MODEL_SHA256_TAG)
+        if champion
+        else None
+    )
+    manifest = context.lake.manifest(snapshot_prefix(args.training_run)) or {}
+    return {
+        "challenger": [challenger.version, challenger.run_id, (challenger.tags or {}).get(MODEL_SHA256_TAG)],
+        "champion": [champion, champion_hash],
+        "snapshot_fingerprint": manifest.get("fingerprint"),
+        "report_day": _report_day(args),
+    }
+
+
+def cache_outputs(context: StepContext, args: argparse.Namespace, result: EvaluateResult) -> list[str]:
+    """The report's two files."""
+    prefix = evaluation_report_prefix(_report_day(args), result["model_name"], result["model_version"])
+    return [f"{prefix}/report.html", f"{prefix}/report.json"]
+
+
+def cache_reusable(context: StepContext, result: EvaluateResult) -> bool:
+    """The version still carries this verdict, against this champion."""
+    client = mlflow_registry.mlflow_client()
+    try:
+        version = mlflow_registry.get_version(client, result["model_name"], result["model_version"])
+    except StepError:
+        return False
+    tags = version.tags or {}
+    return tags.get(mlflow_registry.APPROVED_TAG) == str(result["approved"]).lower() and tags.get(
+        mlflow_registry.EVALUATED_AGAINST_TAG
+    ) == (result["champion_version"] or "none")
+
+
+def _report_day(args: argparse.Namespace) -> str:
+    return str((args.ds or dt.datetime.now(dt.UTC).date()).isoformat())
 
 
 def _min_roc_auc(option: float | None, config: PipelineConfig) -> float:

@@ -6,6 +6,11 @@ features), so the table serves training (point-in-time joins) and scoring alike.
 before the interval are read as look-back, which makes a day's features the same whichever range
 it was built in, up to rounding in the last bits of rolling sums; each partition records the
 pass it was computed in, so `reproduce` can match it exactly.
+
+Cached (``mlsteps.platform.step_cache``): its only effect is its own feature partitions, and they are
+a function of the raw partitions read (the interval's days and their look-back days, keyed by their
+digests), the config, the code and ``--batch-days``. A reuse requires every partition it committed
+to be unchanged (same digest): a day rebuilt since, by another run, is built again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from mlsteps.errors import StepError
 from mlsteps.logic.features import arrow_schema, compute_features, raw_columns
 from mlsteps.platform.context import DataInterval, StepContext, add_interval_arguments
 from mlsteps.platform.lake import Lake
+from mlsteps.platform.lineage import partition_digest, raw_days
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,6 +71,19 @@ def run(args: argparse.Namespace) -> BuildFeaturesResult:
         "feature_columns": feature_columns(config),
         "lookback_days": lookback_days(config),
     }
+
+
+def cache_inputs(context: StepContext, args: argparse.Namespace) -> dict[str, Any]:
+    """The digest of every raw partition the features read: the interval's days and the look-back."""
+    config, interval = context.config, DataInterval(args.start, args.end)
+    source = config.dataset.source
+    days = raw_days(config, _midnight(interval.days()[0]), _midnight(interval.days()[-1], 1))
+    return {"raw": {day.isoformat(): partition_digest(context.lake, partition(source, day)) for day in days}}
+
+
+def cache_outputs(context: StepContext, args: argparse.Namespace, result: BuildFeaturesResult) -> list[str]:
+    """The committed feature partition of every day."""
+    return [partition(features_prefix(context.config), day) for day in result["days"]]
 
 
 def build_batch(

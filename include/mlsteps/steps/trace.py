@@ -33,11 +33,11 @@ from mlsteps.logic.lineage_facts import (
     render,
     unreachable,
 )
-from mlsteps.platform import mlflow_registry
+from mlsteps.platform import mlflow_registry, step_cache
 from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.lake import MARKER, Lake
 from mlsteps.platform.ledger import read_ledger
-from mlsteps.platform.lineage import partition_digest
+from mlsteps.platform.lineage import CACHE_KEY_TAG, partition_digest
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -120,7 +120,7 @@ def trace(
     if manifest is None:
         return rows, [link]
     client = mlflow_registry.mlflow_client()
-    model, version = model_link(client, name, manifest)
+    model, version = model_link(client, name, manifest, lake)
     links = [link, model]
     if version is None:
         return rows, links
@@ -198,8 +198,15 @@ def find_rows(
     return rows, problems
 
 
-def model_link(client: MlflowClient, name: str, manifest: dict[str, Any]) -> tuple[Link, ModelVersion | None]:
-    """The registered version the partition was scored with, and the alias that resolved to it."""
+def model_link(
+    client: MlflowClient, name: str, manifest: dict[str, Any], lake: Lake | None = None
+) -> tuple[Link, ModelVersion | None]:
+    """The registered version the partition was scored with, and the alias that resolved to it.
+
+    When later training runs reused the version from the step cache instead of training again, the
+    link names them (``reused_by``), each with the run it was cached from: the version's own MLflow
+    run, snapshot and evaluation below are that original run's.
+    """
     number = str(manifest.get("model_version") or "")
     link = Link("model", f"MLflow registry: {name} version {number}")
     if not number:
@@ -218,6 +225,8 @@ def model_link(client: MlflowClient, name: str, manifest: dict[str, Any]) -> tup
         "pipeline": (version.tags or {}).get(mlflow_registry.PIPELINE_TAG),
         "calibration": (version.tags or {}).get(mlflow_registry.CALIBRATION_TAG, "none"),
     }
+    if lake is not None:
+        link.facts |= cached_reuses(lake, version)
     recorded_run = manifest.get("model_run_id")
     if recorded_run and recorded_run != version.run_id:
         link.broken(
@@ -225,6 +234,22 @@ def model_link(client: MlflowClient, name: str, manifest: dict[str, Any]) -> tup
             f"says {version.run_id}: the version was replaced after scoring"
         )
     return link, version
+
+
+def cached_reuses(lake: Lake, version: ModelVersion) -> dict[str, Any]:
+    """``cache_key`` and ``reused_by`` (one line per run that reused the version), when there are any."""
+    key = (version.tags or {}).get(CACHE_KEY_TAG)
+    found = step_cache.reuses(lake, "train", key) if key else []
+    if not found:
+        return {}
+    return {
+        "cache_key": key,
+        "reused_by": [
+            f"{entry.get('dag_id') or 'no DAG'} run {entry.get('run_id')}: train cached from run "
+            f"{(entry.get('cached_from') or {}).get('run_id')}"
+            for entry in found
+        ],
+    }
 
 
 def run_link(client: MlflowClient, version: ModelVersion) -> tuple[Link, Run | None]:

@@ -6,6 +6,13 @@ random draw, so early stopping judges the model on data after what it learned fr
 is not touched here; `evaluate` judges the model on it. With ``model.calibration`` on, the calibrator
 is fitted on the latest slice of the train split, which the booster never sees, and logged in the
 model's MLmodel metadata, so every step that loads the model loads it too.
+
+Cached (``mlsteps.platform.step_cache``): training is the most expensive step and deterministic for a
+snapshot fingerprint, config, code, device and options, and its effects are its own: a registered
+version, its reference sample and the ``challenger`` alias. A reuse requires the version to still
+exist (not deleted, its run not deleted) and its reference sample unchanged, and points the
+``challenger`` alias at it again, as the run that registered it did. The version is tagged with its
+cache key (``mlsteps.cache_key``), which is how ``trace`` finds the runs that reused it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from mlsteps.platform.context import StepContext
 from mlsteps.platform.datasets import TrainingSet, load_training_set
 from mlsteps.platform.device import resolve_device
 from mlsteps.platform.lineage import (
+    CACHE_KEY_TAG,
     MODEL_SHA256_TAG,
     VERSIONS_TAG,
     booster_sha256,
@@ -96,6 +104,8 @@ def run(args: argparse.Namespace) -> TrainResult:
         mlflow_registry.CALIBRATION_TAG: config.model.calibration,
         **retrain_tags(args.retrain_ds, args.drifted_columns),
     }
+    if getattr(args, "cache_key", None):
+        tags[CACHE_KEY_TAG] = args.cache_key
     earlier = earlier_attempt(config, tags)
     if earlier is not None:
         return reuse(context, snapshot, earlier, tags)
@@ -161,6 +171,36 @@ def retrain_tags(ds: str, drifted_columns: str) -> dict[str, str]:
         mlflow_registry.RETRAIN_DS_TAG: ds,
         mlflow_registry.RETRAIN_COLUMNS_TAG: ",".join(kept),
     }
+
+
+# --- caching ------------------------------------------------------------------------------
+
+
+def cache_inputs(context: StepContext, args: argparse.Namespace) -> dict[str, Any]:
+    """The snapshot's fingerprint (None: not built; the step then refuses, uncached)."""
+    manifest = context.lake.manifest(snapshot_prefix(args.training_run)) or {}
+    return {"snapshot_fingerprint": manifest.get("fingerprint")}
+
+
+def cache_outputs(context: StepContext, args: argparse.Namespace, result: TrainResult) -> list[str]:
+    """The version's reference sample (the version itself is checked by :func:`cache_reusable`)."""
+    return [reference_prefix(context.config, result["model_version"])]
+
+
+def cache_reusable(context: StepContext, result: TrainResult) -> bool:
+    """The version and its run still exist; if so, the ``challenger`` alias points at it again."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_registry.mlflow_client()
+    name, number = result["model_name"], result["model_version"]
+    try:
+        version = mlflow_registry.get_version(client, name, number)
+        if version.run_id and client.get_run(version.run_id).info.lifecycle_stage == "deleted":
+            return False
+    except (StepError, MlflowException):
+        return False
+    client.set_registered_model_alias(name, mlflow_registry.CHALLENGER, number)
+    return True
 
 
 # --- retries --------------------------------------------------------------------------------

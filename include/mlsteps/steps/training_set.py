@@ -3,6 +3,12 @@
 The holdout is the window's last days, strictly after every training row, so evaluation always
 looks at a future the model never saw. Rows are sorted by event time and row id, so the same
 inputs give the same snapshot and the same fingerprint.
+
+Cached (``mlsteps.platform.step_cache``): its only effect is its snapshot under ``training/``, a
+function of the window's raw partitions (labels) and feature partitions (keyed by their digests),
+``--end``, ``--window-days``, the config and the code. ``--training-run`` only names the snapshot, so
+it is not keyed: a reuse returns the earlier run's snapshot name (``training_run``), which the DAG
+passes on to ``train`` and ``evaluate``. A snapshot rebuilt or deleted since is built again.
 """
 
 from __future__ import annotations
@@ -19,13 +25,19 @@ from mlsteps.contract.feature_schema import (
     feature_types,
     segment_only_columns,
 )
-from mlsteps.contract.layout import features_prefix, partition, training_run_name
+from mlsteps.contract.layout import features_prefix, partition, snapshot_prefix, training_run_name
 from mlsteps.contract.results import BuildTrainingSetResult
 from mlsteps.errors import StepError
 from mlsteps.platform.context import DataInterval, StepContext, parse_instant
 from mlsteps.platform.datasets import save_training_set
 from mlsteps.platform.lake import Lake
-from mlsteps.platform.lineage import config_document, feature_batches, package_versions, raw_record
+from mlsteps.platform.lineage import (
+    config_document,
+    feature_batches,
+    package_versions,
+    partition_digest,
+    raw_record,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: The entity-dataframe column Feast reads as each row's point in time.
 FEAST_TIMESTAMP = "event_timestamp"
+#: Only names the output: not part of the cache key.
+CACHE_EXCLUDED_OPTIONS = ("training_run",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +104,24 @@ def run(args: argparse.Namespace) -> BuildTrainingSetResult:
         "holdout_start": holdout_start.isoformat(),
         "feature_service": training_service_name(config),
     }
+
+
+def cache_inputs(context: StepContext, args: argparse.Namespace) -> dict[str, Any]:
+    """Digests of the window's raw partitions (labels) and feature partitions."""
+    config = context.config
+    window_days = args.window_days or config.model.training_window_days
+    days = DataInterval(args.end - dt.timedelta(days=window_days), args.end).days()
+    return {
+        prefix: {day.isoformat(): partition_digest(context.lake, partition(prefix, day)) for day in days}
+        for prefix in (config.dataset.source, features_prefix(config))
+    }
+
+
+def cache_outputs(
+    context: StepContext, args: argparse.Namespace, result: BuildTrainingSetResult
+) -> list[str]:
+    """The committed snapshot."""
+    return [snapshot_prefix(result["training_run"])]
 
 
 def snapshot_record(

@@ -2,13 +2,18 @@
 
 The checks live in :mod:`mlsteps.logic.validation`, the report in :mod:`mlsteps.reports.validation`;
 this module reads the interval's files, runs the checks and writes the report.
+
+Cached (``mlsteps.platform.step_cache``): its only effect is its report, and what it judges is the
+interval's raw partitions, keyed by their digests, with the config and code. Freshness is judged
+against the interval's end, not the clock, so an unchanged interval gets the same verdict. A failed
+validation is never recorded, so it is judged again on every run.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.config import DatasetConfig
 from mlsteps.contract.layout import partition, validation_report_prefix
@@ -17,6 +22,7 @@ from mlsteps.errors import StepError
 from mlsteps.logic.validation import Problem, check_events, data_profile
 from mlsteps.platform.context import DataInterval, StepContext, add_interval_arguments
 from mlsteps.platform.lake import Lake
+from mlsteps.platform.lineage import partition_digest
 from mlsteps.reports.html import save_report
 from mlsteps.reports.validation import build_report
 
@@ -76,6 +82,20 @@ def run(args: argparse.Namespace) -> ValidateResult:
         "report_html": uris["report_html"],
         "report_json": uris["report_json"],
     }
+
+
+def cache_inputs(context: StepContext, args: argparse.Namespace) -> dict[str, Any]:
+    """The digest of every raw partition of the interval (None: the day has not landed)."""
+    source = context.config.dataset.source
+    days = DataInterval(args.start, args.end).days()
+    return {"raw": {day.isoformat(): partition_digest(context.lake, partition(source, day)) for day in days}}
+
+
+def cache_outputs(context: StepContext, args: argparse.Namespace, result: ValidateResult) -> list[str]:
+    """The report's two files."""
+    purpose = "scoring" if args.without_label else "training"
+    prefix = validation_report_prefix(DataInterval(args.start, args.end).start.date(), purpose)
+    return [f"{prefix}/report.html", f"{prefix}/report.json"]
 
 
 def read_interval(
