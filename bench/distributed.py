@@ -103,8 +103,7 @@ def distributed(rows: int, workers: int, memory_limit: str, rounds: int) -> dict
     import sklearn.metrics
 
     from mlsteps.logic import training
-    from mlsteps.platform.dask_engine import dask_client, train_on_dask
-    from mlsteps.platform.datasets import load_training_set
+    from mlsteps.platform.dask_engine import dask_client, read_split, train_on_dask
     from mlsteps.platform.lake import Lake
 
     settings = settings_for(workers, memory_limit, rounds)
@@ -116,7 +115,7 @@ def distributed(rows: int, workers: int, memory_limit: str, rounds: int) -> dict
         ready = time.perf_counter()
         trained = train_on_dask(client, lake, manifest, settings, "cpu")
         fitted = time.perf_counter()
-    holdout = load_training_set(lake, RUN.format(rows=rows)).holdout
+    holdout = read_split(lake, manifest, "holdout").compute(scheduler="sync")  # the holdout alone
     scores = training.predict(trained.fit.booster, holdout, settings)
     auc = sklearn.metrics.roc_auc_score(holdout[manifest["label"]].astype(int), scores)
     peaks = sorted(round(value / 2**20, 1) for value in trained.worker_peak_rss.values())
