@@ -282,6 +282,50 @@ def summary_rows(results: dict[str, Any]) -> list[Row]:
         rows += scoring_rows(results["scoring"], trees)
     if "drift" in results:
         rows += drift_rows(results["drift"])
+    if "distributed" in results:
+        rows += distributed_rows(results["distributed"])
+    return rows
+
+
+def distributed_rows(result: dict[str, Any]) -> list[Row]:
+    """Per size: fit wall time, peak memory and holdout ROC-AUC of xgboost.dask against single node."""
+    rows = []
+    for entry in result["sizes"]:
+        size, dask, alone = entry["snapshot"], entry["dask"], entry["single"]
+        over = " (train split > one worker's memory_limit)" if entry["exceeds_worker_memory_limit"] else ""
+        label = f"dask x{result['workers']}, {size['rows'] / 1e6:g}M rows"
+        label += f", {size['train_in_memory_mib']:.0f} MiB{over}"
+        rows.append(
+            _row(
+                f"{label}: read + fit",
+                f"{dask['read_and_fit_seconds']:.1f} s"
+                f" (+{dask['cluster_start_seconds']:.0f} s cluster start)",
+                f"{alone['read_and_fit_seconds']:.1f} s single node",
+                _times(alone["read_and_fit_seconds"] / dask["read_and_fit_seconds"]),
+                "-",
+                None,
+            )
+        )
+        rows.append(
+            _row(
+                f"{label}: peak RSS",
+                f"{max(dask['worker_peak_rss_mib']):.0f} MiB per worker (max)",
+                f"{alone['peak_rss_mb']:.0f} MB single process",
+                "-",
+                f"<= memory_limit {result['memory_limit']}",
+                max(dask["worker_peak_rss_mib"]) <= result["memory_limit_mib"],
+            )
+        )
+        rows.append(
+            _row(
+                f"{label}: holdout ROC-AUC",
+                f"{dask['holdout_roc_auc']:.4f}",
+                f"{alone['holdout_roc_auc']:.4f}",
+                f"{entry['auc_difference']:+.4f}",
+                "|diff| <= 0.005",
+                abs(entry["auc_difference"]) <= 0.005,
+            )
+        )
     return rows
 
 

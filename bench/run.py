@@ -6,7 +6,9 @@ Settings come from the environment (defaults in brackets):
 ``BENCH_SCORING_REPEATS`` [1], ``BENCH_SCORING_MODELS`` [pipeline,full], ``BENCH_PARSE_REPEATS`` [5],
 ``BENCH_HELP_REPEATS`` [3], ``BENCH_TRAIN_ROWS_PER_DAY`` [5000], ``BENCH_TRAIN_REPEATS`` [3],
 ``BENCH_DRIFT_ROWS`` [1000000], ``BENCH_DRIFT_FEATURES`` [30], ``BENCH_DRIFT_SEEDS`` [5],
-``BENCH_DRIFT_BASELINE_SEEDS`` [1], ``BENCH_KEEP_WORKDIR`` [0].
+``BENCH_DRIFT_BASELINE_SEEDS`` [1], ``BENCH_DISTRIBUTED_SIZES`` [200000,1000000,3000000],
+``BENCH_DISTRIBUTED_COLUMNS`` [40], ``BENCH_DASK_WORKERS`` [2], ``BENCH_DASK_MEMORY_LIMIT`` [1GiB],
+``BENCH_DISTRIBUTED_ROUNDS`` [50], ``BENCH_KEEP_WORKDIR`` [0].
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import drift, parse, scoring, startup, training
+from bench import distributed, drift, parse, scoring, startup, training
 from bench.common import REPO_ROOT, env_int, env_sizes, log, machine_info
 from bench.report import summary_rows, table
 from bench.workspace import FULL_MODEL, PIPELINE_MODEL, Workspace
 
-SECTIONS = ("startup", "parse", "training", "example", "scoring", "drift")
+SECTIONS = ("startup", "parse", "training", "example", "scoring", "drift", "distributed")
 RESULTS = REPO_ROOT / "bench" / "results"
 
 
@@ -54,6 +56,11 @@ def settings() -> dict[str, Any]:
         "drift_features": env_int("BENCH_DRIFT_FEATURES", 30),
         "drift_seeds": env_int("BENCH_DRIFT_SEEDS", 5),
         "drift_baseline_seeds": env_int("BENCH_DRIFT_BASELINE_SEEDS", 1),
+        "distributed_sizes": env_sizes("BENCH_DISTRIBUTED_SIZES", "200000,1000000,3000000"),
+        "distributed_columns": env_int("BENCH_DISTRIBUTED_COLUMNS", 40),
+        "dask_workers": env_int("BENCH_DASK_WORKERS", 2),
+        "dask_memory_limit": os.environ.get("BENCH_DASK_MEMORY_LIMIT") or "1GiB",
+        "distributed_rounds": env_int("BENCH_DISTRIBUTED_ROUNDS", 50),
         "keep_workdir": bool(env_int("BENCH_KEEP_WORKDIR", 0)),
     }
 
@@ -104,6 +111,16 @@ def run_sections(workspace: Workspace, knobs: dict[str, Any]) -> dict[str, Any]:
             knobs["drift_features"],
             knobs["drift_seeds"],
             knobs["drift_baseline_seeds"],
+        )
+    if "distributed" in wanted:
+        results["distributed"] = _timed(
+            distributed.run,
+            workspace,
+            knobs["distributed_sizes"],
+            knobs["distributed_columns"],
+            knobs["dask_workers"],
+            knobs["dask_memory_limit"],
+            knobs["distributed_rounds"],
         )
     return results
 

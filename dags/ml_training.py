@@ -18,7 +18,7 @@ and promotes it only if it passes the evaluation gate.
 | `promote` | moves the MLflow alias `champion` (check-and-set) and appends to the promotion ledger |
 | `record_rejection` | records a rejected (or unanswered) approval beside the ledger; nothing is promoted |
 
-**Trigger with parameters** to train on a GPU (`device`), run an Optuna search, change the window or the
+**Trigger with parameters** to train on a GPU (`device`) or on a Dask cluster (`engine`), run an Optuna search, change the window or the
 ROC-AUC threshold, and record why you retrained. A rejected challenger is not a failure: the run
 succeeds, `promote` is skipped, and `evaluate`'s result says why.
 
@@ -95,6 +95,16 @@ def drift_triggered(context: Any) -> bool:
             description="Where XGBoost trains. cuda runs the train step on the gpu profile (a GPU node in "
             "kubernetes mode) and fails rather than fall back to CPU if no GPU is usable.",
         ),
+        "engine": config_param(
+            CONFIG.model.engine,
+            ModelConfig,
+            "engine",
+            enum=["single", "dask"],
+            title="Training engine",
+            description=f"single: XGBoost in the train task's own process; dask: xgboost.dask on a Dask cluster "
+            f"of {CONFIG.model.dask.workers} worker processes (model.dask), made for the task and closed "
+            "after (local mode only in this version). The default comes from model.engine.",
+        ),
         "n_trials": config_param(
             CONFIG.model.n_trials,
             ModelConfig,
@@ -165,6 +175,7 @@ def ml_training() -> None:
         # The snapshot build_training_set made, or reused from an earlier run (step caching).
         "--training-run": xcom("build_training_set", "training_run"),
         "--n-trials": "{{ params.n_trials }}",
+        "--engine": "{{ params.engine }}",
         # A drift retrain's day and columns, recorded on the model version (empty on other runs).
         "--retrain-ds": "{{ params.ds or '' }}",
         "--drifted-columns": "{{ (params.drifted_columns or []) | join(',') }}",

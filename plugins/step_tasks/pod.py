@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlsteps.contract.settings import REQUIRE_GPU_ENV_VAR, RESULT_ENV_VAR, STEP_IMAGE_ENV_VAR
+from mlsteps.contract.settings import (
+    EXECUTION_MODE_ENV_VAR,
+    REQUIRE_GPU_ENV_VAR,
+    RESULT_ENV_VAR,
+    STEP_IMAGE_ENV_VAR,
+)
 from step_tasks.settings import ExecutionSettings, Profile
 
 if TYPE_CHECKING:
@@ -64,6 +69,7 @@ def _container(settings: ExecutionSettings, profile: Profile) -> dict[str, Any]:
         **settings.step_env,
         RESULT_ENV_VAR: RESULT_PATH,
         STEP_IMAGE_ENV_VAR: settings.image,
+        EXECUTION_MODE_ENV_VAR: "kubernetes",
         "HOME": SCRATCH_PATH,
         "MPLCONFIGDIR": f"{SCRATCH_PATH}/matplotlib",
     }

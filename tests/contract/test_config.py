@@ -16,6 +16,7 @@ from mlsteps.contract.config import (
     PipelineConfig,
     config_path,
     load_config,
+    memory_bytes,
 )
 from mlsteps.contract.settings import CONFIG_ENV_VAR
 from mlsteps.errors import StepError
@@ -91,6 +92,14 @@ def test_label_history_longer_than_the_label_delay_loads(tmp_path: Path) -> None
     config = load_config(write_config(tmp_path, mutated(_set("features", "label_history", history))))
     assert config.features.label_history is not None
     assert config.features.label_history.windows == ("8d", "30d")
+
+
+def test_the_engine_is_single_by_default_and_dask_sizes_parse(tmp_path: Path) -> None:
+    assert load_config(write_config(tmp_path, bundled())).model.engine == "single"
+    document = mutated(lambda c: c["model"].update(engine="dask", dask={"memory_limit": "1.5GB"}))
+    model = load_config(write_config(tmp_path, document, "dask.yaml")).model
+    assert (model.engine, model.dask.workers, model.dask.threads_per_worker) == ("dask", 2, 1)
+    assert memory_bytes(model.dask.memory_limit) == 1_500_000_000
 
 
 def test_config_is_immutable() -> None:
@@ -241,6 +250,27 @@ BAD_CONFIGS: list[tuple[str, Mutation | str, list[str]]] = [
         "flagged-rate warning ratio of 1",
         _set("scoring", "flagged_rate_warning_ratio", 1),
         ["scoring.flagged_rate_warning_ratio", "greater than 1"],
+    ),
+    ("an unknown engine", _set("model", "engine", "ray"), ["model.engine", "single", "dask"]),
+    (
+        "no Dask workers",
+        _set("model", "dask", {"workers": 0}),
+        ["model.dask.workers", "greater than or equal to 1"],
+    ),
+    (
+        "a Dask memory limit without a unit",
+        _set("model", "dask", {"memory_limit": "2048"}),
+        ["model.dask.memory_limit", "2GiB"],
+    ),
+    (
+        "a Dask memory limit too small for a worker",
+        _set("model", "dask", {"memory_limit": "64MiB"}),
+        ["model.dask.memory_limit", "256MiB"],
+    ),
+    (
+        "an Optuna search on the dask engine",
+        lambda c: c["model"].update(engine="dask", n_trials=5),
+        ["model", "engine dask", "n_trials"],
     ),
     ("invalid YAML", "name: [unclosed\ndataset: {\n", ["not valid YAML", "line"]),
     ("top level is a list", "- name\n- dataset\n", ["YAML mapping", "top level"]),

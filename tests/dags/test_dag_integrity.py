@@ -160,6 +160,7 @@ def test_scoring_graph_has_a_shadow_branch_that_publish_never_waits_for(
     [
         ("device", "cuda", "gpu"),
         ("device", "cpu", True),
+        ("engine", "dask", "ray"),
         ("n_trials", 20, 1000),
         ("n_trials", 0, -1),
         ("min_roc_auc", 0.9, 1.5),

@@ -23,6 +23,7 @@ BOUNDARIES = [
     ("model", "training_window_days", 5),  # holdout_days (4) + 1: the shortest window the config allows
     ("model", "training_window_days", 3650),
     ("gates", "require_approval", True),
+    ("model", "engine", "dask"),
 ]
 #: ``ml_training`` Param -> the config field its default comes from.
 PARAM_FIELDS = {
@@ -30,6 +31,7 @@ PARAM_FIELDS = {
     "min_roc_auc": ("gates", "min_roc_auc"),
     "training_window_days": ("model", "training_window_days"),
     "require_approval": ("gates", "require_approval"),
+    "engine": ("model", "engine"),
 }
 
 

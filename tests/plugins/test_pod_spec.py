@@ -76,8 +76,16 @@ def test_pod_runs_the_configured_image(cpu_pod: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("ML_STEP_RESULT", "/airflow/xcom/return.json"), ("ML_LAKE_URI", "s3://lake/ml")],
-    ids=["result_goes_to_the_xcom_sidecars_file", "step_environment_reaches_the_pod"],
+    [
+        ("ML_STEP_RESULT", "/airflow/xcom/return.json"),
+        ("ML_LAKE_URI", "s3://lake/ml"),
+        ("ML_EXECUTION_MODE", "kubernetes"),
+    ],
+    ids=[
+        "result_goes_to_the_xcom_sidecars_file",
+        "step_environment_reaches_the_pod",
+        "the_step_knows_it_runs_in_a_pod",
+    ],
 )
 def test_the_pod_environment(cpu_pod: dict[str, Any], name: str, value: str) -> None:
     env = {e["name"]: e.get("value") for e in _main_container(cpu_pod)["env"]}

@@ -200,3 +200,56 @@ def test_missing_snapshot_is_a_clear_error(
 
     assert code == 2
     assert "run build-training-set" in capsys.readouterr().err
+
+
+def test_the_dask_engine_registers_the_same_kind_of_version_as_single_node(
+    tracking: str, local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from mlsteps.contract.config import load_config
+    from mlsteps.logic.training import train_model, training_splits
+    from mlsteps.platform.lineage import MODEL_SHA256_TAG, VERSIONS_TAG
+    from mlsteps.platform.mlflow_registry import CALIBRATION_TAG
+    from mlsteps.steps.train import DEVICE_TAG, ENGINE_TAG, TRIALS_TAG, WORKERS_TAG
+
+    monkeypatch.setenv("ML_PARQUET_ROW_GROUP_ROWS", "2000")  # several row groups: both workers get data
+    name = unique_model_name()
+    config = write_config(tmp_path, name, dask={"workers": 2, "memory_limit": "1GiB"})
+    build_snapshot(local_lake, "run_1")
+    argv = ["train", "--config", config, "--training-run", "run_1", "--engine", "dask", "--run-id", "r1"]
+
+    code, result = run_step(argv, tmp_path / "result.json", monkeypatch)
+
+    assert code == 0
+    assert result["model_version"] == "1"
+    version = mlflow.MlflowClient().get_model_version(name, "1")
+    lineage = {"training_run", "data_fingerprint", "config_hash", "git_sha", "image", PIPELINE_TAG}
+    single = {DEVICE_TAG, TRIALS_TAG, VERSIONS_TAG, MODEL_SHA256_TAG, CALIBRATION_TAG}
+    assert lineage | single | {ENGINE_TAG, WORKERS_TAG} <= set(version.tags)
+    assert (version.tags[ENGINE_TAG], version.tags[WORKERS_TAG]) == ("dask", "2")
+    peaks = [result["metrics"][f"worker_{i}_peak_rss_mib"] for i in (0, 1)]
+    assert 0 < max(peaks) == result["metrics"]["worker_peak_rss_mib_max"] < 1024
+    snapshot = load_training_set(Lake(local_lake), "run_1")
+    loaded = load_config(config)
+    alone = train_model(training_splits(snapshot, loaded), snapshot, loaded, "cpu", 0).booster
+    labels = snapshot.holdout["is_fraud"].astype(int)
+    aucs = [
+        roc_auc_score(labels, predict(b, snapshot.holdout, loaded)) for b in (load_booster(name, "1"), alone)
+    ]
+    assert abs(aucs[0] - aucs[1]) < 0.01
+
+
+def test_the_dask_engine_in_kubernetes_mode_refuses_until_its_cluster_exists(
+    local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ML_EXECUTION_MODE", "kubernetes")
+    build_snapshot(local_lake, "run_1")
+    config = write_config(tmp_path, unique_model_name(), engine="dask")
+
+    code, result = run_step(
+        ["train", "--config", config, "--training-run", "run_1"], tmp_path / "r.json", monkeypatch
+    )
+
+    assert (code, result) == (2, {})
+    assert "dask-kubernetes operator" in capsys.readouterr().err

@@ -168,6 +168,41 @@ class FeaturesConfig(_Frozen):
     ttl_days: int = Field(90, ge=1, description="Feast feature-view TTL.")
 
 
+#: A memory size such as ``2GiB``, ``512MB`` or ``1.5GB`` (Dask's units; decimal and binary).
+MEMORY_SIZE = re.compile(r"[0-9]+(\.[0-9]+)?(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
+_MEMORY_UNITS = {"B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_MEMORY_UNITS.update({"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40})
+#: The least memory a Dask worker gets: below it a worker cannot even hold its imports.
+MIN_WORKER_MEMORY = 256 * 2**20
+
+
+def memory_bytes(size: str) -> int:
+    """``"2GiB"`` -> 2147483648 (a size that :data:`MEMORY_SIZE` matches whole)."""
+    number = size.rstrip("BkKMGTi")
+    return int(float(number) * _MEMORY_UNITS[size[len(number) :]])
+
+
+class DaskConfig(_Frozen):
+    """The Dask cluster the train step creates for ``model.engine: dask`` (and closes when done)."""
+
+    workers: int = Field(2, ge=1, le=256, description="Worker processes.")
+    threads_per_worker: int = Field(1, ge=1, le=64, description="Threads per worker (XGBoost's nthread).")
+    memory_limit: str = Field(
+        "2GiB",
+        description="Memory per worker, e.g. 2GiB or 512MB; Dask spills, then pauses, then restarts a "
+        "worker that goes past it.",
+    )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _enough_memory(cls, size: str) -> str:
+        if not MEMORY_SIZE.fullmatch(size):
+            raise ValueError(f"memory_limit {size!r} is not a size such as 2GiB, 512MiB or 1.5GB")
+        if memory_bytes(size) < MIN_WORKER_MEMORY:
+            raise ValueError(f"memory_limit {size} is below the least a worker needs (256MiB)")
+        return size
+
+
 class ModelConfig(_Frozen):
     """The registered model and how it is trained."""
 
@@ -191,6 +226,21 @@ class ModelConfig(_Frozen):
         "of the train split, which the booster (and its refit) never learns from; none: raw scores.",
     )
     n_trials: int = Field(0, ge=0, le=500)
+    engine: Literal["single", "dask"] = Field(
+        "single",
+        description="single: XGBoost in the train step's own process; dask: xgboost.dask on a Dask "
+        "cluster the train step creates (model.dask) and closes.",
+    )
+    dask: DaskConfig = Field(default_factory=DaskConfig)
+
+    @model_validator(mode="after")
+    def _search_is_single(self) -> ModelConfig:
+        if self.engine == "dask" and self.n_trials > 0:
+            raise ValueError(
+                f"engine dask does not run an Optuna search (n_trials is {self.n_trials}); set n_trials: 0 "
+                "or engine: single"
+            )
+        return self
 
     @model_validator(mode="after")
     def _holdout_fits(self) -> ModelConfig:

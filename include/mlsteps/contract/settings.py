@@ -23,6 +23,8 @@ STORE_YAML_ENV_VAR = "ML_FEAST_STORE_YAML"
 ROW_GROUP_ROWS_ENV_VAR = "ML_PARQUET_ROW_GROUP_ROWS"
 STEP_IMAGE_ENV_VAR = "ML_STEP_IMAGE"
 REQUIRE_GPU_ENV_VAR = "ML_REQUIRE_GPU"
+#: ``kubernetes`` in a step pod (the factory sets it); unset or ``local`` for a local subprocess.
+EXECUTION_MODE_ENV_VAR = "ML_EXECUTION_MODE"
 GIT_SHA_ENV_VAR = "ML_GIT_SHA"
 CODE_VERSION_ENV_VAR = "ML_CODE_VERSION"
 #: Feast's S3 registry reads only this variable for its endpoint; the steps pass it explicitly.
@@ -57,6 +59,8 @@ class StepSettings:
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
     step_image: str = DEFAULT_STEP_IMAGE
     require_gpu: bool = False
+    #: ``local`` (a subprocess) or ``kubernetes`` (a pod): decides how a Dask cluster is made.
+    execution_mode: str = "local"
     code_version: str | None = None
     registry_endpoint: str | None = None
     s3_endpoint: str | None = None
@@ -67,6 +71,10 @@ class StepSettings:
     )
 
     def __post_init__(self) -> None:
+        if self.execution_mode not in ("local", "kubernetes"):
+            raise StepError(
+                f"{EXECUTION_MODE_ENV_VAR}={self.execution_mode!r} is not one of: local, kubernetes"
+            )
         if self.row_group_rows < 1:
             raise StepError(
                 f"{ROW_GROUP_ROWS_ENV_VAR}={self.row_group_rows} must be a positive number of rows; "
@@ -89,6 +97,7 @@ class StepSettings:
             row_group_rows=_int(environ, ROW_GROUP_ROWS_ENV_VAR, DEFAULT_ROW_GROUP_ROWS),
             step_image=environ.get(STEP_IMAGE_ENV_VAR, DEFAULT_STEP_IMAGE),
             require_gpu=_flag(environ, REQUIRE_GPU_ENV_VAR),
+            execution_mode=environ.get(EXECUTION_MODE_ENV_VAR) or "local",
             code_version=_code_version(environ),
             registry_endpoint=environ.get(REGISTRY_ENDPOINT_ENV_VAR) or None,
             s3_endpoint=_first(environ, S3_ENDPOINT_ENV_VARS),

@@ -238,7 +238,7 @@ def rebuild(lake: Lake, scratch: Lake, records: Records, settings: StepSettings)
         )  # fmt: skip
     manifest = scratch.manifest(snapshot_prefix(records.training_run))
     assert manifest is not None
-    return Rebuilt(scratch, manifest, retrain(scratch, records))
+    return Rebuilt(scratch, manifest, retrain(scratch, records, settings))
 
 
 def rebuild_features(context: StepContext, passes: list[tuple[DataInterval, list[dt.date]]]) -> None:
@@ -282,8 +282,9 @@ def run_step(step: str, argv: list[str], settings: StepSettings) -> dict[str, An
     return result
 
 
-def retrain(scratch: Lake, records: Records) -> Fit:
-    """Train on the rebuilt snapshot with the recorded config, device and trial count."""
+def retrain(scratch: Lake, records: Records, settings: StepSettings) -> Fit:
+    """Train on the rebuilt snapshot with the recorded config, device, trial count and engine (a
+    ``dask`` version retrains on a Dask cluster with its recorded worker count)."""
     from mlsteps.logic.training import train_model, training_splits
     from mlsteps.platform.datasets import load_training_set
     from mlsteps.platform.device import cuda_problem
@@ -294,8 +295,17 @@ def retrain(scratch: Lake, records: Records) -> Fit:
     if device == "cuda" and cuda_problem():
         log.warning("the version was trained on cuda, which is not usable here; retraining on cpu")
         device = "cpu"
-    snapshot = load_training_set(scratch, records.training_run)
     config = records.training_config
+    if tags.get(train.ENGINE_TAG) == "dask":
+        from mlsteps.platform.dask_engine import dask_client, train_on_dask
+
+        workers = int(tags.get(train.WORKERS_TAG, config.model.dask.workers))
+        dask = config.model.dask.model_copy(update={"workers": workers})
+        manifest = scratch.manifest(snapshot_prefix(records.training_run))
+        assert manifest is not None
+        with dask_client(dask, settings.execution_mode) as client:
+            return train_on_dask(client, scratch, manifest, config, device).fit
+    snapshot = load_training_set(scratch, records.training_run)
     splits = training_splits(snapshot, config)
     return train_model(splits, snapshot, config, device, records.trials)
 

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 SCORE_COLUMN = "score"
 DEVICE_TAG = "mlsteps.device"
 TRIALS_TAG = "mlsteps.n_trials"
+#: ``single`` or ``dask``: the training engine (``model.engine``, or the ``--engine`` option).
+ENGINE_TAG = "mlsteps.engine"
+#: The Dask worker count a ``dask`` version trained with (absent for ``single``).
+WORKERS_TAG = "mlsteps.dask_workers"
 MODEL_NAME_IN_RUN = "model"
 DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$(?!\n)")
 COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$(?!\n)")
@@ -72,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("cpu", "cuda"),
         default="cpu",
         help="Where XGBoost trains. cuda fails (never falls back) when no GPU is usable.",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("single", "dask"),
+        default=None,
+        help="single: XGBoost in this process; dask: xgboost.dask on a Dask cluster of model.dask workers, "
+        "made for this step and closed after. Default: model.engine.",
     )
     parser.add_argument(
         "--n-trials",
@@ -94,12 +105,20 @@ def run(args: argparse.Namespace) -> TrainResult:
     n_trials = config.model.n_trials if args.n_trials is None else args.n_trials
     if not 0 <= n_trials <= 500:
         raise StepError(f"--n-trials must be between 0 and 500, got {n_trials}")
+    engine = args.engine or config.model.engine
+    if engine == "dask" and n_trials > 0:
+        raise StepError(
+            f"engine dask does not run an Optuna search (--n-trials {n_trials}); "
+            "pass --n-trials 0 or engine single"
+        )
     device = resolve_device(args.device, context.settings.require_gpu)
-    snapshot = load_training_set(context.lake, args.training_run)
+    manifest = require_snapshot(context, args.training_run)
     tags = {
-        **mlflow_registry.lineage_tags(context, snapshot.manifest),
+        **mlflow_registry.lineage_tags(context, manifest),
         DEVICE_TAG: device,
         TRIALS_TAG: str(n_trials),
+        ENGINE_TAG: engine,
+        **({WORKERS_TAG: str(config.model.dask.workers)} if engine == "dask" else {}),
         VERSIONS_TAG: json.dumps(package_versions(), separators=(",", ":")),
         mlflow_registry.CALIBRATION_TAG: config.model.calibration,
         **retrain_tags(args.retrain_ds, args.drifted_columns),
@@ -108,14 +127,57 @@ def run(args: argparse.Namespace) -> TrainResult:
         tags[CACHE_KEY_TAG] = args.cache_key
     earlier = earlier_attempt(config, tags)
     if earlier is not None:
-        return reuse(context, snapshot, earlier, tags)
-    splits = training_splits(snapshot, config)
-    fit = train_model(splits, snapshot, config, device, n_trials)
+        return reuse(context, load_training_set(context.lake, args.training_run), earlier, tags)
+    if engine == "dask":
+        snapshot, fit, rate, peaks = train_distributed(context, manifest, device)
+    else:
+        snapshot = load_training_set(context.lake, args.training_run)
+        splits = training_splits(snapshot, config)
+        fit, rate, peaks = train_model(splits, snapshot, config, device, n_trials), None, {}
     tags[MODEL_SHA256_TAG] = booster_sha256(fit.booster)
-    logged = log_to_mlflow(context, snapshot, fit, tags)
-    reference = save_reference(context, snapshot, fit.booster, logged["model_version"], fit.calibrator)
-    metrics = {"validation_auc": fit.validation_auc, "best_iteration": fit.best_iteration}
+    extra = worker_metrics(peaks)
+    logged = log_to_mlflow(context, snapshot, fit, tags, extra)
+    reference = save_reference(context, snapshot, fit.booster, logged["model_version"], fit.calibrator, rate)
+    metrics = {"validation_auc": fit.validation_auc, "best_iteration": fit.best_iteration, **extra}
     return result(config, logged, metrics, fit.seconds, tags, reference)
+
+
+def require_snapshot(context: StepContext, training_run: str) -> dict[str, Any]:
+    """The snapshot's manifest (its lineage), without reading its data.
+
+    Raises:
+        StepError: The snapshot was never committed.
+    """
+    manifest = context.lake.manifest(snapshot_prefix(training_run))
+    if manifest is None:
+        load_training_set(context.lake, training_run)  # raises the one message for a missing snapshot
+    assert manifest is not None
+    return manifest
+
+
+def train_distributed(
+    context: StepContext, manifest: dict[str, Any], device: str
+) -> tuple[TrainingSet, Fit, float, dict[str, int]]:
+    """Train with xgboost.dask on a cluster made for this step (closed after, on failure too).
+
+    Returns:
+        A bounded sample of the snapshot (what this process logs and samples the reference from),
+        the fit, the train split's base rate, and each worker's peak memory in bytes.
+    """
+    from mlsteps.platform.dask_engine import dask_client, train_on_dask
+
+    config = context.config
+    with dask_client(config.model.dask, context.settings.execution_mode) as client:
+        trained = train_on_dask(client, context.lake, manifest, config, device)
+    return trained.view, trained.fit, trained.base_rate, trained.worker_peak_rss
+
+
+def worker_metrics(peaks: dict[str, int]) -> dict[str, float]:
+    """Peak memory of each Dask worker (MiB, by worker in address order) and the largest; none for single."""
+    if not peaks:
+        return {}
+    mib = [round(peaks[address] / 2**20, 1) for address in sorted(peaks)]
+    return {"worker_peak_rss_mib_max": max(mib), **{f"worker_{i}_peak_rss_mib": v for i, v in enumerate(mib)}}
 
 
 def result(
@@ -273,7 +335,11 @@ def reuse(
 
 
 def log_to_mlflow(
-    context: StepContext, snapshot: TrainingSet, fit: Fit, tags: dict[str, str]
+    context: StepContext,
+    snapshot: TrainingSet,
+    fit: Fit,
+    tags: dict[str, str],
+    extra_metrics: dict[str, float] | None = None,
 ) -> RegisteredRun:
     """Log params, metrics, datasets, the model and a plot; register the version and alias it challenger."""
     import mlflow
@@ -283,12 +349,17 @@ def log_to_mlflow(
     config = context.config
     mlflow.set_experiment(config.model.experiment)
     with mlflow.start_run(run_name=f"train {snapshot.manifest['training_run']}", tags=tags) as active:
-        mlflow.log_params(loggable_params(fit, config, tags[TRIALS_TAG], snapshot))
+        engine = {
+            "engine": tags[ENGINE_TAG],
+            **({"dask_workers": tags[WORKERS_TAG]} if WORKERS_TAG in tags else {}),
+        }
+        mlflow.log_params({**loggable_params(fit, config, tags[TRIALS_TAG], snapshot), **engine})
         mlflow.log_metrics(
             {
                 "validation_auc": fit.validation_auc,
                 "best_iteration": fit.best_iteration,
                 "training_seconds": fit.seconds,
+                **(extra_metrics or {}),
             }
         )
         log_datasets(context, snapshot)
@@ -427,12 +498,13 @@ def save_reference(
     booster: xgb.Booster,
     version: str,
     calibrator: Calibrator | None = None,
+    rate: float | None = None,
 ) -> str:
     """Commit a seeded sample of the training features plus the model score as the drift reference.
 
     Written to ``reference/<model>/<version>/`` as a committed partition. Its manifest also records
     the train split's ``base_rate`` (share of the positive class), which scoring compares the
-    flagged share of each day with.
+    flagged share of each day with; ``rate`` when given (a Dask fit, whose ``snapshot`` is a sample).
 
     Returns:
         The partition's URI.
@@ -456,7 +528,7 @@ def save_reference(
             "feature_columns": snapshot.feature_columns,
             "categorical_columns": snapshot.categorical_columns,
             "score_column": SCORE_COLUMN,
-            "base_rate": base_rate(snapshot),
+            "base_rate": base_rate(snapshot) if rate is None else rate,
             "training_run": snapshot.manifest["training_run"],
             "data_fingerprint": snapshot.manifest["fingerprint"],
             **context.lineage(),
