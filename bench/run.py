@@ -3,7 +3,8 @@
 Settings come from the environment (defaults in brackets):
 ``BENCH_NAME`` [bench-<time>], ``BENCH_SECTIONS`` [startup,parse,training,example,scoring,drift],
 ``BENCH_SIZES`` [1000000,5000000,10000000], ``BENCH_SEED_MAX_ROWS`` [5000000],
-``BENCH_SCORING_REPEATS`` [1], ``BENCH_SCORING_MODELS`` [pipeline,full], ``BENCH_PARSE_REPEATS`` [5],
+``BENCH_SCORING_REPEATS`` [1], ``BENCH_SCORING_MODELS`` [pipeline,full], ``BENCH_FULL_TREES`` [500],
+``BENCH_FULL_DEPTH`` [6], ``BENCH_PARSE_REPEATS`` [5],
 ``BENCH_HELP_REPEATS`` [3], ``BENCH_TRAIN_ROWS_PER_DAY`` [5000], ``BENCH_TRAIN_REPEATS`` [3],
 ``BENCH_DRIFT_ROWS`` [1000000], ``BENCH_DRIFT_FEATURES`` [30], ``BENCH_DRIFT_SEEDS`` [5],
 ``BENCH_DRIFT_BASELINE_SEEDS`` [1], ``BENCH_DISTRIBUTED_SIZES`` [200000,1000000,3000000],
@@ -47,6 +48,8 @@ def settings() -> dict[str, Any]:
         "seed_max_rows": env_int("BENCH_SEED_MAX_ROWS", 5_000_000),
         "scoring_repeats": env_int("BENCH_SCORING_REPEATS", 1),
         "scoring_models": {m: {"pipeline": PIPELINE_MODEL, "full": FULL_MODEL}[m] for m in models if m},
+        "full_trees": env_int("BENCH_FULL_TREES", 500),
+        "full_depth": env_int("BENCH_FULL_DEPTH", 6),
         "parse_repeats": env_int("BENCH_PARSE_REPEATS", 5),
         "help_repeats": env_int("BENCH_HELP_REPEATS", 3),
         "train_rows_per_day": env_int("BENCH_TRAIN_ROWS_PER_DAY", 5_000),
@@ -89,9 +92,15 @@ def run_sections(workspace: Workspace, knobs: dict[str, Any]) -> dict[str, Any]:
         results["example"] = _timed(training.run_example, workspace)
     if "scoring" in wanted:
         if "full" in knobs["scoring_models"]:
-            log("scoring: registering the full-size model (every boosting round of the config)")
+            log(
+                f"scoring: registering the full-size model "
+                f"({knobs['full_trees']} trees, depth {knobs['full_depth']})"
+            )
             results["full_model"] = workspace.case(
-                "bench.workspace:register_full_model", model=FULL_MODEL
+                "bench.workspace:register_full_model",
+                model=FULL_MODEL,
+                trees=knobs["full_trees"],
+                max_depth=knobs["full_depth"],
             ).result
         results["scoring"] = _timed(
             scoring.run,

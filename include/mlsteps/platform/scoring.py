@@ -13,8 +13,8 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -231,14 +231,29 @@ def score_units(
     units: Iterable[tuple[str, int]],
     batch_rows: int,
 ) -> Iterator[ScoredBatch]:
-    """Score row groups batch by batch, reading and encoding the next batch while this one is predicted.
+    """Score row groups batch by batch in three overlapping stages: read, predict, and the caller's write.
 
     The score is the booster's output calibrated by the model's calibrator (if any), as evaluation
     scores the holdout; the decision is that score at or above ``scoring.decision_threshold``.
-    A background thread reads ``batch_rows`` at a time without pre-buffering (arrow#39808) and
-    encodes each batch; a queue of :data:`PREFETCH_BATCHES` keeps memory flat. Arrow, NumPy and
-    XGBoost release the GIL, so reading overlaps prediction. An error in the reader is raised here.
+    One background thread reads ``batch_rows`` at a time without pre-buffering (arrow#39808) and
+    encodes each batch; a second predicts; the caller writes each scored batch while the next ones
+    are read and predicted. With a small model, writing a batch (zstd Parquet) costs more than
+    predicting it; on the predicting thread the write would make scoring cost predict + write, not
+    the slower of the two. Each hand-over is a queue of :data:`PREFETCH_BATCHES`, which keeps
+    memory flat. Arrow, NumPy and XGBoost release the GIL, so the stages run at once. An error in
+    either thread is raised here.
     """
+    return _read_ahead(_scored_batches(lake, config, model, features, units, batch_rows), PREFETCH_BATCHES)
+
+
+def _scored_batches(
+    lake: Lake,
+    config: PipelineConfig,
+    model: LoadedModel,
+    features: list[str],
+    units: Iterable[tuple[str, int]],
+    batch_rows: int,
+) -> Generator[ScoredBatch, None, None]:
     import pyarrow as pa
 
     dataset = config.dataset
@@ -269,7 +284,7 @@ def _encoded_batches(
     """(unit number, batch number, batch, encoded matrix) of every unit, read ahead in a thread."""
     import pyarrow.parquet as pq
 
-    def read() -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray]]:
+    def read() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray], None, None]:
         for unit_number, (relative, group) in enumerate(units):
             with lake.fs.open_input_file(lake.path(relative)) as handle:
                 parquet = pq.ParquetFile(handle, pre_buffer=False)
@@ -283,7 +298,7 @@ def _encoded_batches(
 _DONE = object()
 
 
-def _read_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+def _read_ahead(items: Generator[Any, None, None], depth: int) -> Iterator[Any]:
     """Yield ``items``, produced by a background thread at most ``depth`` ahead; its errors raise here.
 
     Closing the generator early stops the thread (it never stays blocked on a full queue).
@@ -301,13 +316,14 @@ def _read_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
         return False
 
     def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as err:  # handed to the consumer, which raises it
-            put(err)
+        with closing(items):  # an upstream stage's thread stops now, not when the generator is collected
+            try:
+                for item in items:
+                    if not put(item):
+                        return
+                put(_DONE)
+            except BaseException as err:  # handed to the consumer, which raises it
+                put(err)
 
     reader = threading.Thread(target=produce, name="mlsteps-read-ahead", daemon=True)
     reader.start()
