@@ -144,7 +144,11 @@ def open_details(page: Any, run_id: str, task_id: str) -> None:
 def test_extra_links_resolve(
     page: Any, ui_airflow: UiAirflow, triggered_run: dict[str, Any], artifacts: Path
 ) -> None:
-    open_details(page, triggered_run["dag_run_id"], "train_on_cpu")
+    run_id = triggered_run["dag_run_id"]
+    trained = ui_airflow.api(
+        f"dags/ml_training/dagRuns/{run_id}/taskInstances/train_on_cpu/xcomEntries/return_value?deserialize=true"
+    )["value"]
+    open_details(page, run_id, "train_on_cpu")
     mlflow_link = page.get_by_role("link", name="MLflow run")
     mlflow_link.wait_for()
     href = mlflow_link.get_attribute("href")
@@ -159,8 +163,10 @@ def test_extra_links_resolve(
         response = mlflow_page.goto(href, wait_until="load")  # MLflow keeps polling: never idle
         assert response is not None
         assert response.ok
-        # The MLflow run page names the run the train step logged: "train <training run>".
-        mlflow_page.get_by_text(re.compile(r"^train manual__")).first.wait_for(timeout=60_000)
+        # The MLflow run page names the run that trained the version: "train <training run>" (the
+        # training run of an earlier DAG run when the step cache reused its version).
+        name = f"train {trained['training_run']}"
+        mlflow_page.get_by_text(re.compile(rf"^{re.escape(name)}")).first.wait_for(timeout=60_000)
     finally:
         shot(mlflow_page, artifacts, "08-mlflow-run")
         mlflow_page.close()
