@@ -177,19 +177,26 @@ def refit(fit: Fit, splits: Splits, snapshot: TrainingSet, config: PipelineConfi
     fit.rows, fit.refit = len(whole), True
 
 
-def fit_once(params: dict[str, Any], matrices: tuple[Any, Any], config: PipelineConfig) -> Fit:
-    """One boosting run with early stopping on validation AUC; the booster is cut back to its best round."""
+def early_stopping(config: PipelineConfig) -> Any:
+    """The early-stopping callback every training engine uses: validation AUC, best round kept."""
     import xgboost as xgb
-    from sklearn.metrics import roc_auc_score
 
-    train_matrix, validation_matrix = matrices
-    stopping = xgb.callback.EarlyStopping(
+    return xgb.callback.EarlyStopping(
         rounds=config.model.early_stopping_rounds,
         metric_name="auc",
         data_name="validation",
         maximize=True,
         save_best=True,
     )
+
+
+def fit_once(params: dict[str, Any], matrices: tuple[Any, Any], config: PipelineConfig) -> Fit:
+    """One boosting run with early stopping on validation AUC; the booster is cut back to its best round."""
+    import xgboost as xgb
+    from sklearn.metrics import roc_auc_score
+
+    train_matrix, validation_matrix = matrices
+    stopping = early_stopping(config)
     booster = xgb.train(
         params,
         train_matrix,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from mlsteps.contract.layout import snapshot_prefix
 from mlsteps.errors import StepError
 from mlsteps.logic.calibration import fit_calibrator
-from mlsteps.logic.training import Fit, base_params
+from mlsteps.logic.training import Fit, base_params, early_stopping
 from mlsteps.platform.datasets import SPLITS, TrainingSet, model_input
 
 if TYPE_CHECKING:
@@ -209,13 +209,7 @@ def train_on_dask(
     validation_matrix = xgb.dask.DaskQuantileDMatrix(
         client, validation_x, validation_y, enable_categorical=True, ref=train_matrix
     )
-    stopping = xgb.callback.EarlyStopping(
-        rounds=config.model.early_stopping_rounds,
-        metric_name="auc",
-        data_name="validation",
-        maximize=True,
-        save_best=True,
-    )
+    stopping = early_stopping(config)
     output = xgb.dask.train(
         client,
         params,
