@@ -55,6 +55,9 @@ LEAN_IMAGE = "mlsteps-airflow:containers-test"
 
 BUILD_TIMEOUT = 3000
 RUN_TIMEOUT = 1500
+# A read timeout for one API call, and how many times a GET that timed out is asked again.
+API_TIMEOUT = 60
+API_TRIES = 4
 TERMINAL = {"success", "failed"}
 
 # Published on ephemeral loopback ports instead of the compose file's fixed ones.
@@ -108,13 +111,25 @@ class Stack:
         return f"http://{address}"
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(
-            method,
-            f"{self.urls['airflow']}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=30,
-            **kwargs,
-        )
+        """One API call. A GET that times out or loses its connection is asked again (up to
+        ``API_TRIES`` times): on two busy cores the api-server can stall for longer than a read
+        timeout while the scheduler's task runs, and a poll is safe to repeat. Other methods are
+        sent once, with a longer timeout, since a repeated trigger is a second run."""
+        tries = API_TRIES if method == "GET" else 1
+        for attempt in range(1, tries + 1):
+            try:
+                response = requests.request(
+                    method,
+                    f"{self.urls['airflow']}/api/v2{path}",
+                    headers={"Authorization": f"Bearer {self.token}"},
+                    timeout=API_TIMEOUT,
+                    **kwargs,
+                )
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == tries:
+                    raise
+                time.sleep(5)
         assert response.ok, f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}"
         return response.json()
 
