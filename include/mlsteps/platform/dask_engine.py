@@ -31,7 +31,7 @@ from mlsteps.platform.datasets import SPLITS, TrainingSet, model_input
 if TYPE_CHECKING:
     import dask.dataframe as dd
     import pandas as pd
-    from distributed import Client
+    from distributed import Client, Future
 
     from mlsteps.contract.config import DaskConfig, PipelineConfig
     from mlsteps.platform.lake import Lake
@@ -245,22 +245,39 @@ def train_on_dask(
 
 
 def spread(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
-    """``frame`` in one partition per worker, each held by its own worker.
+    """``frame`` computed on the workers by :func:`place`, and kept there."""
+    import dask.dataframe as dd
 
-    A time slice lies in the row groups of its days, so some workers would hold none of it, and
-    XGBoost refuses a worker with no rows when there are categorical features. Dask's shuffle (on
-    disk, in bounded memory) deals the rows out by row id; each partition is then computed on its
-    own worker and stays there.
+    return dd.from_delayed(place(client, frame), meta=frame._meta, verify_meta=False)
+
+
+def place(client: Client, frame: dd.DataFrame) -> list[Future]:
+    """``frame``'s partitions computed on the workers, every worker holding some of its rows.
+
+    XGBoost refuses a worker with no rows when there are categorical features. The partitions (one
+    per Parquet row group, in time order) are dealt out in turn, each computed on its own worker,
+    so no row crosses between workers and a worker holds only its own share: this is what lets a
+    training set larger than one worker's ``memory_limit`` train. A slice with fewer partitions
+    than workers, or one that left a worker with no rows (a time slice lies in the row groups of
+    its last days), is then shuffled by row id into one partition per worker; such a slice is
+    small (the early-stopping or calibration slice, or a small set).
     """
     import dask.dataframe as dd
 
     workers = sorted(client.nthreads())
-    shuffled = frame.shuffle(on=ROW, npartitions=len(workers), shuffle_method="tasks")
-    futures = [
-        client.compute(part, workers=[workers[index % len(workers)]], allow_other_workers=False)
-        for index, part in enumerate(shuffled.to_delayed())
-    ]
-    return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
+
+    def pinned(parts: list[Any]) -> list[Future]:
+        return [
+            client.compute(part, workers=[workers[index % len(workers)]], allow_other_workers=False)
+            for index, part in enumerate(parts)
+        ]
+
+    dealt = pinned(frame.to_delayed())
+    lengths = client.gather([client.submit(len, future, pure=False) for future in dealt])
+    if all(sum(lengths[index :: len(workers)]) for index in range(len(workers))):
+        return dealt
+    gathered = dd.from_delayed(dealt, meta=frame._meta, verify_meta=False)
+    return pinned(gathered.shuffle(on=ROW, npartitions=len(workers), shuffle_method="tasks").to_delayed())
 
 
 def check_parts(train: dd.DataFrame, training_run: str, calibrating: bool) -> None:
