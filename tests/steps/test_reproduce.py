@@ -56,6 +56,16 @@ def objects(s3: S3Server, uri: str) -> dict[str, tuple[str, Any]]:
     }
 
 
+def engine_of(pipeline: PipelineRun, version: str) -> str | None:
+    """The engine a version records it was trained on."""
+    from mlflow import MlflowClient
+
+    from mlsteps.steps.train import ENGINE_TAG
+
+    found = MlflowClient(pipeline.tracking_uri).get_model_version(pipeline.model, version)
+    return (found.tags or {}).get(ENGINE_TAG)
+
+
 def listing(root: str) -> dict[str, int]:
     """Every file under a directory with its modification time: what must not change."""
     return {str(path): path.stat().st_mtime_ns for path in Path(root).rglob("*") if path.is_file()}
@@ -156,6 +166,23 @@ def test_a_version_tuned_with_optuna_trials_reproduces_identically(
     checks = {check["check"]: check for check in report["checks"]}
     assert checks["hyperparameters"]["rebuilt"] == checks["hyperparameters"]["recorded"]
     assert "3 Optuna trials" in checks["hyperparameters"]["rebuilt"]
+
+
+def test_a_version_trained_on_dask_workers_reproduces_on_a_dask_cluster(
+    pipeline: PipelineRun, lake_copy: Lake, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The version records engine dask and 2 workers; reproduce retrains it on a fresh cluster of 2.
+    ``equivalent`` is allowed: the README's definition for a distributed fit (same predictions)."""
+    with environment(pipeline.env(lake_copy.uri)):
+        argv = ["train", "--training-run", TRAINING_RUN, "--engine", "dask", "--force", "true"]
+        trained = step(argv, tmp_path / "result.json")
+    capsys.readouterr()  # the train step's own output
+
+    code, report, _ = reproduce(replace(pipeline, version=trained["model_version"]), capsys, lake_copy.uri)
+
+    assert code == 0
+    assert report["verdict"] in ("identical", "equivalent"), report["first_difference"]
+    assert engine_of(pipeline, trained["model_version"]) == "dask"
 
 
 def test_on_an_s3_lake_a_version_reproduces_identically_and_leaves_no_object_behind(
