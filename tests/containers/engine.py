@@ -80,15 +80,23 @@ def engine_answers() -> bool:
     return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
-def _install_docker_io() -> str | None:
-    """apt-get install Debian's docker.io; a one-line reason when that fails."""
+def apt_install(*packages: str) -> str | None:
+    """apt-get install Debian packages (as root); a one-line reason when that cannot be done."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return f"cannot install {' '.join(packages)}: not root, or no apt-get"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "docker.io"]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=900)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            return f"no Docker engine: `{' '.join(cmd)}` failed: {last}"
+            return f"`{' '.join(cmd)}` failed: {last}"
     return None
+
+
+def _install_docker_io() -> str | None:
+    """apt-get install Debian's docker.io; a one-line reason when that fails."""
+    reason = apt_install("docker.io")
+    return f"no Docker engine: {reason}" if reason else None
 
 
 def _start_dockerd(dockerd: str) -> str | None:

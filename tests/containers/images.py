@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.containers.engine import BUILD_ENV, DockerError, docker, image_exists
+from tests.containers.engine import BUILD_ENV, DockerError, apt_install, docker, image_exists
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS_DIR = Path(__file__).resolve().parent
@@ -143,10 +143,8 @@ def _pulled_or_present(image: str) -> bool:
 
 
 def _debootstrap_rootfs(rootfs: Path) -> None:
-    if shutil.which("debootstrap") is None:
-        raise RuntimeError(
-            f"{DEBIAN_IMAGE} cannot be pulled and debootstrap is missing: `apt-get install debootstrap`"
-        )
+    if shutil.which("debootstrap") is None and (reason := apt_install("debootstrap")) is not None:
+        raise RuntimeError(f"{DEBIAN_IMAGE} cannot be pulled and debootstrap is missing ({reason})")
     subprocess.run(
         ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), DEBIAN_MIRROR],
         check=True,
