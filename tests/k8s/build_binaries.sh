@@ -21,6 +21,11 @@ stamped() {  # stamped <name>  (output captured first: grep -q closing the pipe 
     *) out=$("$BIN/$1" --version 2>/dev/null) && grep -qx "Kubernetes $K8S_VERSION" <<<"$out" ;;
   esac
 }
+# One build at a time: .ci/run starts one in the background, and make test-k8s's own call then
+# waits here for it and finds everything built.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build.lock"
+flock 9
 missing=()
 for name in "${SERVER[@]}" helm; do { [ -x "$BIN/$name" ] && stamped "$name"; } || missing+=("$name"); done
 if [ ${#missing[@]} -eq 0 ]; then echo "$BIN"; exit 0; fi
