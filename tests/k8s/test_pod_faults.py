@@ -108,6 +108,11 @@ def test_exit_2_failure_names_the_steps_reason(k8s_airflow: K8sAirflow, faults: 
 def test_exit_1_is_retried(k8s_airflow: K8sAirflow, pod_recorder: PodRecorder, faults: Faults) -> None:
     ti = _ti(k8s_airflow, faults, "k8s_exit_codes", "crash")
     assert (ti["state"], ti["try_number"]) == ("failed", 2)
+    try:  # the pod watch can lag the API on two busy cores
+        wait_until("a pod of each try", lambda: len(_pods(pod_recorder, "k8s_exit_codes", "crash")) >= 2, 120)
+    except TimeoutError:
+        log = k8s_airflow.log("k8s_exit_codes", faults.run_ids["k8s_exit_codes"], "crash", 2)
+        pytest.fail("try 2 of crash ran no pod; its log ends:\n" + "\n".join(log.splitlines()[-30:]))
     pods = _pods(pod_recorder, "k8s_exit_codes", "crash")
     assert sorted(pod.labels["try_number"] for pod in pods) == ["1", "2"]
     assert [pod.exit_code for pod in pods] == [1, 1]
@@ -132,7 +137,8 @@ def test_timed_out_task_fails_and_its_pod_is_deleted(
     # deferral take up to a minute each on two busy cores.
     assert _seconds(ti) < TASK_TIMEOUT_SECONDS + 150
     [pod] = _pods(pod_recorder, "k8s_timeout")
-    assert pod.deleted
+    # Deleted by the task's cleanup, which may finish just after the run is marked failed.
+    wait_until(f"the timed-out pod {pod.name} is deleted (phases {pod.phases})", lambda: pod.deleted, 120)
     # Stopped by its deadline before the 60-day step could finish. The phase says so; the base
     # container's recorded exit code does not (the watch saw 0 for a pod failed by its deadline).
     assert pod.phases[-1] == "Failed"
