@@ -59,6 +59,8 @@ RUN_TIMEOUT = 1500
 API_TIMEOUT = 60
 API_TRIES = 4
 TERMINAL = {"success", "failed"}
+#: Every DAG of the package: each file in dags/ is named after the DAG it defines.
+DAG_IDS = {path.stem for path in (REPO_ROOT / "dags").glob("ml_*.py")}
 
 # Published on ephemeral loopback ports instead of the compose file's fixed ones.
 PORTS_OVERRIDE = """\
@@ -212,7 +214,7 @@ def _bring_up(stack: Stack) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         dag_ids = {d["dag_id"] for d in stack.api("GET", "/dags", params={"limit": 100})["dags"]}
-        if {"ml_training", "ml_batch_scoring", "ml_drift_monitor"} <= dag_ids:
+        if DAG_IDS <= dag_ids:
             break
         time.sleep(5)
     errors = stack.api("GET", "/importErrors")["import_errors"]
