@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repotools.local_airflow import MLFLOW_SERVER_ENV
 
 from tests.containers.engine import docker
 from tests.containers.images import mlflow_image, redis_image, s3_image, step_image
@@ -215,7 +216,7 @@ def stack() -> Iterator[Stack]:
             current, "mlflow", "--publish", "127.0.0.1::5000", "--read-only", "--tmpfs", "/tmp",
             "--env-file", str(env_file),
             "--env", "MLFLOW_S3_ENDPOINT_URL=http://s3:9000", "--env", "AWS_DEFAULT_REGION=us-east-1",
-            "--env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false",
+            *(f"--env={name}={value}" for name, value in MLFLOW_SERVER_ENV.items()),
             services["mlflow"], "mlflow", "server", "--host", "0.0.0.0", "--port", "5000",
             "--backend-store-uri", "sqlite:////tmp/mlflow.db",
             "--artifacts-destination", "s3://mlflow/artifacts", "--workers", "1",

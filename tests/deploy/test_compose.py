@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from repotools.local_airflow import MLFLOW_SERVER_ENV
 
 from step_tasks.settings import FORWARDED_ENV, load_settings
 
@@ -151,6 +152,10 @@ def test_mlflow_uses_postgres_and_minio_artifacts(compose: dict[str, Any]) -> No
     assert "CREATE DATABASE mlflow" in init.read_text()
     init_mount = "./docker/postgres-init:/docker-entrypoint-initdb.d:ro"
     assert init_mount in compose["services"]["postgres"]["volumes"]
+
+
+def test_mlflow_runs_with_the_repositorys_mlflow_server_env(compose: dict[str, Any]) -> None:
+    assert MLFLOW_SERVER_ENV.items() <= env_of(compose["services"]["mlflow"]).items()
 
 
 def _buckets_created(compose: dict[str, Any]) -> set[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from repotools.demo import DEMO_MLFLOW_UI_URL, demo_airflow_env, demo_environment
-from repotools.local_airflow import airflow_env, mlflow_ui_companion, wait_for_http
+from repotools.local_airflow import MLFLOW_SERVER_ENV, airflow_env, mlflow_ui_companion, wait_for_http
 
 
 def test_demo_ui_runs_mlflow_where_the_demo_links_point(
@@ -22,13 +22,18 @@ def test_demo_ui_runs_mlflow_where_the_demo_links_point(
     companion = mlflow_ui_companion(base)
     argv, url = companion["mlflow-ui"]
     assert url == DEMO_MLFLOW_UI_URL
-    assert argv[1:5] == [
+    # MLflow's job runner stays off, as in every mlflow server of this repository.
+    server_env = ["env", *(f"{name}={value}" for name, value in MLFLOW_SERVER_ENV.items())]
+    assert argv[: len(server_env)] == server_env
+    command = argv[len(server_env) :]
+    assert command[0].endswith("/mlflow")
+    assert command[1:5] == [
         "ui",
         "--backend-store-uri",
         f"sqlite:///{tmp_path / '.state' / 'mlflow.db'}",
         "--host",
     ]
-    assert argv[-2:] == ["--port", "5000"]
+    assert command[-2:] == ["--port", "5000"]
     # An HTTP tracking server is its own UI: nothing to start.
     assert mlflow_ui_companion({**base, "MLFLOW_TRACKING_URI": "http://mlflow:5000"}) == {}
 

@@ -89,14 +89,7 @@ def mlflow_server(
     """``mlflow server`` on ``host`` with a SQLite backend and artifacts proxied to the S3 API."""
     s3.create_bucket(bucket)
     port = free_port()
-    # MLflow 3's job runner (about eight huey consumers importing mlflow) serves GenAI jobs no test
-    # starts; off, as in docker-compose.yaml, it leaves the two cores to the tests.
-    env = {
-        **os.environ,
-        **s3.env,
-        "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
+    env = {**os.environ, **s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint, **local_airflow.MLFLOW_SERVER_ENV}
     log = open(workdir / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
