@@ -46,6 +46,33 @@ class StepPodOperator(KubernetesPodOperator):
         self._reentry_result = publish_summary(context, super().trigger_reentry(context, event))
         return self._reentry_result
 
+    def get_or_create_pod(self, pod_request_obj: Any, context: Any) -> Any:
+        """The provider's, except that a retry never adopts the pod of an earlier try whose step has ended.
+
+        The provider reattaches a retry to the pod an earlier try left (found by its labels, or by
+        the pod identity kept in the task state store) unless the pod's phase is terminal. The XCom
+        sidecar keeps a pod Running after its step has ended, so a retry could adopt the previous
+        try's finished pod and report its exit code again without running the step. It happens
+        when Airflow fails a resumed deferred try on the stale executor event of its deferral
+        (apache/airflow#72716; seen in tests/k8s). Such a pod is marked checked and deleted (kept,
+        if failed pods are kept), and the retry starts its own pod. A pod of this same try (a
+        restarted worker or triggerer) is reattached as before.
+        """
+        if self.reattach_on_restart:
+            earlier = self.find_pod(pod_request_obj.metadata.namespace, context=context)
+            if earlier is not None and ended_in_earlier_try(
+                earlier, self.base_container_name, context["ti"].try_number
+            ):
+                self.log.info(
+                    "Pod %s of try %s has ended; try %s starts its own pod",
+                    earlier.metadata.name,
+                    earlier.metadata.labels.get("try_number"),
+                    context["ti"].try_number,
+                )
+                self.patch_already_checked(earlier, reraise=False)
+                self.process_pod_deletion(earlier, reraise=False)
+        return super().get_or_create_pod(pod_request_obj, context)
+
     def cleanup(
         self, pod: Any, remote_pod: Any, xcom_result: dict | None = None, context: Any = None
     ) -> None:
@@ -65,6 +92,14 @@ class StepPodOperator(KubernetesPodOperator):
             step = (self.labels or {}).get(STEP_LABEL) or self.task_id
             lines = str(terminated.message or "").splitlines()
             raise step_failure(step, terminated.exit_code, lines) from err
+
+
+def ended_in_earlier_try(pod: Any, container: str, try_number: int) -> bool:
+    """Whether ``pod`` is another try's than ``try_number``, and its ``container`` (the step) has ended."""
+    labels = (pod.metadata.labels if pod.metadata is not None else None) or {}
+    if labels.get("try_number") == str(try_number):
+        return False
+    return base_container_terminated(pod, container) is not None
 
 
 def base_container_terminated(pod: Any, container: str) -> Any:

@@ -1,4 +1,5 @@
-"""``StepPodOperator`` keeps a step's result when the provider re-enters at once and drops it.
+"""``StepPodOperator`` keeps a step's result when the provider re-enters at once and drops it, and a
+retry never adopts the ended pod of an earlier try.
 
 cncf.kubernetes 10.25: a retry whose pod has already finished calls ``trigger_reentry`` from
 ``invoke_defer_method`` and throws its return value away, so ``execute`` returns None and the
@@ -13,8 +14,10 @@ from typing import Any
 
 import pytest
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
 
 from step_tasks import step_task
+from step_tasks.pod_operator import ended_in_earlier_try
 from step_tasks.settings import ExecutionSettings
 from tests.support.airflow import RecordingTaskInstance
 
@@ -51,3 +54,48 @@ def test_a_deferred_reentry_returns_the_steps_result(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", lambda self, context, event: dict(RESULT))
     task = step_task("commit-predictions", settings=KUBE)  # a fresh instance, as after a deferral
     assert task.trigger_reentry({"ti": RecordingTaskInstance()}, SUCCEEDED) == RESULT
+
+
+# --- a retry and the pod an earlier try left ------------------------------------------------------
+
+
+def pod_of_try(try_number: int, step_state: k8s.V1ContainerState) -> k8s.V1Pod:
+    """A pod as the API returns it: the step container in ``step_state``, the XCom sidecar running."""
+    running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(
+            name=f"mlsteps-generate-data-{try_number}", labels={"try_number": str(try_number)}
+        ),
+        status=k8s.V1PodStatus(
+            phase="Running",
+            container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="base", state=step_state, image="i", image_id="", ready=False, restart_count=0
+                ),
+                k8s.V1ContainerStatus(
+                    name="airflow-xcom-sidecar",
+                    state=running,
+                    image="i",
+                    image_id="",
+                    ready=True,
+                    restart_count=0,
+                ),
+            ],
+        ),
+    )
+
+
+ENDED = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=1))
+RUNNING = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+
+
+def test_a_retry_does_not_adopt_the_ended_pod_of_the_try_before() -> None:
+    assert ended_in_earlier_try(pod_of_try(1, ENDED), "base", try_number=2)
+
+
+def test_a_retry_reattaches_to_a_pod_whose_step_still_runs() -> None:
+    assert not ended_in_earlier_try(pod_of_try(1, RUNNING), "base", try_number=2)
+
+
+def test_a_restarted_try_reattaches_to_its_own_ended_pod() -> None:
+    assert not ended_in_earlier_try(pod_of_try(2, ENDED), "base", try_number=2)
