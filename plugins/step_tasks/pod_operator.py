@@ -58,16 +58,14 @@ class StepPodOperator(KubernetesPodOperator):
         if failed pods are kept), and the retry starts its own pod. A pod of this same try (a
         restarted worker or triggerer) is reattached as before.
         """
-        if self.reattach_on_restart:
+        try_number = context["ti"].try_number
+        if self.reattach_on_restart and try_number > 1:  # a first try has no earlier pod to look up
             earlier = self.find_pod(pod_request_obj.metadata.namespace, context=context)
-            if earlier is not None and ended_in_earlier_try(
-                earlier, self.base_container_name, context["ti"].try_number
-            ):
+            if earlier is not None and ended_in_earlier_try(earlier, self.base_container_name, try_number):
                 self.log.info(
-                    "Pod %s of try %s has ended; try %s starts its own pod",
+                    "Pod %s of an earlier try has ended; try %s starts its own pod",
                     earlier.metadata.name,
-                    earlier.metadata.labels.get("try_number"),
-                    context["ti"].try_number,
+                    try_number,
                 )
                 self.patch_already_checked(earlier, reraise=False)
                 self.process_pod_deletion(earlier, reraise=False)
