@@ -102,8 +102,9 @@ def drift_triggered(context: Any) -> bool:
             enum=["single", "dask"],
             title="Training engine",
             description=f"single: XGBoost in the train task's own process; dask: xgboost.dask on a Dask cluster "
-            f"of {CONFIG.model.dask.workers} worker processes (model.dask), made for the task and closed "
-            "after (local mode only in this version). The default comes from model.engine.",
+            f"of {CONFIG.model.dask.workers} workers (model.dask), made for the task and closed after: local "
+            "worker processes, or in kubernetes mode a DaskCluster of the dask-kubernetes operator. The "
+            "default comes from model.engine.",
         ),
         "n_trials": config_param(
             CONFIG.model.n_trials,

@@ -6,9 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.settings import (
     EXECUTION_MODE_ENV_VAR,
+    NAMESPACE_ENV_VAR,
     REQUIRE_GPU_ENV_VAR,
     RESULT_ENV_VAR,
+    SERVICE_ACCOUNT_ENV_VAR,
     STEP_IMAGE_ENV_VAR,
+    STEP_SECRETS_ENV_VAR,
 )
 from step_tasks.settings import ExecutionSettings, Profile
 
@@ -18,6 +21,10 @@ if TYPE_CHECKING:
 RESULT_PATH = "/airflow/xcom/return.json"
 SCRATCH_PATH = "/tmp"
 RUN_AS = 10001
+#: Steps that train with ``model.engine: dask`` (``reproduce`` retrains a dask-trained version): in a
+#: pod they create a DaskCluster through the Kubernetes API, so with ``dask_service_account`` set
+#: their pods, and only theirs, run as that account with its API token.
+DASK_STEPS = frozenset({"train", "reproduce"})
 
 
 def build_pod_task(
@@ -46,8 +53,9 @@ def build_pod_task(
         random_name_suffix=True,
         cmds=["python", "-m", "mlsteps"],
         labels={"app.kubernetes.io/name": "mlsteps", "app.kubernetes.io/component": step},
-        **_container(settings, profile),
+        **_container(settings, profile, step),
         **_scheduling(settings, profile),
+        **_identity(settings, step),
         **_hardening(),
         **_lifecycle(settings),
         active_deadline_seconds=int(timeout.total_seconds()),
@@ -59,8 +67,17 @@ def build_pod_task(
     return StepPodOperator(arguments=[step, *arguments], **kwargs)
 
 
-def _container(settings: ExecutionSettings, profile: Profile) -> dict[str, Any]:
-    """Image, environment (the result path, the GPU requirement), Secret-ref credentials, resources."""
+def _creates_dask_clusters(settings: ExecutionSettings, step: str) -> bool:
+    return bool(settings.dask_service_account) and step in DASK_STEPS
+
+
+def _container(settings: ExecutionSettings, profile: Profile, step: str) -> dict[str, Any]:
+    """Image, environment (the result path, the GPU requirement), Secret-ref credentials, resources.
+
+    A step that creates a DaskCluster also learns its namespace, the plain step account and the
+    Secret names, so that the scheduler and workers run there, as that account (without a token),
+    with the same credentials.
+    """
     from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
 
@@ -75,6 +92,10 @@ def _container(settings: ExecutionSettings, profile: Profile) -> dict[str, Any]:
     }
     if profile == "gpu":
         env[REQUIRE_GPU_ENV_VAR] = "1"
+    if _creates_dask_clusters(settings, step):
+        env[NAMESPACE_ENV_VAR] = settings.namespace
+        env[SERVICE_ACCOUNT_ENV_VAR] = settings.service_account
+        env[STEP_SECRETS_ENV_VAR] = ",".join(settings.secret_names)
     return dict(
         image=settings.image,
         image_pull_policy=settings.image_pull_policy,
@@ -87,16 +108,26 @@ def _container(settings: ExecutionSettings, profile: Profile) -> dict[str, Any]:
 
 
 def _scheduling(settings: ExecutionSettings, profile: Profile) -> dict[str, Any]:
-    """Namespace and service account; a GPU pod's node selector and tolerations."""
+    """Namespace; a GPU pod's node selector and tolerations."""
     from kubernetes.client import models as k8s
 
     gpu = profile == "gpu"
     return dict(
         namespace=settings.namespace,
-        service_account_name=settings.service_account,
         node_selector=dict(settings.gpu_node_selector) if gpu else None,
         tolerations=[k8s.V1Toleration(**_snake(t)) for t in settings.gpu_tolerations] if gpu else None,
     )
+
+
+def _identity(settings: ExecutionSettings, step: str) -> dict[str, Any]:
+    """The step account without an API token; the Dask account with one where the step needs the API.
+
+    Only a step that creates a DaskCluster talks to the Kubernetes API, and only when the deployment
+    names an account for it (the chart's ``dask.enabled``); every other pod has no token to lose.
+    """
+    if _creates_dask_clusters(settings, step):
+        return dict(service_account_name=settings.dask_service_account, automount_service_account_token=True)
+    return dict(service_account_name=settings.service_account, automount_service_account_token=False)
 
 
 def _hardening() -> dict[str, Any]:
@@ -115,7 +146,6 @@ def _hardening() -> dict[str, Any]:
         xcom_sidecar_container_security_context=_container_security_context(),
         volumes=[k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="10Gi"))],
         volume_mounts=[k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_PATH)],
-        automount_service_account_token=False,
     )
 
 

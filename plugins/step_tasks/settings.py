@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,13 +17,18 @@ from typing import Any, Literal
 
 from mlsteps.contract.settings import (
     CONFIG_ENV_VAR,
+    DASK_SERVICE_ACCOUNT_ENV_VAR,
+    DASK_WORKER_RESOURCES_ENV_VAR,
     LAKE_ENV_VAR,
+    NAMESPACE_ENV_VAR,
     REGION_ENV_VARS,
     REGISTRY_ENDPOINT_ENV_VAR,
     REGISTRY_URI_ENV_VAR,
     ROW_GROUP_ROWS_ENV_VAR,
+    SERVICE_ACCOUNT_ENV_VAR,
     STATE_DIR_ENV_VAR,
     STEP_IMAGE_ENV_VAR,
+    STEP_SECRETS_ENV_VAR,
     STORE_YAML_ENV_VAR,
     TRACKING_URI_ENV_VAR,
 )
@@ -45,8 +51,12 @@ FORWARDED_ENV = (
     REGISTRY_URI_ENV_VAR,
     REGISTRY_ENDPOINT_ENV_VAR,
     ROW_GROUP_ROWS_ENV_VAR,
+    DASK_WORKER_RESOURCES_ENV_VAR,
 )
 
+
+#: Kubernetes' rule for object names such as a service account's (a DNS-1123 subdomain).
+_DNS_1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 #: Where the Airflow API server serves the lake's HTML reports (the ``ml_ui`` plugin).
 REPORTS_ROUTE = "/ml-reports"
@@ -85,6 +95,9 @@ class ExecutionSettings:
     image_pull_policy: str = "IfNotPresent"
     namespace: str = "ml-steps"
     service_account: str = "ml-steps"
+    #: The account, with an API token, of the pods of steps that create a DaskCluster (``DASK_STEPS``
+    #: in ``step_tasks.pod``); empty: those pods run like every other, without a token.
+    dask_service_account: str = ""
     secret_names: tuple[str, ...] = ("ml-s3-credentials", "ml-mlflow-credentials")
     gpu_node_selector: Mapping[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     gpu_tolerations: tuple[Mapping[str, str], ...] = (
@@ -120,12 +133,30 @@ class ExecutionSettings:
             raise SettingsError(f"ML_STEP_RETRIES={self.retries} must be between 0 and 10")
         if self.mode == "kubernetes" and not self.image:
             raise SettingsError(f"{STEP_IMAGE_ENV_VAR} must name the step image in kubernetes mode")
+        self._check_dask_service_account()
         for name, value in self.step_env.items():
             _refuse_password(name, value)
         for name, value in (("ML_MLFLOW_UI_URL", self.mlflow_ui_url), ("ML_REPORTS_URL", self.reports_url)):
             _refuse_password(name, value)
             if value and not value.startswith(("http://", "https://", "/")):
                 raise SettingsError(f"{name}={value!r} must be an http(s) URL or a path starting with /")
+
+    def _check_dask_service_account(self) -> None:
+        account = self.dask_service_account
+        if not account:
+            return
+        if len(account) > 253 or not _DNS_1123_SUBDOMAIN.fullmatch(account):
+            raise SettingsError(
+                f"{DASK_SERVICE_ACCOUNT_ENV_VAR}={account!r} is not a service account name: lower-case "
+                "letters, digits, '-' and '.', starting and ending with a letter or digit"
+            )
+        if account == self.service_account:
+            raise SettingsError(
+                f"{DASK_SERVICE_ACCOUNT_ENV_VAR}={account!r} is also the step account "
+                f"({SERVICE_ACCOUNT_ENV_VAR}), which every step pod uses without an API token; name the "
+                "account bound to the DaskCluster Role (chart: dask.serviceAccount.name), or unset "
+                f"{DASK_SERVICE_ACCOUNT_ENV_VAR}"
+            )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings:
@@ -140,9 +171,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings
         mode=env.get("ML_EXECUTION_MODE", defaults.mode),  # type: ignore[arg-type]
         image=env.get(STEP_IMAGE_ENV_VAR, defaults.image),
         image_pull_policy=env.get("ML_IMAGE_PULL_POLICY", defaults.image_pull_policy),
-        namespace=env.get("ML_NAMESPACE", defaults.namespace),
-        service_account=env.get("ML_SERVICE_ACCOUNT", defaults.service_account),
-        secret_names=_names(env, "ML_STEP_SECRETS", defaults.secret_names),
+        namespace=env.get(NAMESPACE_ENV_VAR, defaults.namespace),
+        service_account=env.get(SERVICE_ACCOUNT_ENV_VAR, defaults.service_account),
+        dask_service_account=env.get(DASK_SERVICE_ACCOUNT_ENV_VAR, "").strip(),
+        secret_names=_names(env, STEP_SECRETS_ENV_VAR, defaults.secret_names),
         gpu_node_selector=_json(env, "ML_GPU_NODE_SELECTOR", defaults.gpu_node_selector, dict),
         gpu_tolerations=tuple(_json(env, "ML_GPU_TOLERATIONS", list(defaults.gpu_tolerations), list)),
         keep_failed_pods=_flag(env, "ML_KEEP_FAILED_PODS", defaults.keep_failed_pods),
@@ -199,7 +231,8 @@ def _refuse_password(name: str, value: str) -> None:
         raise SettingsError(
             f"{name} holds a password in its URL, which would be stored with every step task (the "
             "serialized DAG, the pod spec); remove it from the URL and pass the credential as its own "
-            "variable (e.g. MLFLOW_TRACKING_PASSWORD), from a Secret named in ML_STEP_SECRETS for pods"
+            "variable (e.g. MLFLOW_TRACKING_PASSWORD), from a Secret named in "
+            f"{STEP_SECRETS_ENV_VAR} for pods"
         )
 
 

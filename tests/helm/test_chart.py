@@ -27,7 +27,9 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from mlsteps.cli import STEPS
 from step_tasks import step_task
+from step_tasks.pod import DASK_STEPS
 from step_tasks.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -420,3 +422,236 @@ def test_helm_refuses_bad_values_too(chart_dir: Path) -> None:
         for values_file in BAD_VALUES:
             with pytest.raises(helm.HelmValuesError):
                 chart.render(yaml.safe_load(values_file.read_text()), name=RELEASE, namespace=NAMESPACE)
+
+
+# --- Dask training in kubernetes mode (dask.enabled) --------------------------------------------
+
+DASK_ON: dict[str, Any] = {"dask": {"enabled": True}}
+DASK_POD_LABELS = {"app.kubernetes.io/name": "mlsteps-dask"}
+SCHEDULER_PORTS = [{"protocol": "TCP", "port": 8786}, {"protocol": "TCP", "port": 8787}]
+
+
+def _named(docs: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
+    (doc,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"].endswith(suffix)]
+    return doc
+
+
+def _dask_policy(chart: Path, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    return _named(render_chart(chart, _merge(DASK_ON, values or {})), "NetworkPolicy", "-dask")
+
+
+def _steps_policy(chart: Path, values: dict[str, Any]) -> dict[str, Any]:
+    return _named(render_chart(chart, values, ["templates/networkpolicy.yaml"]), "NetworkPolicy", "-steps")
+
+
+def _launcher_policy(chart: Path, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    docs = render_chart(chart, _merge(DASK_ON, values or {}), ["templates/networkpolicy-dask-launcher.yaml"])
+    return _named(docs, "NetworkPolicy", "-dask-launcher")
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector matches these labels, as Kubernetes evaluates it."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+def _factory_pod(chart: Path, step: str) -> dict[str, Any]:
+    """The pod the factory builds for a step from the chart's ConfigMap, with dask.enabled."""
+    settings = load_settings(_execution_env(render_chart(chart, DASK_ON)))
+    pod = step_task(step, settings=settings).build_pod_request_obj(context=None, dry_run=True)
+    return dict(ApiClient().sanitize_for_serialization(pod))
+
+
+def test_dask_off_by_default_renders_no_dask_object(chart_dir: Path) -> None:
+    names = [doc["metadata"]["name"] for doc in render_chart(chart_dir)]
+    assert not [name for name in names if "dask" in name]
+
+
+def test_dask_off_by_default_names_no_dask_account(chart_dir: Path) -> None:
+    assert "ML_DASK_SERVICE_ACCOUNT" not in _execution_env(render_chart(chart_dir))
+
+
+def test_dask_on_renders_valid_kubernetes_objects(chart_dir: Path) -> None:
+    for doc in render_chart(chart_dir, DASK_ON):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_dask_objects_live_in_the_step_namespace(chart_dir: Path) -> None:
+    docs = render_chart(chart_dir, {**DASK_ON, "stepNamespace": {"name": "training-pods"}})
+    dask_docs = [doc for doc in docs if "dask" in doc["metadata"]["name"]]
+    assert sorted(doc["kind"] for doc in dask_docs) == [
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
+    assert {doc["metadata"]["namespace"] for doc in dask_docs} == {"training-pods"}
+
+
+def test_dask_account_reaches_the_factory_through_the_config_map(chart_dir: Path) -> None:
+    values = _merge(DASK_ON, {"dask": {"serviceAccount": {"name": "trainer"}}})
+    assert _execution_env(render_chart(chart_dir, values))["ML_DASK_SERVICE_ACCOUNT"] == "trainer"
+
+
+def test_dask_account_mounts_no_token_by_itself(chart_dir: Path) -> None:
+    (account,) = render_chart(chart_dir, DASK_ON, ["templates/serviceaccount-dask.yaml"])
+    assert (account["metadata"]["name"], account["automountServiceAccountToken"]) == ("ml-steps-dask", False)
+
+
+def test_dask_role_grants_exactly_what_a_daskcluster_needs(chart_dir: Path) -> None:
+    role = _named(render_chart(chart_dir, DASK_ON, ["templates/rbac-dask.yaml"]), "Role", "-dask-cluster")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["kubernetes.dask.org"],
+            "resources": ["daskclusters"],
+            "verbs": ["create", "get", "list", "delete"],
+        },
+        {"apiGroups": ["kubernetes.dask.org"], "resources": ["daskworkergroups"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list"]},
+    ]
+
+
+def test_dask_role_is_bound_to_the_dask_account_in_the_step_namespace(chart_dir: Path) -> None:
+    values = _merge(DASK_ON, {"stepNamespace": {"name": "training-pods"}})
+    docs = render_chart(chart_dir, values, ["templates/rbac-dask.yaml"])
+    binding = _named(docs, "RoleBinding", "-dask-cluster")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ml-steps-dask", "namespace": "training-pods"}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": _named(docs, "Role", "-dask-cluster")["metadata"]["name"],
+    }
+
+
+def test_dask_role_follows_rbac_create(chart_dir: Path) -> None:
+    assert render_chart(chart_dir, {**DASK_ON, "rbac": {"create": False}}, ["templates/rbac-dask.yaml"]) == []
+
+
+def test_dask_account_must_differ_from_the_step_account(chart_dir: Path) -> None:
+    values = _merge(DASK_ON, {"dask": {"serviceAccount": {"name": "ml-steps"}}})
+    sdk = _helm_sdk() if _engine() == "sdk" else None
+    refused = (subprocess.CalledProcessError, *([sdk.HelmError] if sdk else []))
+    with pytest.raises(refused) as raised:
+        render_chart(chart_dir, values)
+    message = raised.value.stderr if isinstance(raised.value, subprocess.CalledProcessError) else raised.value
+    assert "dask.serviceAccount.name must differ from stepServiceAccount.name" in str(message)
+
+
+def test_dask_policy_selects_the_dask_pods(chart_dir: Path) -> None:
+    spec = _dask_policy(chart_dir)["spec"]
+    assert (spec["podSelector"], spec["policyTypes"]) == (
+        {"matchLabels": DASK_POD_LABELS},
+        ["Ingress", "Egress"],
+    )
+
+
+def test_dask_pods_accept_each_other_and_the_launcher_pods_on_the_scheduler_ports(chart_dir: Path) -> None:
+    launchers = _launcher_policy(chart_dir)["spec"]["podSelector"]
+    assert _dask_policy(chart_dir)["spec"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": DASK_POD_LABELS}}]},
+        {"from": [{"podSelector": launchers}], "ports": SCHEDULER_PORTS},
+    ]
+
+
+def test_dask_pods_reach_each_other_dns_and_s3_only(chart_dir: Path) -> None:
+    egress = _values()["networkPolicy"]["egress"]
+    assert _dask_policy(chart_dir)["spec"]["egress"] == [
+        {"to": [{"podSelector": {"matchLabels": DASK_POD_LABELS}}]},
+        {"to": egress["dns"]["to"], "ports": egress["dns"]["ports"]},
+        {"to": egress["s3"]["to"], "ports": egress["s3"]["ports"]},
+    ]
+
+
+def test_dask_pods_follow_the_s3_rule_and_extra_egress(chart_dir: Path) -> None:
+    minio = {"to": [{"podSelector": {"matchLabels": {"app": "minio"}}}], "ports": [{"port": 9000}]}
+    values = {"networkPolicy": {"egress": {"s3": {"enabled": False}}, "extraEgress": [minio]}}
+    egress = _dask_policy(chart_dir, values)["spec"]["egress"]
+    assert (jmespath.search("[].ports[].port", egress), egress[-1]) == ([53, 53, 9000], minio)
+
+
+def test_steps_policy_is_the_same_with_dask(chart_dir: Path) -> None:
+    assert _steps_policy(chart_dir, DASK_ON) == _steps_policy(chart_dir, {})
+
+
+def test_launcher_policy_selects_the_factorys_dask_steps(chart_dir: Path) -> None:
+    """The chart's one list of Dask steps is the factory's DASK_STEPS: they cannot drift apart."""
+    selector = _launcher_policy(chart_dir)["spec"]["podSelector"]
+    (component,) = [e for e in selector["matchExpressions"] if e["key"] == "app.kubernetes.io/component"]
+    assert (component["operator"], sorted(component["values"])) == ("In", sorted(DASK_STEPS))
+
+
+def test_launcher_policy_selects_only_step_pods(chart_dir: Path) -> None:
+    selector = _launcher_policy(chart_dir)["spec"]["podSelector"]
+    assert selector["matchLabels"] == {"app.kubernetes.io/name": "mlsteps"}
+
+
+def test_launcher_policy_selects_the_factory_pods_of_dask_steps_only(chart_dir: Path) -> None:
+    selector = _launcher_policy(chart_dir)["spec"]["podSelector"]
+    labels = {step: _factory_pod(chart_dir, step)["metadata"]["labels"] for step in STEPS}
+    assert {step for step, pod_labels in labels.items() if _selects(selector, pod_labels)} == DASK_STEPS
+
+
+def test_launcher_policy_adds_egress_only(chart_dir: Path) -> None:
+    assert _launcher_policy(chart_dir)["spec"]["policyTypes"] == ["Egress"]
+
+
+def test_launcher_pods_reach_the_dask_scheduler_and_the_api(chart_dir: Path) -> None:
+    assert _launcher_policy(chart_dir)["spec"]["egress"] == [
+        {"to": [{"podSelector": {"matchLabels": DASK_POD_LABELS}}], "ports": SCHEDULER_PORTS},
+        {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+    ]
+
+
+def test_launcher_policy_follows_network_policy_enabled(chart_dir: Path) -> None:
+    values = _merge(DASK_ON, {"networkPolicy": {"enabled": False}})
+    assert render_chart(chart_dir, values, ["templates/networkpolicy-dask-launcher.yaml"]) == []
+
+
+def test_api_egress_takes_the_api_servers_addresses(chart_dir: Path) -> None:
+    api = [{"ipBlock": {"cidr": "172.18.0.2/32"}}]
+    values = {"networkPolicy": {"egress": {"kubernetesApi": {"to": api}}}}
+    egress = _launcher_policy(chart_dir, values)["spec"]["egress"]
+    assert egress[-1]["to"] == api
+
+
+def test_api_egress_can_be_switched_off(chart_dir: Path) -> None:
+    values = {"networkPolicy": {"egress": {"kubernetesApi": {"enabled": False}}}}
+    egress = _launcher_policy(chart_dir, values)["spec"]["egress"]
+    assert 6443 not in jmespath.search("[].ports[].port", egress)
+
+
+def test_factory_pods_fit_the_dask_objects(chart_dir: Path) -> None:
+    """dask.enabled -> ConfigMap -> the factory's settings -> a train pod as the Role's subject."""
+    docs = render_chart(chart_dir, _merge(DASK_ON, {"stepNamespace": {"name": "training-pods"}}))
+    settings = load_settings(_execution_env(docs))
+    train = ApiClient().sanitize_for_serialization(
+        step_task("train", settings=settings).build_pod_request_obj(context=None, dry_run=True)
+    )
+    subject = _named(docs, "RoleBinding", "-dask-cluster")["subjects"][0]
+    assert (train["metadata"]["namespace"], train["spec"]["serviceAccountName"]) == (
+        subject["namespace"],
+        subject["name"],
+    )
+    assert train["spec"]["automountServiceAccountToken"] is True
+    selector = _named(docs, "NetworkPolicy", "-dask-launcher")["spec"]["podSelector"]
+    assert _selects(selector, train["metadata"]["labels"]), "the launcher policy must let it reach the API"
+    env = {e["name"]: e.get("value") for e in train["spec"]["containers"][0]["env"]}
+    plain = _values()["stepServiceAccount"]["name"]
+    assert plain in jmespath.search("[].metadata.name", by_kind(docs, "ServiceAccount"))
+    assert (env["ML_NAMESPACE"], env["ML_SERVICE_ACCOUNT"]) == ("training-pods", plain)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes server binaries, kubectl and helm from the Go module proxy, once per
+# Builds the Kubernetes server binaries, kubectl, helm and CoreDNS from the Go module proxy, once per
 # version, into a cache outside the repository ($ML_K8S_CACHE, default ~/.cache/mlsteps/k8s).
 # No registry ships Kubernetes' server binaries, and k8s.io/kubernetes' go.mod points its staging
 # modules at local folders, so a small wrapper module requires every one at the matching v0.X.Y.
@@ -8,9 +8,10 @@
 set -euo pipefail
 K8S_VERSION=${ML_K8S_VERSION:-v1.35.4}
 HELM_VERSION=${ML_HELM_VERSION:-v3.22.0}
+COREDNS_VERSION=${ML_COREDNS_VERSION:-v1.15.0}
 CACHE=${ML_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlsteps/k8s}
 BIN="$CACHE/kubernetes-$K8S_VERSION-helm-$HELM_VERSION/bin"
-SERVER=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+SERVER=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 # A binary counts only when it reports the pinned version (helm checks the chart's kubeVersion
 # against what the API server reports, so the version must be stamped in at build time).
 stamped() {  # stamped <name>  (output captured first: grep -q closing the pipe early trips pipefail)
@@ -18,6 +19,8 @@ stamped() {  # stamped <name>  (output captured first: grep -q closing the pipe 
   case "$1" in
     kubectl) out=$("$BIN/kubectl" version --client 2>/dev/null) && grep -qx "Client Version: $K8S_VERSION" <<<"$out" ;;
     helm) out=$("$BIN/helm" version --short 2>/dev/null) && grep -q "^${HELM_VERSION}" <<<"$out" ;;
+    coredns) out=$("$BIN/coredns" -version 2>/dev/null) && grep -qx "CoreDNS-${COREDNS_VERSION#v}" <<<"$out" \
+      && out=$("$BIN/coredns" -plugins 2>/dev/null) && grep -qx "bind" <<<"$out" ;;
     *) out=$("$BIN/$1" --version 2>/dev/null) && grep -qx "Kubernetes $K8S_VERSION" <<<"$out" ;;
   esac
 }
@@ -27,7 +30,7 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.build.lock"
 flock 9
 missing=()
-for name in "${SERVER[@]}" helm; do { [ -x "$BIN/$name" ] && stamped "$name"; } || missing+=("$name"); done
+for name in "${SERVER[@]}" helm coredns; do { [ -x "$BIN/$name" ] && stamped "$name"; } || missing+=("$name"); done
 if [ ${#missing[@]} -eq 0 ]; then echo "$BIN"; exit 0; fi
 if [ -n "${ML_K8S_NO_BUILD:-}" ]; then
   echo "ERROR: the Kubernetes binaries are not built yet (missing ${missing[*]}): run make test-k8s or $0" >&2
@@ -81,5 +84,32 @@ if printf '%s\n' "${missing[@]}" | grep -qx helm; then
     HELM_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_minor"
   done
   build "$work/helm" "$BIN" "$HELM_LDFLAGS" helm.sh/helm/v3/cmd/helm
+fi
+if printf '%s\n' "${missing[@]}" | grep -qx coredns; then
+  # Cluster DNS for the pods (Services by name, as the dask-kubernetes operator's workers find their
+  # scheduler): only the plugins the test cluster's Corefile uses, not CoreDNS's cloud back-ends.
+  echo "building coredns $COREDNS_VERSION" >&2
+  mkdir -p "$work/coredns" && cd "$work/coredns"
+  go mod init mlsteps.local/coredns >/dev/null 2>&1
+  echo "require github.com/coredns/coredns $COREDNS_VERSION" >> go.mod
+  cat > main.go <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+// In CoreDNS's own order (plugin.cfg): the order of this list is the order a query goes through.
+func init() { dnsserver.Directives = []string{"bind", "ready", "errors", "kubernetes"} }
+
+func main() { coremain.Run() }
+GO
+  go mod tidy >/dev/null 2>&1 || true
+  (cd "$work/coredns" && go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
 fi
 echo "$BIN"

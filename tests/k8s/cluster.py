@@ -5,7 +5,10 @@ admission), kube-controller-manager and kube-scheduler, a containerd of its own 
 and socket) and a kubelet that joins as ``system:node:<name>``. Pods get addresses from
 ``POD_SUBNET`` on the bridge ``BRIDGE``, whose gateway ``NODE_IP`` is created before anything
 else: host processes that pods must reach (MLflow, the S3 API) bind to it. It is also the node's
-InternalIP. No kube-proxy and no cluster DNS: pods reach the host by that address.
+InternalIP. kube-proxy (iptables mode) routes Service addresses, the ``kubernetes`` Service included
+(the API server also listens on NODE_IP, so pods with a token reach the API as in any cluster), and
+CoreDNS, a host process on NODE_IP, answers ``cluster.local`` names (the Dask operator's workers
+find their scheduler by its Service name).
 
 Teardown leaves nothing behind: pods are deleted through the API, remaining containers killed
 through containerd, process groups ended, mounts under the scratch directory unmounted, the
@@ -47,8 +50,30 @@ BRIDGE = "mlk8s0"
 #: Pod addresses; the bridge holds the gateway, NODE_IP, from the start of the run.
 POD_SUBNET = "10.77.0.0/24"
 NODE_IP = "10.77.0.1"
-#: Cluster IPs of Services (no kube-proxy runs, so nothing routes them: use NODE_IP from pods).
+#: Cluster IPs of Services, routed by kube-proxy.
 SERVICE_SUBNET = "10.78.0.0/24"
+#: Cluster DNS: CoreDNS listens on the node's bridge address.
+CLUSTER_DNS = NODE_IP
+CLUSTER_DOMAIN = "cluster.local"
+#: CoreDNS reads Services and EndpointSlices with an identity of its own, with this ClusterRole.
+_COREDNS_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: mlsteps-coredns}
+rules:
+  - apiGroups: [""]
+    resources: [services, namespaces]
+    verbs: [list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: mlsteps-coredns}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: mlsteps-coredns}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: mlsteps-coredns}]
+"""
 #: The sandbox image containerd's CRI uses; built locally (tests/k8s/images.py), never pulled.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 CNI_BIN = Path("/usr/lib/cni")
@@ -59,6 +84,7 @@ KERNEL_SETTINGS = (
     "kernel/panic_on_oops",
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
+    "net/ipv4/conf/all/route_localnet",
 )
 #: Label on an imported image: the Docker image ID it was imported from (to reuse it next run).
 _DOCKER_ID_LABEL = "org.mlsteps.docker-id"
@@ -556,6 +582,8 @@ class _Starter:
             "admin": ca.issue("admin", "mlsteps-admin", organization="system:masters"),
             "controller-manager": ca.issue("controller-manager", "system:kube-controller-manager"),
             "scheduler": ca.issue("scheduler", "system:kube-scheduler"),
+            "kube-proxy": ca.issue("kube-proxy", "system:kube-proxy"),
+            "coredns": ca.issue("coredns", "mlsteps-coredns"),
             "kubelet-client": ca.issue(
                 "kubelet-client", f"system:node:{NODE_NAME}", organization="system:nodes"
             ),
@@ -598,11 +626,11 @@ class _Starter:
             [
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
+                # 127.0.0.1 for the host's clients, NODE_IP for pods (the kubernetes Service's
+                # endpoint, which the API server keeps at NODE_IP:port).
+                "--bind-address=0.0.0.0",
                 f"--secure-port={port}",
                 f"--advertise-address={NODE_IP}",
-                # The kubernetes Service's endpoint would be NODE_IP, where nothing listens.
-                "--endpoint-reconciler-type=none",
                 f"--cert-dir={pk}",
                 f"--tls-cert-file={certs['apiserver'].cert}",
                 f"--tls-private-key-file={certs['apiserver'].key}",
@@ -668,6 +696,59 @@ class _Starter:
                 "--secure-port=0",
                 "--v=1",
             ],
+        )
+
+    def kube_proxy(self, server: str, certs: dict[str, pki.KeyPair]) -> None:
+        """iptables mode; it leaves the host's conntrack and localnet settings as they are."""
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {
+                "kubeconfig": str(
+                    self.kubeconfig("kube-proxy", server, certs["ca"].cert, certs["kube-proxy"])
+                )
+            },
+            "mode": "iptables",
+            "clusterCIDR": POD_SUBNET,
+            "hostnameOverride": NODE_NAME,
+            "healthzBindAddress": f"127.0.0.1:{free_port()}",
+            "metricsBindAddress": f"127.0.0.1:{free_port()}",
+            "iptables": {"localhostNodePorts": False},
+            "conntrack": {
+                "maxPerCore": 0,
+                "min": 0,
+                "tcpEstablishedTimeout": "0s",
+                "tcpCloseWaitTimeout": "0s",
+            },
+        }
+        (self.scratch / "kube-proxy.yaml").write_text(yaml.safe_dump(config))
+        self.spawn(
+            "kube-proxy",
+            [str(self.bin_dir / "kube-proxy"), f"--config={self.scratch / 'kube-proxy.yaml'}", "--v=1"],
+        )
+
+    def coredns(self, cluster: Cluster, certs: dict[str, pki.KeyPair]) -> None:
+        """The cluster DNS on CLUSTER_DNS:53, answering CLUSTER_DOMAIN from the API."""
+        cluster.kubectl("apply", "-f", "-", input=_COREDNS_RBAC)
+        kubeconfig = self.kubeconfig("coredns", cluster.server, certs["ca"].cert, certs["coredns"])
+        ready = free_port()
+        (self.scratch / "Corefile").write_text(
+            f"""{CLUSTER_DOMAIN}:53 {{
+    bind {CLUSTER_DNS}
+    ready 127.0.0.1:{ready}
+    errors
+    kubernetes {CLUSTER_DOMAIN} {{
+        kubeconfig {kubeconfig}
+    }}
+}}
+"""
+        )
+        proc = self.spawn("coredns", [str(self.bin_dir / "coredns"), "-conf", str(self.scratch / "Corefile")])
+        _wait(
+            "CoreDNS ready",
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{ready}/ready", timeout=2).status == 200,
+            60,
+            proc,
         )
 
     def containerd(self) -> Path:
@@ -747,8 +828,9 @@ state = "{base / "state"}"
     def kubelet(self, server: str, certs: dict[str, pki.KeyPair], socket_path: Path) -> None:
         _make_cgroup_root(self.cgroup_root)
         resolv = self.scratch / "resolv.conf"
-        # No cluster DNS: names resolve nowhere; pods reach the host by NODE_IP.
-        resolv.write_text(f"nameserver {NODE_IP}\noptions ndots:1\n")
+        # Names outside the cluster resolve nowhere (CoreDNS answers CLUSTER_DOMAIN only); pods
+        # reach the host by NODE_IP.
+        resolv.write_text(f"nameserver {CLUSTER_DNS}\noptions ndots:1\n")
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -772,7 +854,8 @@ state = "{base / "state"}"
             "containerRuntimeEndpoint": f"unix://{socket_path}",
             "resolvConf": str(resolv),
             "podLogsDir": str(self.scratch / "pod-logs"),
-            "clusterDomain": "cluster.local",
+            "clusterDomain": CLUSTER_DOMAIN,
+            "clusterDNS": [CLUSTER_DNS],
             "registerNode": True,
             "rotateCertificates": False,
             "serializeImagePulls": False,
@@ -826,7 +909,7 @@ state = "{base / "state"}"
                 )
                 with contextlib.suppress(ClusterError):
                     _wait("pod sandboxes to stop", lambda: not _running_tasks(cluster.containerd_socket), 45)
-        for name in ("kubelet", "kube-scheduler", "kube-controller-manager"):
+        for name in ("kubelet", "kube-proxy", "coredns", "kube-scheduler", "kube-controller-manager"):
             if name in self.processes:
                 self.processes[name].stop()
         if "containerd" in self.processes and self.processes["containerd"].popen.poll() is None:
@@ -980,6 +1063,8 @@ def _running_cluster(bin_dir: Path, images: Sequence[str], scratch: Path | None)
             scratch, bin_dir, server, certs["ca"].cert, admin, socket_path, processes=starter.processes
         )
         starter.cluster = cluster
+        starter.kube_proxy(server, certs)
+        starter.coredns(cluster, certs)
         starter.kubelet(server, certs, socket_path)
         for tag in images:
             cluster.import_image(tag)

@@ -1,14 +1,17 @@
-"""Images the test node needs and no registry can give here: pause, the XCom sidecar, the step image.
+"""Images the test node needs and no registry can give here: pause, the XCom sidecar, the step image
+and the dask-kubernetes operator's controller.
 
 The sandbox (pause) image and the stand-in of KubernetesPodOperator's XCom sidecar image are built
 locally under the names containerd and the operator ask for; the step image is the one
 ``make test-containers`` builds (tests/containers/images.py), imported under the name the factory
-uses (ML_STEP_IMAGE's default).
+uses (ML_STEP_IMAGE's default). The operator's controller image is the step image (which installs
+dask-kubernetes at the pinned version) with the upstream image's entrypoint, under the upstream name.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import subprocess
 import tempfile
@@ -24,6 +27,8 @@ from tests.k8s.cluster import PAUSE_IMAGE
 #: The name the factory gives step pods by default (ML_STEP_IMAGE).
 STEP_IMAGE = ExecutionSettings().image
 SIDECAR_IMAGE = XCOM_SIDECAR_IMAGE
+#: The name the operator's chart asks for (its image.name, with the release as tag).
+DASK_OPERATOR_IMAGE = f"ghcr.io/dask/dask-kubernetes-operator:{importlib.metadata.version('dask-kubernetes')}"
 _CACHE = Path(os.environ.get("ML_K8S_CACHE", Path.home() / ".cache" / "mlsteps" / "k8s"))
 
 _PAUSE_GO = """package main
@@ -124,6 +129,23 @@ def step_image() -> str:
     return STEP_IMAGE
 
 
+@functools.cache
+def dask_operator_image() -> str:
+    """The controller, started as upstream's Dockerfile starts it (kopf run, the operator's module)."""
+    base = step_image()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "Dockerfile").write_text(
+            f"FROM {base}\n"
+            # Upstream's image runs as its user 1000 (the chart's runAsUser), which kopf looks up.
+            "USER root\nRUN useradd --system --no-log-init --uid 1000 --home-dir /tmp dask\nUSER 1000\n"
+            'ENTRYPOINT ["kopf", "run", "-m", "dask_kubernetes.operator.controller"]\n'
+            'CMD ["--liveness=http://0.0.0.0:8080/healthz", "--all-namespaces"]\n'
+            "LABEL org.mlsteps.standin=1\n"
+        )
+        docker("build", "--tag", DASK_OPERATOR_IMAGE, tmp, timeout=600)
+    return DASK_OPERATOR_IMAGE
+
+
 def node_images() -> list[str]:
-    """Every image the node needs, built or reused in the Docker engine: pause, sidecar, step."""
-    return [pause_image(), sidecar_image(), step_image()]
+    """Every image the node needs, built or reused in the Docker engine: pause, sidecar, step, operator."""
+    return [pause_image(), sidecar_image(), step_image(), dask_operator_image()]

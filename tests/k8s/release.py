@@ -89,6 +89,8 @@ def install_values() -> dict[str, Any]:
         "airflow": {"executor": "LocalExecutor"},
         # Imported into the node, never pulled.
         "stepImage": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        # The train pods get the dask service account (tests/k8s/test_dask_training.py).
+        "dask": {"enabled": True},
     }
 
 

@@ -28,6 +28,15 @@ from tests.support.airflow import RecordingTaskInstance
             {"ML_RESOURCE_PROFILES": '{"cpu": {"requests": {"cpu": 1}}}'},
             "must map resource names to quantity strings",
         ),
+        ({"ML_DASK_SERVICE_ACCOUNT": "Steps_Dask"}, "ML_DASK_SERVICE_ACCOUNT='Steps_Dask' is not a service"),
+        (
+            {"ML_DASK_SERVICE_ACCOUNT": "ml-steps"},
+            "ML_DASK_SERVICE_ACCOUNT='ml-steps' is also the step account",
+        ),
+        (
+            {"ML_SERVICE_ACCOUNT": "trainer", "ML_DASK_SERVICE_ACCOUNT": "trainer"},
+            "ML_DASK_SERVICE_ACCOUNT='trainer' is also the step account",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:

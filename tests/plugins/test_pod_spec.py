@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from kubernetes.client import ApiClient
 
 from step_tasks import step_task
+from step_tasks.pod import DASK_STEPS
 from step_tasks.settings import ExecutionSettings, load_settings
 from tests.support.airflow import load_dagbag
 
@@ -224,3 +226,75 @@ def test_every_task_of_every_dag_renders_a_valid_restricted_pod(monkeypatch: pyt
         "commit-predictions",
         "drift",
     } <= rendered_steps
+
+
+# --- the Dask service account (model.engine: dask in kubernetes mode) ---------------------------
+
+DASK = dataclasses.replace(
+    KUBE,
+    namespace="training",
+    service_account="steps",
+    dask_service_account="steps-dask",
+    secret_names=("s3-keys", "mlflow-token"),
+)
+
+
+def _env(pod: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in _main_container(pod)["env"]}
+
+
+@pytest.mark.parametrize("step", sorted(DASK_STEPS))
+def test_a_dask_step_runs_as_the_dask_account(step: str) -> None:
+    assert _pod(step_task(step, settings=DASK))["spec"]["serviceAccountName"] == "steps-dask"
+
+
+@pytest.mark.parametrize("step", sorted(DASK_STEPS))
+def test_a_dask_step_gets_an_api_token(step: str) -> None:
+    assert _pod(step_task(step, settings=DASK))["spec"]["automountServiceAccountToken"] is True
+
+
+@pytest.mark.parametrize("step", ["validate", "evaluate", "promote", "score", "drift"])
+def test_other_steps_keep_the_step_account_without_a_token(step: str) -> None:
+    spec = _pod(step_task(step, settings=DASK))["spec"]
+    assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == ("steps", False)
+
+
+@pytest.mark.parametrize("step", sorted(DASK_STEPS))
+def test_without_a_dask_account_a_dask_step_has_no_token(step: str) -> None:
+    spec = _pod(step_task(step, settings=KUBE))["spec"]
+    assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == ("ml-steps", False)
+
+
+def test_a_dask_step_learns_where_and_how_its_workers_run() -> None:
+    env = _env(_pod(step_task("train", settings=DASK)))
+    assert {name: env.get(name) for name in ("ML_NAMESPACE", "ML_SERVICE_ACCOUNT", "ML_STEP_SECRETS")} == {
+        "ML_NAMESPACE": "training",
+        "ML_SERVICE_ACCOUNT": "steps",
+        "ML_STEP_SECRETS": "s3-keys,mlflow-token",
+    }
+
+
+def test_other_steps_are_not_told_the_deployment() -> None:
+    env = _env(_pod(step_task("validate", settings=DASK)))
+    assert not {"ML_NAMESPACE", "ML_SERVICE_ACCOUNT", "ML_STEP_SECRETS"} & set(env)
+
+
+def test_without_a_dask_account_the_train_step_is_not_told_the_deployment() -> None:
+    env = _env(_pod(step_task("train", settings=KUBE)))
+    assert not {"ML_NAMESPACE", "ML_SERVICE_ACCOUNT", "ML_STEP_SECRETS"} & set(env)
+
+
+def test_a_dask_step_pod_is_still_valid_and_restricted() -> None:
+    pod = _pod(step_task("train", profile="gpu", settings=DASK))
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    _assert_restricted(pod)
+
+
+def test_the_dask_account_is_read_from_its_variable() -> None:
+    settings = load_settings({"ML_EXECUTION_MODE": "kubernetes", "ML_DASK_SERVICE_ACCOUNT": "ml-steps-dask"})
+    assert _pod(step_task("reproduce", settings=settings))["spec"]["serviceAccountName"] == "ml-steps-dask"
+
+
+def test_an_empty_dask_account_is_off() -> None:
+    settings = load_settings({"ML_EXECUTION_MODE": "kubernetes", "ML_DASK_SERVICE_ACCOUNT": ""})
+    assert _pod(step_task("train", settings=settings))["spec"]["automountServiceAccountToken"] is False

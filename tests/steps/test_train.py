@@ -240,10 +240,12 @@ def test_the_dask_engine_registers_the_same_kind_of_version_as_single_node(
     assert abs(aucs[0] - aucs[1]) < 0.01
 
 
-def test_the_dask_engine_in_kubernetes_mode_refuses_until_its_cluster_exists(
+def test_the_dask_engine_in_kubernetes_mode_refuses_a_pod_without_an_api_token(
     local_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ML_EXECUTION_MODE", "kubernetes")
+    monkeypatch.setenv("ML_STEP_IMAGE", "mlsteps:0.1.0")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
     build_snapshot(local_lake, "run_1")
     config = write_config(tmp_path, unique_model_name(), engine="dask")
 
@@ -252,4 +254,4 @@ def test_the_dask_engine_in_kubernetes_mode_refuses_until_its_cluster_exists(
     )
 
     assert (code, result) == (2, {})
-    assert "dask-kubernetes operator" in capsys.readouterr().err
+    assert "ERROR: model.engine dask in kubernetes mode creates a DaskCluster" in capsys.readouterr().err

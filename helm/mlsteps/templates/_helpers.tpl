@@ -68,3 +68,52 @@ and triggers (the triggerer, which watches deferred pods).
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Egress rules of networkPolicy.egress, the enabled ones of those named, in that order:
+  include "mlsteps.egressRules" (dict "root" $ "names" (list "dns" "s3"))
+*/}}
+{{- define "mlsteps.egressRules" -}}
+{{- range $name := .names }}
+{{- $rule := index $.root.Values.networkPolicy.egress $name }}
+{{- if $rule.enabled }}
+# {{ $name }}
+- to:
+    {{- toYaml $rule.to | nindent 4 }}
+  ports:
+    {{- toYaml $rule.ports | nindent 4 }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The label of the Dask scheduler and worker pods: the train step sets it on its DaskCluster, and the
+operator puts it on the pods it creates.
+*/}}
+{{- define "mlsteps.daskPodSelector" -}}
+app.kubernetes.io/name: mlsteps-dask
+{{- end -}}
+
+{{/* The Dask scheduler's ports: client comm and dashboard. */}}
+{{- define "mlsteps.daskSchedulerPorts" -}}
+- protocol: TCP
+  port: 8786
+- protocol: TCP
+  port: 8787
+{{- end -}}
+
+{{/*
+The step pods that create a Dask cluster and are its client: the factory's train and reproduce pods
+(DASK_STEPS in plugins/step_tasks/pod.py; the tests keep the two lists equal). The list is written
+here only: the launcher policy selects these pods, and the Dask pods accept clients from them alone.
+*/}}
+{{- define "mlsteps.daskLauncherPodSelector" -}}
+matchLabels:
+  app.kubernetes.io/name: mlsteps
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values:
+      - train
+      - reproduce
+{{- end -}}

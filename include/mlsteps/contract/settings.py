@@ -25,6 +25,14 @@ STEP_IMAGE_ENV_VAR = "ML_STEP_IMAGE"
 REQUIRE_GPU_ENV_VAR = "ML_REQUIRE_GPU"
 #: ``kubernetes`` in a step pod (the factory sets it); unset or ``local`` for a local subprocess.
 EXECUTION_MODE_ENV_VAR = "ML_EXECUTION_MODE"
+#: Where step pods run, as whom, and the Secrets they get (``envFrom``): the factory reads these, and
+#: gives them to a step that creates a Dask cluster, whose scheduler and workers then run alike.
+NAMESPACE_ENV_VAR = "ML_NAMESPACE"
+SERVICE_ACCOUNT_ENV_VAR = "ML_SERVICE_ACCOUNT"
+STEP_SECRETS_ENV_VAR = "ML_STEP_SECRETS"
+#: Read by the factory only: the service account, with an API token, of the train and reproduce
+#: pods, which create a DaskCluster in kubernetes mode; unset, no step pod gets a token.
+DASK_SERVICE_ACCOUNT_ENV_VAR = "ML_DASK_SERVICE_ACCOUNT"
 GIT_SHA_ENV_VAR = "ML_GIT_SHA"
 CODE_VERSION_ENV_VAR = "ML_CODE_VERSION"
 #: Feast's S3 registry reads only this variable for its endpoint; the steps pass it explicitly.
@@ -35,6 +43,12 @@ REGISTRY_URI_ENV_VAR = "ML_FEAST_REGISTRY_URI"
 S3_ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_ENV_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
+#: Optional: the Dask worker pods' ``{"requests": {...}, "limits": {...}}`` (JSON), over the defaults
+#: derived from ``model.dask`` (one CPU per thread, memory_limit plus the nanny).
+DASK_WORKER_RESOURCES_ENV_VAR = "ML_DASK_WORKER_RESOURCES"
+#: What a Dask worker pod needs of the step's environment to read the lake (the credentials come
+#: from the step Secrets, by reference).
+WORKER_ENV_VARS = (LAKE_ENV_VAR, *S3_ENDPOINT_ENV_VARS, *REGION_ENV_VARS, ROW_GROUP_ROWS_ENV_VAR)
 
 DEFAULT_ROW_GROUP_ROWS = 65536
 DEFAULT_STEP_IMAGE = "local"

@@ -1,8 +1,8 @@
 """Training on a Dask cluster with ``xgboost.dask``: the cluster, the distributed read and the fit.
 
 One code path for both modes; only :func:`dask_client` differs by mode. In local mode the cluster
-is a ``distributed.LocalCluster`` of worker processes; in kubernetes mode it will be the
-dask-kubernetes operator's cluster, which this version does not create yet (the step refuses).
+is a ``distributed.LocalCluster`` of worker processes; in kubernetes mode it is a DaskCluster of the
+dask-kubernetes operator, made for the step (:mod:`mlsteps.platform.dask_kubernetes`).
 
 The workers read the snapshot's Parquet themselves (one partition per row group), encode each
 partition with :func:`~mlsteps.platform.datasets.model_input`, and train with the same parameters,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
     from mlsteps.contract.config import DaskConfig, PipelineConfig
+    from mlsteps.contract.settings import StepSettings
     from mlsteps.platform.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -43,20 +44,24 @@ PART = "_mlsteps_part"
 FIT, VALIDATION, CALIBRATION = 0, 1, 2
 #: The label as float32 and the row id, beside the encoded features (names no config column may take).
 LABEL, ROW = "_mlsteps_label", "_mlsteps_row"
+#: How long the step waits for every worker to join (pods may first have to be scheduled).
+WORKERS_TIMEOUT_S = 300
 
 
 @contextmanager
-def dask_client(dask: DaskConfig, mode: str) -> Iterator[Client]:
+def dask_client(dask: DaskConfig, settings: StepSettings) -> Iterator[Client]:
     """A client of a cluster made for this step, closed on success and on failure.
 
     Raises:
-        StepError: kubernetes mode: its cluster (the dask-kubernetes operator's) is not available yet.
+        StepError: kubernetes mode: the pod cannot create its cluster (see
+            :func:`~mlsteps.platform.dask_kubernetes.kube_cluster_client`).
     """
-    if mode == "kubernetes":
-        raise StepError(
-            "model.engine dask in kubernetes mode needs a cluster from the dask-kubernetes operator, which "
-            "this version does not create yet; train with engine single (the default) or in local mode"
-        )
+    if settings.execution_mode == "kubernetes":
+        from mlsteps.platform.dask_kubernetes import kube_cluster_client
+
+        with kube_cluster_client(dask, settings, workers_timeout=WORKERS_TIMEOUT_S) as client:
+            yield client
+        return
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(
@@ -69,7 +74,7 @@ def dask_client(dask: DaskConfig, mode: str) -> Iterator[Client]:
     )
     try:
         with Client(cluster) as client:
-            client.wait_for_workers(dask.workers, timeout=300)
+            client.wait_for_workers(dask.workers, timeout=WORKERS_TIMEOUT_S)
             yield client
     finally:
         cluster.close()

@@ -303,7 +303,7 @@ def retrain(scratch: Lake, records: Records, settings: StepSettings) -> Fit:
         dask = config.model.dask.model_copy(update={"workers": workers})
         manifest = scratch.manifest(snapshot_prefix(records.training_run))
         assert manifest is not None
-        with dask_client(dask, settings.execution_mode) as client:
+        with dask_client(dask, settings) as client:
             return train_on_dask(client, scratch, manifest, config, device).fit
     snapshot = load_training_set(scratch, records.training_run)
     splits = training_splits(snapshot, config)

@@ -167,7 +167,7 @@ def train_distributed(
     from mlsteps.platform.dask_engine import dask_client, train_on_dask
 
     config = context.config
-    with dask_client(config.model.dask, context.settings.execution_mode) as client:
+    with dask_client(config.model.dask, context.settings) as client:
         trained = train_on_dask(client, context.lake, manifest, config, device)
     return trained.view, trained.fit, trained.base_rate, trained.worker_peak_rss
 
