@@ -505,6 +505,16 @@ def test_dask_account_reaches_the_factory_through_the_config_map(chart_dir: Path
     assert _execution_env(render_chart(chart_dir, values))["ML_DASK_SERVICE_ACCOUNT"] == "trainer"
 
 
+def test_dask_worker_resources_reach_the_train_step_as_json(chart_dir: Path) -> None:
+    resources = {"requests": {"cpu": "500m"}, "limits": {"memory": "6Gi"}}
+    values = _merge(DASK_ON, {"dask": {"workerResources": resources}})
+    assert json.loads(_execution_env(render_chart(chart_dir, values))["ML_DASK_WORKER_RESOURCES"]) == resources
+
+
+def test_dask_worker_resources_are_unset_by_default(chart_dir: Path) -> None:
+    assert "ML_DASK_WORKER_RESOURCES" not in _execution_env(render_chart(chart_dir, DASK_ON))
+
+
 def test_dask_account_mounts_no_token_by_itself(chart_dir: Path) -> None:
     (account,) = render_chart(chart_dir, DASK_ON, ["templates/serviceaccount-dask.yaml"])
     assert (account["metadata"]["name"], account["automountServiceAccountToken"]) == ("ml-steps-dask", False)

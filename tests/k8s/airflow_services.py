@@ -51,9 +51,6 @@ TEST_RESOURCES = {
         "limits": {"cpu": "2", "memory": "3Gi", "nvidia.com/gpu": "1"},
     },
 }
-#: Likewise for the Dask worker pods (one CPU each by default): two of them, the scheduler and the
-#: train pod then fit on the node.
-TEST_DASK_WORKER_RESOURCES = {"requests": {"cpu": "100m"}}
 #: Environment of this process that must not reach Airflow: the tests' local-mode settings. Pods
 #: read the pipeline config and Feast's production repo config baked into the step image.
 NOT_FORWARDED = (
@@ -483,7 +480,6 @@ def airflow_kubernetes_env(
         "ML_EXECUTION_MODE": "kubernetes",
         "ML_PARQUET_ROW_GROUP_ROWS": ROW_GROUP_ROWS,
         "ML_RESOURCE_PROFILES": json.dumps(TEST_RESOURCES),
-        "ML_DASK_WORKER_RESOURCES": json.dumps(TEST_DASK_WORKER_RESOURCES),
         # Through a connection rather than $KUBECONFIG: the provider copies a $KUBECONFIG file's
         # content, token included, into every trigger it stores in the metadata DB.
         "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(connection),

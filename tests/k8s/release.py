@@ -89,8 +89,10 @@ def install_values() -> dict[str, Any]:
         "airflow": {"executor": "LocalExecutor"},
         # Imported into the node, never pulled.
         "stepImage": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
-        # The train pods get the dask service account (tests/k8s/test_dask_training.py).
-        "dask": {"enabled": True},
+        # The train pods get the dask service account (tests/k8s/test_dask_training.py). A Dask
+        # worker requests one CPU by default: two of them, the scheduler and the train pod would not
+        # fit on the 2-CPU node (the limit stays one CPU each).
+        "dask": {"enabled": True, "workerResources": {"requests": {"cpu": "100m"}}},
     }
 
 
