@@ -80,9 +80,9 @@ class Staging:
             row_group_size=self.lake.row_group_rows,
             use_dictionary=dictionary,
         )
-        data = sink.getvalue().to_pybytes()
+        data = sink.getvalue()  # an Arrow buffer: written and hashed in place, never copied to bytes
         self.lake.write_bytes(f"{self.root}/{name}", data)
-        entry = FileEntry(name, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
+        entry = FileEntry(name, table.num_rows, data.size, hashlib.sha256(data).hexdigest())
         self.files.append(entry)
         return entry
 
@@ -116,7 +116,7 @@ class Lake:
 
         return bool(self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound)
 
-    def write_bytes(self, relative: str, data: bytes) -> None:
+    def write_bytes(self, relative: str, data: bytes | pa.Buffer) -> None:
         """Write one object atomically: readers see the old content or the new, never a part."""
         target = self.path(relative)
         if self.is_local:

@@ -172,7 +172,9 @@ def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineCon
 
     It gives exactly what :func:`mlsteps.platform.datasets.model_input` gives XGBoost: a categorical value
     becomes its index in the column's encoded categories (:func:`category_codes`), booleans become
-    0/1 and nulls NaN. No pandas, no per-row Python.
+    0/1 and nulls NaN. No pandas, no per-row Python. A numeric or boolean column without nulls is
+    converted once, straight into the matrix; a column with nulls goes through ``pc.cast`` (nulls
+    become NaN). One check for infinite values covers the whole batch.
 
     Raises:
         StepError: A feature column cannot be read as a number, or holds infinite values.
@@ -187,15 +189,23 @@ def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineCon
         spec = config.dataset.columns.get(name)
         if spec is not None and spec.type == "categorical":
             column = category_codes(column, spec)
+        kind = column.type
+        direct = column.null_count == 0 and (
+            pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)
+        )
         try:
-            matrix[:, index] = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+            if direct:
+                matrix[:, index] = column.to_numpy(zero_copy_only=False)
+            else:
+                matrix[:, index] = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise StepError(f"feature column {name!r} ({column.type}) cannot be scored: {err}") from err
-        if np.isinf(matrix[:, index]).any():  # NaN is a missing value to the model; infinity is a bug
-            raise StepError(
-                f"feature column {name!r} holds infinite values, which no model was trained on; "
-                "fix the feature computation or the source data and rebuild the features"
-            )
+    if np.isinf(matrix).any():  # NaN is a missing value to the model; infinity is a bug
+        name = features[int(np.flatnonzero(np.isinf(matrix).any(axis=0))[0])]
+        raise StepError(
+            f"feature column {name!r} holds infinite values, which no model was trained on; "
+            "fix the feature computation or the source data and rebuild the features"
+        )
     return matrix
 
 
