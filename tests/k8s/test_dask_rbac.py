@@ -1,10 +1,15 @@
 """The chart's dask Role, as the real RBAC authoriser applies it to the train pods' service account.
 
 The account (``dask.enabled``) may do exactly what ``KubeCluster`` does to run a DaskCluster in the
-step namespace, and nothing else: the operator, not the train step, creates the pods.
+step namespace, and nothing else: the operator, not the train step, creates the pods. Each question
+is a SubjectAccessReview naming the API group itself, so the answer does not depend on whether the
+operator's CRDs are installed yet (``kubectl auth can-i`` resolves a resource through discovery and
+asks about the wrong group when it cannot).
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -49,12 +54,25 @@ REFUSED = [
 
 def _can_i(release: Release, verb: str, resource: str, subresource: str, namespace: str) -> str:
     account = release.values["dask"]["serviceAccount"]["name"]
-    args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{release.step_namespace}:{account}"]
-    if subresource:
-        args.append(f"--subresource={subresource}")
-    namespace = release.step_namespace if namespace == STEP else namespace
-    args += ["--namespace", namespace] if namespace else ["--all-namespaces"]
-    return release.cluster.kubectl(*args, check=False).stdout.strip()
+    name, _, group = resource.partition(".")
+    attributes = {"verb": verb, "group": group, "resource": name, "subresource": subresource}
+    if namespace:
+        attributes["namespace"] = release.step_namespace if namespace == STEP else namespace
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{release.step_namespace}:{account}",
+            "groups": [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{release.step_namespace}",
+                "system:authenticated",
+            ],
+            "resourceAttributes": attributes,
+        },
+    }
+    answer = release.cluster.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review))
+    return "yes" if json.loads(answer.stdout)["status"].get("allowed") else "no"
 
 
 @pytest.mark.parametrize(("verb", "resource", "subresource"), NEEDED, ids=lambda v: v or "-")

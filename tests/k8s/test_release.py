@@ -49,10 +49,11 @@ def test_network_policy_isolates_the_step_pods(mlsteps_release: Release) -> None
     policies = mlsteps_release.cluster.kubectl_json(
         "get", "networkpolicies", "-n", mlsteps_release.step_namespace
     )
+    # The policy selecting every step pod (the dask launcher policy selects two steps' pods only).
     isolating = [
         policy["spec"]["policyTypes"]
         for policy in policies["items"]
-        if policy["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "mlsteps"}
+        if policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "mlsteps"}}
     ]
     assert isolating == [["Ingress", "Egress"]]
 
