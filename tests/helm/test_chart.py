@@ -508,7 +508,8 @@ def test_dask_account_reaches_the_factory_through_the_config_map(chart_dir: Path
 def test_dask_worker_resources_reach_the_train_step_as_json(chart_dir: Path) -> None:
     resources = {"requests": {"cpu": "500m"}, "limits": {"memory": "6Gi"}}
     values = _merge(DASK_ON, {"dask": {"workerResources": resources}})
-    assert json.loads(_execution_env(render_chart(chart_dir, values))["ML_DASK_WORKER_RESOURCES"]) == resources
+    env = _execution_env(render_chart(chart_dir, values))
+    assert json.loads(env["ML_DASK_WORKER_RESOURCES"]) == resources
 
 
 def test_dask_worker_resources_are_unset_by_default(chart_dir: Path) -> None:
