@@ -83,12 +83,20 @@ class Workspace:
             }
         )
 
-    def case(self, target: str, model: str = "", timeout: float = 1800, **arguments: Any) -> Any:
+    def case(
+        self,
+        target: str,
+        model: str = "",
+        timeout: float = 1800,
+        environment: dict[str, str] | None = None,
+        **arguments: Any,
+    ) -> Any:
         """Run ``bench.<module>:<function>`` in a fresh interpreter inside this workspace.
 
-        ``model`` picks the registered model the case's config names (default: the pipeline's own).
+        ``model`` picks the registered model the case's config names (default: the pipeline's own);
+        ``environment`` adds to or replaces the workspace's variables (e.g. another tracking URI).
         """
-        return run_case(target, arguments, self.env(model), self.root, timeout)
+        return run_case(target, arguments, self.env(model, **(environment or {})), self.root, timeout)
 
 
 def config() -> PipelineConfig:
