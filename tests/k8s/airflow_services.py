@@ -554,6 +554,13 @@ def k8s_airflow(mlsteps_release: Release, tmp_path_factory: pytest.TempPathFacto
         yield airflow
 
 
+@pytest.fixture
+def step_services_env(k8s_airflow: K8sAirflow, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process reads and writes the lake and MLflow the pods use (the root conftest unsets them)."""
+    for key, value in k8s_airflow.step_services.host_env.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture(scope="session")
 def pod_recorder(k8s_airflow: K8sAirflow) -> Iterator[PodRecorder]:
     """Every pod of the step namespace from now on, as the cluster admin watches them."""

@@ -23,7 +23,7 @@ from tests.k8s.airflow_services import K8sAirflow, PodRecorder, generate_raw_dat
 from tests.support import hitl
 
 #: The module fixture runs the DAGs (many minutes on two busy cores); it counts against the first test.
-pytestmark = [pytest.mark.k8s, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(3600), pytest.mark.usefixtures("step_services_env")]
 #: The session fixtures `k8s_airflow` and `pod_recorder` (one Airflow for both modules).
 pytest_plugins = ["tests.k8s.airflow_services"]
 
@@ -65,13 +65,6 @@ class Runs:
     @property
     def window_start(self) -> dt.date:
         return self.day - dt.timedelta(days=WINDOW_DAYS)
-
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(k8s_airflow: K8sAirflow, monkeypatch: pytest.MonkeyPatch) -> None:
-    """This process reads the same lake and MLflow the pods write (the root conftest would unset them)."""
-    for key, value in k8s_airflow.step_services.host_env.items():
-        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture(scope="module")

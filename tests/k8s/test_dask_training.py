@@ -19,7 +19,7 @@ from mlsteps.contract.config import load_config
 from tests.k8s.airflow_services import ROW_GROUP_ROWS, K8sAirflow, PodRecorder, RecordedPod, wait_until
 from tests.k8s.dask_operator import install_operator
 
-pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800), pytest.mark.usefixtures("step_services_env")]
 pytest_plugins = ["tests.k8s.airflow_services"]
 
 CONFIG = load_config()
@@ -36,13 +36,6 @@ class DaskRun:
     result: dict[str, Any]
     train_pod: RecordedPod
     dask_pods: list[RecordedPod]
-
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(k8s_airflow: K8sAirflow, monkeypatch: pytest.MonkeyPatch) -> None:
-    """This process reads and writes the lake and MLflow the pods use."""
-    for key, value in k8s_airflow.step_services.host_env.items():
-        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import dask.dataframe as dd
     import pandas as pd
     from distributed import Client, Future
+    from distributed.deploy import Cluster
 
     from mlsteps.contract.config import DaskConfig, PipelineConfig
     from mlsteps.contract.settings import StepSettings
@@ -54,17 +55,28 @@ def dask_client(dask: DaskConfig, settings: StepSettings) -> Iterator[Client]:
 
     Raises:
         StepError: kubernetes mode: the pod cannot create its cluster (see
-            :func:`~mlsteps.platform.dask_kubernetes.kube_cluster_client`).
+            :func:`~mlsteps.platform.dask_kubernetes.kube_cluster`).
     """
-    if settings.execution_mode == "kubernetes":
-        from mlsteps.platform.dask_kubernetes import kube_cluster_client
+    from distributed import Client
 
-        with kube_cluster_client(dask, settings, workers_timeout=WORKERS_TIMEOUT_S) as client:
+    cluster = _cluster(dask, settings)
+    try:
+        with Client(cluster) as client:
+            client.wait_for_workers(dask.workers, timeout=WORKERS_TIMEOUT_S)
             yield client
-        return
-    from distributed import Client, LocalCluster
+    finally:
+        cluster.close()
 
-    cluster = LocalCluster(
+
+def _cluster(dask: DaskConfig, settings: StepSettings) -> Cluster:
+    """The mode's cluster: the operator's DaskCluster in a pod, local worker processes otherwise."""
+    if settings.execution_mode == "kubernetes":
+        from mlsteps.platform.dask_kubernetes import kube_cluster
+
+        return kube_cluster(dask, settings)
+    from distributed import LocalCluster
+
+    return LocalCluster(
         n_workers=dask.workers,
         threads_per_worker=dask.threads_per_worker,
         memory_limit=dask.memory_limit,
@@ -72,12 +84,6 @@ def dask_client(dask: DaskConfig, settings: StepSettings) -> Iterator[Client]:
         dashboard_address=None,
         silence_logs=logging.WARNING,
     )
-    try:
-        with Client(cluster) as client:
-            client.wait_for_workers(dask.workers, timeout=WORKERS_TIMEOUT_S)
-            yield client
-    finally:
-        cluster.close()
 
 
 def read_split(lake: Lake, manifest: dict[str, Any], split: str) -> dd.DataFrame:

@@ -19,8 +19,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,7 @@ from mlsteps.contract.settings import (
 from mlsteps.errors import StepError
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from dask_kubernetes.operator import KubeCluster
 
     from mlsteps.contract.config import DaskConfig
     from mlsteps.contract.settings import StepSettings
@@ -239,9 +238,8 @@ def _own_pod(namespace: str) -> dict[str, str] | None:
         return None
 
 
-@contextmanager
-def kube_cluster_client(dask: DaskConfig, settings: StepSettings, workers_timeout: float) -> Iterator[Client]:
-    """Create the DaskCluster, yield a client of it, delete it (on failure too).
+def kube_cluster(dask: DaskConfig, settings: StepSettings) -> KubeCluster:
+    """Create the DaskCluster (``shutdown_on_close``: closing the returned cluster deletes it).
 
     Raises:
         StepError: The operator is not there (no CRD, or nothing acts on the resource in time), or
@@ -249,7 +247,6 @@ def kube_cluster_client(dask: DaskConfig, settings: StepSettings, workers_timeou
     """
     import httpx
     from dask_kubernetes.operator import KubeCluster
-    from distributed import Client
 
     placement = PodPlacement.from_settings(settings)
     # kr8s logs each of its many polls of the API at INFO through httpx: only problems, please.
@@ -258,7 +255,7 @@ def kube_cluster_client(dask: DaskConfig, settings: StepSettings, workers_timeou
     spec = cluster_spec(name, dask, placement, owner=_own_pod(placement.namespace))
     log.info("creating DaskCluster %s/%s: %d workers", placement.namespace, name, dask.workers)
     try:
-        cluster = KubeCluster(
+        return KubeCluster(
             custom_cluster_spec=spec,
             namespace=placement.namespace,
             shutdown_on_close=True,
@@ -284,9 +281,3 @@ def kube_cluster_client(dask: DaskConfig, settings: StepSettings, workers_timeou
             f"no dask-kubernetes operator acted on DaskCluster {name} within {RESOURCE_TIMEOUT_S} s: is the "
             "operator running and watching this namespace?"
         ) from None
-    try:
-        with Client(cluster) as client:
-            client.wait_for_workers(dask.workers, timeout=workers_timeout)
-            yield client
-    finally:
-        cluster.close()
