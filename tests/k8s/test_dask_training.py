@@ -17,7 +17,7 @@ import pytest
 
 from mlsteps.contract.config import load_config
 from tests.k8s.airflow_services import ROW_GROUP_ROWS, K8sAirflow, PodRecorder, RecordedPod, wait_until
-from tests.k8s.dask_operator import install_operator
+from tests.k8s.dask_operator import install_operator, operator_logs
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800), pytest.mark.usefixtures("step_services_env")]
 pytest_plugins = ["tests.k8s.airflow_services"]
@@ -53,6 +53,8 @@ def dask_run(k8s_airflow: K8sAirflow, pod_recorder: PodRecorder) -> DaskRun:
     record = k8s_airflow.wait_for_run(DAG_ID, run_id, RUN_TIMEOUT)
     print(f"\n{DAG_ID} run {run_id}: {record['state']} in {time.monotonic() - started:.0f} s")
     result = k8s_airflow.xcom(DAG_ID, run_id, "train") if record["state"] == "success" else {}
+    if record["state"] != "success":
+        print(f"\ndask-kubernetes operator log:\n{operator_logs(k8s_airflow.cluster)}")
     (train_pod,) = pod_recorder.matching(dag_id=DAG_ID)
     return DaskRun(run_id, record, result, train_pod, pod_recorder.matching(**DASK_LABEL))
 
