@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +94,7 @@ def test_read_ahead_loop_scores_every_row_once_in_order(tmp_path: Path) -> None:
     config = load_config()
     booster = _booster()
     units = _write_parts(tmp_path, parts=3, rows=1000)
-    scored = list(
-        score_units(Lake(str(tmp_path)), config, LoadedModel(booster, None), FEATURES, units, batch_rows=300)
-    )
+    scored = list(score_units(Lake(str(tmp_path)), config, _model(booster), units, batch_rows=300))
     assert [(s.unit_number, s.batch_number) for s in scored][:3] == [(0, 0), (0, 1)] + [(1, 0)]
     output = pa.concat_tables([s.table for s in scored])
     assert output.column_names == ["transaction_id", "customer_id", "event_time", "score", "decision"]
@@ -109,18 +108,61 @@ def test_read_ahead_loop_scores_every_row_once_in_order(tmp_path: Path) -> None:
     )
 
 
+def _model(booster: xgb.Booster) -> Callable[[], LoadedModel]:
+    """The model as the score step hands it over: a call that may block until the download is done."""
+    return lambda: LoadedModel(booster, None)
+
+
+def test_the_model_is_asked_for_once_after_the_first_batch_is_read(tmp_path: Path) -> None:
+    units = _write_parts(tmp_path, parts=2, rows=400)
+    asked: list[int] = []
+
+    def model() -> LoadedModel:
+        asked.append(1)
+        return LoadedModel(_booster(), None)
+
+    scored = score_units(Lake(str(tmp_path)), load_config(), model, units, batch_rows=100)
+    assert asked == []  # nothing is read, nor the model waited for, until the caller asks
+    assert sum(s.table.num_rows for s in scored) == 800
+    assert asked == [1]
+
+
+def test_columns_the_model_does_not_use_are_not_in_the_output(tmp_path: Path) -> None:
+    table = pa.Table.from_batches([_batch(200)]).append_column("unused", pa.array(range(200)))
+    pq.write_table(table, tmp_path / "wide.parquet", row_group_size=100)
+    units = [("wide.parquet", 0), ("wide.parquet", 1)]
+    scored = list(score_units(Lake(str(tmp_path)), load_config(), _model(_booster()), units, batch_rows=50))
+    assert {tuple(s.table.column_names) for s in scored} == {
+        ("transaction_id", "customer_id", "event_time", "score", "decision")
+    }
+    assert sum(s.table.num_rows for s in scored) == 200
+
+
+def test_a_model_whose_features_the_input_lacks_is_refused_before_any_output(tmp_path: Path) -> None:
+    table = pa.Table.from_batches([_batch(100)]).drop_columns(["card_present"])
+    pq.write_table(table, tmp_path / "narrow.parquet")
+    scored = score_units(Lake(str(tmp_path)), load_config(), _model(_booster()), [("narrow.parquet", 0)], 50)
+    with pytest.raises(StepError, match="missing feature column\\(s\\) \\['card_present'\\]"):
+        next(scored)
+
+
+def test_a_model_that_cannot_load_reaches_the_caller(tmp_path: Path) -> None:
+    def model() -> LoadedModel:
+        raise StepError("registered model 'm' has no alias 'champion'")
+
+    units = _write_parts(tmp_path, parts=1, rows=200)
+    with pytest.raises(StepError, match="no alias 'champion'"):
+        list(score_units(Lake(str(tmp_path)), load_config(), model, units, batch_rows=100))
+
+
 def test_reader_errors_reach_the_caller_and_stop_the_reader(tmp_path: Path) -> None:
     config = load_config()
     units = [*_write_parts(tmp_path, parts=1, rows=400), ("missing.parquet", 0)]
-    scored = score_units(
-        Lake(str(tmp_path)), config, LoadedModel(_booster(), None), FEATURES, units, batch_rows=100
-    )
+    scored = score_units(Lake(str(tmp_path)), config, _model(_booster()), units, batch_rows=100)
     with pytest.raises(FileNotFoundError):
         list(scored)
     # A consumer that stops early does not leave the reader blocked on a full queue.
-    early = score_units(
-        Lake(str(tmp_path)), config, LoadedModel(_booster(), None), FEATURES, units[:2], batch_rows=10
-    )
+    early = score_units(Lake(str(tmp_path)), config, _model(_booster()), units[:2], batch_rows=10)
     next(early)
     early.close()
 

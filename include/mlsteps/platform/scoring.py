@@ -13,7 +13,7 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -236,12 +236,17 @@ class ScoredBatch:
 def score_units(
     lake: Lake,
     config: PipelineConfig,
-    model: LoadedModel,
-    features: list[str],
+    model: Callable[[], LoadedModel],
     units: Iterable[tuple[str, int]],
     batch_rows: int,
 ) -> Iterator[ScoredBatch]:
     """Score row groups batch by batch in three overlapping stages: read, predict, and the caller's write.
+
+    ``model`` gives the loaded model and may block: the score step passes a download still in
+    progress (``Future.result``), so the registry calls and the model's download overlap reading
+    the first row group. That group is read with every column of its file; once the model is
+    there its features are checked against them (:func:`check_signature`) and the next groups
+    read only the keys and those features.
 
     The score is the booster's output calibrated by the model's calibrator (if any), as evaluation
     scores the holdout; the decision is that score at or above ``scoring.decision_threshold``.
@@ -251,27 +256,21 @@ def score_units(
     predicting it; on the predicting thread the write would make scoring cost predict + write, not
     the slower of the two. Each hand-over is a queue of :data:`PREFETCH_BATCHES`, which keeps
     memory flat. Arrow, NumPy and XGBoost release the GIL, so the stages run at once. An error in
-    either thread is raised here.
+    either thread (a model that cannot load or does not match the input, too) is raised here.
     """
-    return _read_ahead(_scored_batches(lake, config, model, features, units, batch_rows), PREFETCH_BATCHES)
+    encoded = _encoded_batches(lake, config, model, units, batch_rows)
+    return _read_ahead(_scored_batches(config, encoded), PREFETCH_BATCHES)
 
 
 def _scored_batches(
-    lake: Lake,
-    config: PipelineConfig,
-    model: LoadedModel,
-    features: list[str],
-    units: Iterable[tuple[str, int]],
-    batch_rows: int,
+    config: PipelineConfig, encoded: Iterator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel]]
 ) -> Generator[ScoredBatch, None, None]:
     import pyarrow as pa
 
     dataset = config.dataset
     keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
     threshold = config.scoring.decision_threshold
-    for unit_number, batch_number, batch, matrix in _encoded_batches(
-        lake, units, [*keys, *features], batch_rows, features, config
-    ):
+    for unit_number, batch_number, batch, matrix, model in encoded:
         scores = calibrate(model.calibrator, model.booster.inplace_predict(matrix, validate_features=False))
         table = pa.table(
             {
@@ -285,22 +284,33 @@ def _scored_batches(
 
 def _encoded_batches(
     lake: Lake,
-    units: Iterable[tuple[str, int]],
-    columns: list[str],
-    batch_rows: int,
-    features: list[str],
     config: PipelineConfig,
-) -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray]]:
-    """(unit number, batch number, batch, encoded matrix) of every unit, read ahead in a thread."""
+    model: Callable[[], LoadedModel],
+    units: Iterable[tuple[str, int]],
+    batch_rows: int,
+) -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel]]:
+    """(unit number, batch number, batch, encoded matrix, model) of every unit, read ahead in a thread.
+
+    Until the model is known (after the first batch), a unit is read with every column of its file.
+    """
     import pyarrow.parquet as pq
 
-    def read() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray], None, None]:
+    dataset = config.dataset
+    keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
+
+    def read() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel], None, None]:
+        loaded: LoadedModel | None = None
+        features: list[str] = []
         for unit_number, (relative, group) in enumerate(units):
             with lake.fs.open_input_file(lake.path(relative)) as handle:
                 parquet = pq.ParquetFile(handle, pre_buffer=False)
+                columns = [*keys, *features] if loaded is not None else None
                 batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
                 for batch_number, batch in enumerate(batches):
-                    yield unit_number, batch_number, batch, encode_batch(batch, features, config)
+                    if loaded is None:
+                        loaded = model()
+                        features = check_signature(loaded.booster, batch.schema.names, lake.url(relative))
+                    yield unit_number, batch_number, batch, encode_batch(batch, features, config), loaded
 
     return _read_ahead(read(), PREFETCH_BATCHES)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from mlsteps.contract.results import ScoreResult
 from mlsteps.platform.context import StepContext, add_day_argument
 from mlsteps.platform.scoring import (
     PinnedModel,
-    check_signature,
-    input_columns,
     load_model,
     resolve_challenger,
     resolve_model,
@@ -65,19 +64,22 @@ def run(args: argparse.Namespace) -> ScoreResult:
         )
     batch_rows = args.batch_rows or config.scoring.batch_rows
     source = scoring_input(context.lake, config, args.ds)
-    model = scoring_model(config, args.alias or config.scoring.alias, args.model_version, args.shadow)
     started = time.perf_counter()
-    loaded = load_model(model)
-    schema_columns = input_columns(context.lake, source.files[0])
-    features = check_signature(loaded.booster, schema_columns, context.lake.url(source.prefix))
-    staging = staging_for(context.lake, config, args.ds, context.run_id, shadow=args.shadow)
-    rows = positives = 0
-    units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
-    for scored in score_units(context.lake, config, loaded, features, units, batch_rows):
-        name = f"shard-{args.shard_index:05d}-{scored.unit_number:05d}-{scored.batch_number:05d}.parquet"
-        staging.write_parquet(name, scored.table, unique_columns=[config.dataset.row_id])
-        rows += scored.table.num_rows
-        positives += int(pc.sum(scored.table.column("decision")).as_py() or 0)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsteps-model") as registry:
+        # The registry calls and the model's download run while the first row group is read.
+        pinning = registry.submit(
+            scoring_model, config, args.alias or config.scoring.alias, args.model_version, args.shadow
+        )
+        loading = registry.submit(lambda: load_model(pinning.result()))
+        staging = staging_for(context.lake, config, args.ds, context.run_id, shadow=args.shadow)
+        rows = positives = 0
+        units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
+        for scored in score_units(context.lake, config, loading.result, units, batch_rows):
+            name = f"shard-{args.shard_index:05d}-{scored.unit_number:05d}-{scored.batch_number:05d}.parquet"
+            staging.write_parquet(name, scored.table, unique_columns=[config.dataset.row_id])
+            rows += scored.table.num_rows
+            positives += int(pc.sum(scored.table.column("decision")).as_py() or 0)
+        model = pinning.result()
     details = {"model_version": model.version, "rows": rows, "positives": positives}
     write_receipt(staging, args.shard_index, args.shard_count, details)
     result: ScoreResult = {
