@@ -160,6 +160,14 @@ def current_rss_mb() -> float:
     return _status_mb("VmRSS")
 
 
+def cpu_seconds() -> float:
+    """CPU time this process has used so far, user and system, every thread."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far (Linux ``/proc``)."""
     return _status_mb("VmHWM")

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, child_env, current_rss_mb, log, ratio
+from bench.common import PYTHON, child_env, cpu_seconds, current_rss_mb, log, ratio
 from bench.workspace import Workspace, config, scoring_day, write_scoring_partitions
 
 HEAVY = ("feast", "evidently", "sklearn", "optuna", "matplotlib", "boto3", "scipy")
@@ -63,12 +63,12 @@ def ours(ds: str, run_id: str) -> dict[str, Any]:
     from mlsteps.cli import main
 
     _import_tracking_store()
-    imported = time.perf_counter()
     baseline_rss = current_rss_mb()
     result_file = Path(tempfile.mkdtemp()) / "score.json"
     os.environ["ML_STEP_RESULT"] = str(result_file)
+    imported, cpu = time.perf_counter(), cpu_seconds()
     code = main(["score", "--ds", ds, "--dag-id", "bench", "--run-id", run_id])
-    finished = time.perf_counter()
+    finished, cpu = time.perf_counter(), cpu_seconds() - cpu
     if code != 0:
         raise RuntimeError(f"the score step exited {code}")
     step = json.loads(result_file.read_text())
@@ -76,6 +76,7 @@ def ours(ds: str, run_id: str) -> dict[str, Any]:
     return {
         "rows": step["rows"],
         "work_seconds": round(finished - imported, 3),
+        "cpu_seconds": round(cpu, 3),
         "import_seconds": round(imported - started, 3),
         "step_seconds": step["seconds"],
         "baseline_rss_mb": baseline_rss,
@@ -182,7 +183,7 @@ def bare_io(ds: str, output: str) -> dict[str, Any]:
     target = Path(output)
     target.mkdir(parents=True, exist_ok=True)
     rows = files = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     for unit, path in enumerate(paths):
         parquet = pq.ParquetFile(path, pre_buffer=False)
         for group in range(parquet.metadata.num_row_groups):
@@ -206,10 +207,16 @@ def bare_io(ds: str, output: str) -> dict[str, Any]:
                     use_dictionary=dictionary,
                 )
                 rows, files = rows + size, files + 1
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     written = sum(path.stat().st_size for path in target.iterdir())
     shutil.rmtree(target)
-    return {"rows": rows, "work_seconds": round(seconds, 3), "files_written": files, "output_bytes": written}
+    return {
+        "rows": rows,
+        "work_seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
+        "files_written": files,
+        "output_bytes": written,
+    }
 
 
 # --- the section ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from mlsteps.contract.settings import (
     STEP_SECRETS_ENV_VAR,
     STORE_YAML_ENV_VAR,
     TRACKING_URI_ENV_VAR,
+    parse_worker_resources,
 )
 
 Mode = Literal["local", "kubernetes"]
@@ -134,6 +135,10 @@ class ExecutionSettings:
         if self.mode == "kubernetes" and not self.image:
             raise SettingsError(f"{STEP_IMAGE_ENV_VAR} must name the step image in kubernetes mode")
         self._check_dask_service_account()
+        try:
+            parse_worker_resources(self.step_env.get(DASK_WORKER_RESOURCES_ENV_VAR, ""))
+        except ValueError as err:
+            raise SettingsError(str(err)) from None
         for name, value in self.step_env.items():
             _refuse_password(name, value)
         for name, value in (("ML_MLFLOW_UI_URL", self.mlflow_ui_url), ("ML_REPORTS_URL", self.reports_url)):

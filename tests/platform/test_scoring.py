@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -108,23 +109,32 @@ def test_read_ahead_loop_scores_every_row_once_in_order(tmp_path: Path) -> None:
     )
 
 
-def _model(booster: xgb.Booster) -> Callable[[], LoadedModel]:
-    """The model as the score step hands it over: a call that may block until the download is done."""
-    return lambda: LoadedModel(booster, None)
+def _model(booster: xgb.Booster) -> Future[LoadedModel]:
+    """The model as the score step hands it over: a download that has finished."""
+    loaded: Future[LoadedModel] = Future()
+    loaded.set_result(LoadedModel(booster, None))
+    return loaded
 
 
-def test_the_model_is_asked_for_once_after_the_first_batch_is_read(tmp_path: Path) -> None:
-    units = _write_parts(tmp_path, parts=2, rows=400)
-    asked: list[int] = []
-
-    def model() -> LoadedModel:
-        asked.append(1)
-        return LoadedModel(_booster(), None)
-
-    scored = score_units(Lake(str(tmp_path)), load_config(), model, units, batch_rows=100)
-    assert asked == []  # nothing is read, nor the model waited for, until the caller asks
-    assert sum(s.table.num_rows for s in scored) == 800
-    assert asked == [1]
+@pytest.mark.parametrize("parts", [1, 6])  # fewer and more batches than are held before the model
+def test_batches_read_while_the_model_loads_are_scored_in_order(tmp_path: Path, parts: int) -> None:
+    config, booster = load_config(), _booster()
+    units = _write_parts(tmp_path, parts=parts, rows=400)
+    loading: Future[LoadedModel] = Future()
+    timer = threading.Timer(0.5, lambda: loading.set_result(LoadedModel(booster, None)))
+    timer.start()
+    scored = list(score_units(Lake(str(tmp_path)), config, loading, units, batch_rows=100))
+    assert [(s.unit_number, s.batch_number) for s in scored] == [
+        (u, b) for u in range(2 * parts) for b in (0, 1)
+    ]
+    expected = [
+        booster.inplace_predict(
+            model_input(pq.read_table(tmp_path / f"part-{n}.parquet").to_pandas(), FEATURES, config)
+        )
+        for n in range(parts)
+    ]
+    output = pa.concat_tables([s.table for s in scored]).column("score").to_numpy()
+    np.testing.assert_allclose(output, np.concatenate(expected), rtol=1e-6)
 
 
 def test_columns_the_model_does_not_use_are_not_in_the_output(tmp_path: Path) -> None:
@@ -147,12 +157,11 @@ def test_a_model_whose_features_the_input_lacks_is_refused_before_any_output(tmp
 
 
 def test_a_model_that_cannot_load_reaches_the_caller(tmp_path: Path) -> None:
-    def model() -> LoadedModel:
-        raise StepError("registered model 'm' has no alias 'champion'")
-
+    failed: Future[LoadedModel] = Future()
+    failed.set_exception(StepError("registered model 'm' has no alias 'champion'"))
     units = _write_parts(tmp_path, parts=1, rows=200)
     with pytest.raises(StepError, match="no alias 'champion'"):
-        list(score_units(Lake(str(tmp_path)), load_config(), model, units, batch_rows=100))
+        list(score_units(Lake(str(tmp_path)), load_config(), failed, units, batch_rows=100))
 
 
 def test_reader_errors_reach_the_caller_and_stop_the_reader(tmp_path: Path) -> None:

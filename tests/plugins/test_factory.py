@@ -37,6 +37,8 @@ from tests.support.airflow import RecordingTaskInstance
             {"ML_SERVICE_ACCOUNT": "trainer", "ML_DASK_SERVICE_ACCOUNT": "trainer"},
             "ML_DASK_SERVICE_ACCOUNT='trainer' is also the step account",
         ),
+        ({"ML_DASK_WORKER_RESOURCES": '{"requests": "1"}'}, 'ML_DASK_WORKER_RESOURCES must be {"requests"'),
+        ({"ML_DASK_WORKER_RESOURCES": "{cpu: 1}"}, "ML_DASK_WORKER_RESOURCES is not JSON"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:

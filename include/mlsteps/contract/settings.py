@@ -7,6 +7,7 @@ library reads for itself (``MLFLOW_*``, ``AWS_ACCESS_KEY_ID`` and the like) stay
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,36 @@ DASK_WORKER_RESOURCES_ENV_VAR = "ML_DASK_WORKER_RESOURCES"
 #: What a Dask worker pod needs of the step's environment to read the lake (the credentials come
 #: from the step Secrets, by reference).
 WORKER_ENV_VARS = (LAKE_ENV_VAR, *S3_ENDPOINT_ENV_VARS, *REGION_ENV_VARS, ROW_GROUP_ROWS_ENV_VAR)
+
+
+def parse_worker_resources(text: str) -> dict[str, dict[str, str]]:
+    """``ML_DASK_WORKER_RESOURCES``: ``{"requests": {...}, "limits": {...}}``, each key optional; blank: {}.
+
+    Read by the step (exit 2) and checked by the factory on load, so a malformed value fails the
+    DAG's parse, not a train task hours later.
+
+    Raises:
+        ValueError: Not JSON of that shape, with quantity strings.
+    """
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{DASK_WORKER_RESOURCES_ENV_VAR} is not JSON: {err}") from None
+    if (
+        not isinstance(value, dict)
+        or set(value) - {"requests", "limits"}
+        or not all(
+            isinstance(v, dict) and all(isinstance(q, str) for q in v.values()) for v in value.values()
+        )
+    ):
+        raise ValueError(
+            f'{DASK_WORKER_RESOURCES_ENV_VAR} must be {{"requests": {{...}}, "limits": {{...}}}} with '
+            'quantity strings, e.g. {"requests": {"cpu": "500m"}}'
+        )
+    return value
+
 
 DEFAULT_ROW_GROUP_ROWS = 65536
 DEFAULT_STEP_IMAGE = "local"

@@ -15,7 +15,6 @@ cluster), and the operator's ``idleTimeout``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -32,6 +31,7 @@ from mlsteps.contract.settings import (
     SERVICE_ACCOUNT_ENV_VAR,
     STEP_SECRETS_ENV_VAR,
     WORKER_ENV_VARS,
+    parse_worker_resources,
 )
 from mlsteps.errors import StepError
 
@@ -106,29 +106,15 @@ class PodPlacement:
 
 
 def worker_resources_override(text: str) -> dict[str, dict[str, str]]:
-    """``ML_DASK_WORKER_RESOURCES``: ``{"requests": {...}, "limits": {...}}``, each key optional.
+    """``ML_DASK_WORKER_RESOURCES`` as the contract reads it (:func:`parse_worker_resources`).
 
     Raises:
         StepError: Not that shape.
     """
-    if not text.strip():
-        return {}
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise StepError(f"{DASK_WORKER_RESOURCES_ENV_VAR} is not JSON: {err}") from None
-    if (
-        not isinstance(value, dict)
-        or set(value) - {"requests", "limits"}
-        or not all(
-            isinstance(v, dict) and all(isinstance(q, str) for q in v.values()) for v in value.values()
-        )
-    ):
-        raise StepError(
-            f'{DASK_WORKER_RESOURCES_ENV_VAR} must be {{"requests": {{...}}, "limits": {{...}}}} with '
-            'quantity strings, e.g. {"requests": {"cpu": "500m"}}'
-        )
-    return value
+        return parse_worker_resources(text)
+    except ValueError as err:
+        raise StepError(str(err)) from None
 
 
 def worker_resources(

@@ -187,29 +187,40 @@ class LoadedModel:
     calibrator: Calibrator | None
 
 
-def load_model(name: str, version: str) -> LoadedModel:
+def load_model(name: str, version: str, source: str | None = None) -> LoadedModel:
     """Load a registered version's XGBoost booster and the calibrator in its MLmodel metadata.
 
     The booster is the native flavor, which takes categorical input: its feature columns are in
     ``booster.feature_names``; encode them with :func:`mlsteps.platform.datasets.model_input`
-    (or :func:`mlsteps.platform.scoring.encode_batch`) before predicting. The model's files are
-    downloaded once, for both.
+    (or :func:`mlsteps.platform.scoring.encode_batch`) before predicting. Only the two files
+    needed are downloaded, once for both: ``MLmodel`` and the booster's file it names (not the
+    environment files and input examples logged beside them), from the version's ``source``
+    (looked up when not given): one registry call and two downloads, where resolving
+    ``models:/<name>/<version>`` and downloading everything takes four calls and nine.
 
     Raises:
-        StepError: The version's calibration metadata is unreadable.
+        StepError: The version has no XGBoost flavor, or its calibration metadata is unreadable.
     """
     import tempfile
 
-    import mlflow.artifacts
     import mlflow.xgboost
     from mlflow.models import Model
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+    if source is None:
+        source = str(mlflow_client().get_model_version(name, version).source)
     with tempfile.TemporaryDirectory(prefix="mlsteps-model-") as directory:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=directory
-        )
-        booster = mlflow.xgboost.load_model(local)
-        document = (Model.load(local).metadata or {}).get(CALIBRATION_METADATA_KEY)
+        repository = get_artifact_repository(source)
+        metadata = Model.load(repository.download_artifacts("MLmodel", directory))
+        flavor = metadata.flavors.get(mlflow.xgboost.FLAVOR_NAME)
+        if flavor is None:
+            raise StepError(
+                f"model {name} version {version} has no {mlflow.xgboost.FLAVOR_NAME} flavor "
+                f"(flavors: {sorted(metadata.flavors)}); this pipeline did not log it"
+            )
+        repository.download_artifacts(flavor["data"], directory)
+        booster = mlflow.xgboost.load_model(directory)
+        document = (metadata.metadata or {}).get(CALIBRATION_METADATA_KEY)
     if not document:
         return LoadedModel(booster, None)
     try:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,8 @@ from mlsteps.logic.calibration import calibrate
 from mlsteps.platform.lake import Lake, Staging
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -75,6 +77,8 @@ class PinnedModel:
     version: str
     run_id: str
     alias: str
+    #: Where the version's files are (``ModelVersion.source``), so loading needs no second lookup.
+    source: str | None = None
 
     @property
     def uri(self) -> str:
@@ -99,7 +103,7 @@ def load_model(model: PinnedModel) -> LoadedModel:
     """Download the pinned version's model once: its native booster and its calibrator (if any)."""
     from mlsteps.platform import mlflow_registry
 
-    return mlflow_registry.load_model(model.name, model.version)
+    return mlflow_registry.load_model(model.name, model.version, model.source)
 
 
 def load_booster(model: PinnedModel) -> xgb.Booster:
@@ -165,6 +169,8 @@ def shard_units(
 
 #: Batches read and encoded ahead of the one being predicted (bounds memory: 2 batches in flight).
 PREFETCH_BATCHES = 2
+#: Batches read while the model is still loading, at most (raw, every column of the file).
+BATCHES_BEFORE_MODEL = 8
 
 
 def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineConfig) -> np.ndarray:
@@ -236,17 +242,17 @@ class ScoredBatch:
 def score_units(
     lake: Lake,
     config: PipelineConfig,
-    model: Callable[[], LoadedModel],
+    model: Future[LoadedModel],
     units: Iterable[tuple[str, int]],
     batch_rows: int,
 ) -> Iterator[ScoredBatch]:
     """Score row groups batch by batch in three overlapping stages: read, predict, and the caller's write.
 
-    ``model`` gives the loaded model and may block: the score step passes a download still in
-    progress (``Future.result``), so the registry calls and the model's download overlap reading
-    the first row group. That group is read with every column of its file; once the model is
-    there its features are checked against them (:func:`check_signature`) and the next groups
-    read only the keys and those features.
+    ``model`` may still be loading: the score step resolves and downloads it in the background, so
+    the registry's round trips and the download overlap reading. Until it is there, the reader
+    holds up to :data:`BATCHES_BEFORE_MODEL` batches, read with every column of their file; then
+    the model's features are checked against those columns (:func:`check_signature`) and later
+    units are read with only the keys and those features.
 
     The score is the booster's output calibrated by the model's calibrator (if any), as evaluation
     scores the holdout; the decision is that score at or above ``scoring.decision_threshold``.
@@ -285,32 +291,42 @@ def _scored_batches(
 def _encoded_batches(
     lake: Lake,
     config: PipelineConfig,
-    model: Callable[[], LoadedModel],
+    model: Future[LoadedModel],
     units: Iterable[tuple[str, int]],
     batch_rows: int,
 ) -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel]]:
-    """(unit number, batch number, batch, encoded matrix, model) of every unit, read ahead in a thread.
-
-    Until the model is known (after the first batch), a unit is read with every column of its file.
-    """
+    """(unit number, batch number, batch, encoded matrix, model) of every unit, read ahead in a thread."""
     import pyarrow.parquet as pq
 
     dataset = config.dataset
     keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
 
     def read() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel], None, None]:
+        held: list[tuple[int, int, pa.RecordBatch]] = []  # read while the model was not there yet
         loaded: LoadedModel | None = None
         features: list[str] = []
+        where = ""
         for unit_number, (relative, group) in enumerate(units):
             with lake.fs.open_input_file(lake.path(relative)) as handle:
                 parquet = pq.ParquetFile(handle, pre_buffer=False)
                 columns = [*keys, *features] if loaded is not None else None
                 batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
                 for batch_number, batch in enumerate(batches):
+                    where = where or lake.url(relative)
                     if loaded is None:
-                        loaded = model()
-                        features = check_signature(loaded.booster, batch.schema.names, lake.url(relative))
-                    yield unit_number, batch_number, batch, encode_batch(batch, features, config), loaded
+                        held.append((unit_number, batch_number, batch))
+                        if not model.done() and len(held) < BATCHES_BEFORE_MODEL:
+                            continue
+                        loaded = model.result()
+                        features = check_signature(loaded.booster, batch.schema.names, where)
+                    for number, part, raw in held or [(unit_number, batch_number, batch)]:
+                        yield number, part, raw, encode_batch(raw, features, config), loaded
+                    held.clear()
+        if held:  # fewer batches in all than the model took to load
+            loaded = model.result()
+            features = check_signature(loaded.booster, held[0][2].schema.names, where)
+            for number, part, raw in held:
+                yield number, part, raw, encode_batch(raw, features, config), loaded
 
     return _read_ahead(read(), PREFETCH_BATCHES)
 
@@ -407,7 +423,7 @@ def resolve_model(config: PipelineConfig, alias: str, version: str | None = None
             )
     found = mlflow_registry.get_version(client, name, mlflow_registry.parse_version(version))
     mlflow_registry.require_lineage(found, config)
-    return PinnedModel(name, str(found.version), str(found.run_id), alias)
+    return PinnedModel(name, str(found.version), str(found.run_id), alias, found.source or None)
 
 
 def resolve_challenger(config: PipelineConfig) -> PinnedModel | None:

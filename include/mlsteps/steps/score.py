@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> ScoreResult:
     source = scoring_input(context.lake, config, args.ds)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsteps-model") as registry:
-        # The registry calls and the model's download run while the first row group is read.
+        # The registry calls and the model's download run while the first batches are read.
         pinning = registry.submit(
             scoring_model, config, args.alias or config.scoring.alias, args.model_version, args.shadow
         )
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> ScoreResult:
         staging = staging_for(context.lake, config, args.ds, context.run_id, shadow=args.shadow)
         rows = positives = 0
         units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
-        for scored in score_units(context.lake, config, loading.result, units, batch_rows):
+        for scored in score_units(context.lake, config, loading, units, batch_rows):
             name = f"shard-{args.shard_index:05d}-{scored.unit_number:05d}-{scored.batch_number:05d}.parquet"
             staging.write_parquet(name, scored.table, unique_columns=[config.dataset.row_id])
             rows += scored.table.num_rows
