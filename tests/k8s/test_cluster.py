@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.cluster import NODE_IP, PAUSE_IMAGE, Cluster, reference
+from tests.k8s.cluster import CLUSTER_DOMAIN, NODE_IP, PAUSE_IMAGE, Cluster, reference
 from tests.k8s.node_images import SIDECAR_IMAGE, STEP_IMAGE
 from tests.k8s.release import Release
 
@@ -29,7 +29,7 @@ def test_image_is_in_the_nodes_containerd(k8s_cluster: Cluster, tag: str) -> Non
     assert reference(tag) in k8s_cluster.image_names()
 
 
-def _help_pod(name: str, service_account: str) -> dict[str, Any]:
+def _help_pod(name: str, service_account: str, command: list[str] | None = None) -> dict[str, Any]:
     """A pod meeting the restricted profile, as the factory secures its pods, running ``--help``."""
     container_context = {
         "allowPrivilegeEscalation": False,
@@ -56,7 +56,7 @@ def _help_pod(name: str, service_account: str) -> dict[str, Any]:
                     "name": "base",
                     "image": STEP_IMAGE,
                     "imagePullPolicy": "IfNotPresent",
-                    "command": ["python", "-m", "mlsteps", "--help"],
+                    "command": command or ["python", "-m", "mlsteps", "--help"],
                     "env": [{"name": "HOME", "value": "/tmp"}],
                     "securityContext": container_context,
                     "resources": {
@@ -71,19 +71,39 @@ def _help_pod(name: str, service_account: str) -> dict[str, Any]:
     }
 
 
-def test_step_image_runs_to_succeeded_in_the_restricted_namespace(mlsteps_release: Release) -> None:
-    cluster, kubeconfig = mlsteps_release.cluster, mlsteps_release.launcher_kubeconfig
-    pod = _help_pod("mlsteps-help", mlsteps_release.step_service_account)
+def _run_to_end(release: Release, pod: dict[str, Any]) -> tuple[str, str]:
+    """Create ``pod`` as the launcher and wait until it ends: its phase and its log."""
+    cluster, kubeconfig, name = release.cluster, release.launcher_kubeconfig, pod["metadata"]["name"]
     cluster.kubectl("create", "-f", "-", kubeconfig=kubeconfig, input=json.dumps(pod))
     try:
         phase = ""
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and phase not in ("Succeeded", "Failed"):
             time.sleep(1)
-            phase = cluster.kubectl_json("get", "pod", "mlsteps-help", kubeconfig=kubeconfig)["status"].get(
-                "phase", ""
-            )
-        logs = cluster.kubectl("logs", "mlsteps-help", kubeconfig=kubeconfig, check=False).stdout
-        assert (phase, "usage: python -m mlsteps" in logs) == ("Succeeded", True), logs
+            phase = cluster.kubectl_json("get", "pod", name, kubeconfig=kubeconfig)["status"].get("phase", "")
+        return phase, cluster.kubectl("logs", name, kubeconfig=kubeconfig, check=False).stdout
     finally:
-        cluster.kubectl("delete", "pod", "mlsteps-help", "--wait=false", kubeconfig=kubeconfig, check=False)
+        cluster.kubectl("delete", "pod", name, "--wait=false", kubeconfig=kubeconfig, check=False)
+
+
+def test_step_image_runs_to_succeeded_in_the_restricted_namespace(mlsteps_release: Release) -> None:
+    pod = _help_pod("mlsteps-help", mlsteps_release.step_service_account)
+    phase, logs = _run_to_end(mlsteps_release, pod)
+    assert (phase, "usage: python -m mlsteps" in logs) == ("Succeeded", True), logs
+
+
+#: In a pod: resolve the API server's Service by its cluster DNS name, connect to it, print the address.
+_REACH_THE_API = f"""
+import socket
+address = socket.getaddrinfo("kubernetes.default.svc.{CLUSTER_DOMAIN}", 443, type=socket.SOCK_STREAM)[0][4][0]
+socket.create_connection((address, 443), timeout=10).close()
+print("reached", address)
+"""
+
+
+def test_a_pod_reaches_the_api_server_by_its_service_name(mlsteps_release: Release) -> None:
+    """Cluster DNS (CoreDNS) resolves the ``kubernetes`` Service and kube-proxy forwards its ClusterIP."""
+    service = mlsteps_release.cluster.kubectl_json("get", "service", "kubernetes", "--namespace", "default")
+    pod = _help_pod("mlsteps-dns", mlsteps_release.step_service_account, ["python", "-c", _REACH_THE_API])
+    phase, logs = _run_to_end(mlsteps_release, pod)
+    assert (phase, logs.strip()) == ("Succeeded", f"reached {service['spec']['clusterIP']}"), logs
