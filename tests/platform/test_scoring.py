@@ -15,6 +15,7 @@ import xgboost as xgb
 
 from mlsteps.contract.config import PipelineConfig, load_config
 from mlsteps.errors import StepError
+from mlsteps.platform import scoring
 from mlsteps.platform.datasets import model_input
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.mlflow_registry import LoadedModel
@@ -116,9 +117,12 @@ def _model(booster: xgb.Booster) -> Future[LoadedModel]:
     return loaded
 
 
-@pytest.mark.parametrize("parts", [1, 6])  # fewer and more batches than are held before the model
-def test_batches_read_while_the_model_loads_are_scored_in_order(tmp_path: Path, parts: int) -> None:
-    config, booster = load_config(), _booster()
+@pytest.mark.parametrize("held_bytes", [2**30, 1])  # every batch held before the model, or one
+def test_batches_read_while_the_model_loads_are_scored_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_bytes: int
+) -> None:
+    monkeypatch.setattr(scoring, "BYTES_BEFORE_MODEL", held_bytes)
+    config, booster, parts = load_config(), _booster(), 3
     units = _write_parts(tmp_path, parts=parts, rows=400)
     loading: Future[LoadedModel] = Future()
     timer = threading.Timer(0.5, lambda: loading.set_result(LoadedModel(booster, None)))

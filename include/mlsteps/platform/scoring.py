@@ -169,8 +169,9 @@ def shard_units(
 
 #: Batches read and encoded ahead of the one being predicted (bounds memory: 2 batches in flight).
 PREFETCH_BATCHES = 2
-#: Batches read while the model is still loading, at most (raw, every column of the file).
-BATCHES_BEFORE_MODEL = 8
+#: Bytes of batches read while the model is still loading, at most (raw, every column of the file;
+#: one batch at least).
+BYTES_BEFORE_MODEL = 128 * 2**20
 
 
 def encode_batch(batch: pa.RecordBatch, features: list[str], config: PipelineConfig) -> np.ndarray:
@@ -250,7 +251,7 @@ def score_units(
 
     ``model`` may still be loading: the score step resolves and downloads it in the background, so
     the registry's round trips and the download overlap reading. Until it is there, the reader
-    holds up to :data:`BATCHES_BEFORE_MODEL` batches, read with every column of their file; then
+    holds up to :data:`BYTES_BEFORE_MODEL` of batches, read with every column of their file; then
     the model's features are checked against those columns (:func:`check_signature`) and later
     units are read with only the keys and those features.
 
@@ -303,6 +304,7 @@ def _encoded_batches(
 
     def read() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel], None, None]:
         held: list[tuple[int, int, pa.RecordBatch]] = []  # read while the model was not there yet
+        held_bytes = 0
         loaded: LoadedModel | None = None
         features: list[str] = []
         where = ""
@@ -315,7 +317,8 @@ def _encoded_batches(
                     where = where or lake.url(relative)
                     if loaded is None:
                         held.append((unit_number, batch_number, batch))
-                        if not model.done() and len(held) < BATCHES_BEFORE_MODEL:
+                        held_bytes += batch.nbytes
+                        if not model.done() and held_bytes < BYTES_BEFORE_MODEL:
                             continue
                         loaded = model.result()
                         features = check_signature(loaded.booster, batch.schema.names, where)
