@@ -19,6 +19,7 @@ from mlsteps.platform.dask_kubernetes import (
     POD_LABELS,
     PodPlacement,
     cluster_spec,
+    kube_cluster_class,
     worker_resources,
     worker_resources_override,
 )
@@ -153,3 +154,15 @@ def test_a_pod_without_an_api_token_cannot_create_a_cluster() -> None:
     settings = StepSettings.from_env({"ML_EXECUTION_MODE": "kubernetes", "ML_STEP_IMAGE": "mlsteps:0.1.0"})
     with pytest.raises(StepError, match="no API token"):
         PodPlacement.from_settings(settings)
+
+
+def test_the_wait_the_workaround_replaces_is_still_kubeclusters_own() -> None:
+    """The operator-race workaround (dask/dask-kubernetes#968) overrides this method: if an upgrade
+    renames it, the override would silently stop applying."""
+    from dask_kubernetes.operator import KubeCluster
+
+    cluster_class = kube_cluster_class()
+    assert (
+        "_wait_for_controller" in vars(KubeCluster),
+        cluster_class._wait_for_controller is not KubeCluster._wait_for_controller,
+    ) == (True, True)

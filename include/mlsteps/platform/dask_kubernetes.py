@@ -232,7 +232,6 @@ def kube_cluster(dask: DaskConfig, settings: StepSettings) -> KubeCluster:
             this pod's account may not create the resource: retrying cannot help.
     """
     import httpx
-    from dask_kubernetes.operator import KubeCluster
 
     placement = PodPlacement.from_settings(settings)
     # kr8s logs each of its many polls of the API at INFO through httpx: only problems, please.
@@ -241,7 +240,7 @@ def kube_cluster(dask: DaskConfig, settings: StepSettings) -> KubeCluster:
     spec = cluster_spec(name, dask, placement, owner=_own_pod(placement.namespace))
     log.info("creating DaskCluster %s/%s: %d workers", placement.namespace, name, dask.workers)
     try:
-        return KubeCluster(
+        return kube_cluster_class()(
             custom_cluster_spec=spec,
             namespace=placement.namespace,
             shutdown_on_close=True,
@@ -267,3 +266,39 @@ def kube_cluster(dask: DaskConfig, settings: StepSettings) -> KubeCluster:
             f"no dask-kubernetes operator acted on DaskCluster {name} within {RESOURCE_TIMEOUT_S} s: is the "
             "operator running and watching this namespace?"
         ) from None
+
+
+#: The DaskCluster ``status.phase`` values the operator sets once it has created the cluster's
+#: scheduler and workers.
+COMPONENTS_CREATED = ("Pending", "Running")
+
+
+def kube_cluster_class() -> type[KubeCluster]:
+    """``KubeCluster``, waiting for the operator to have created the cluster's components (phase
+    :data:`COMPONENTS_CREATED`) instead of for phase ``Running`` alone.
+
+    The released operator (2026.3.0) can leave a healthy cluster at ``Pending`` for good: its
+    scheduler Service's handler sets ``Running``, and the create handler's own ``Pending``, applied
+    after it, overwrites it (dask/dask-kubernetes#968; fixed by #977, in no release yet). CI's k8s
+    suite saw it twice: the train step waited 300 s while the operator's timers ran on a cluster
+    that was up. What the step needs next, the scheduler pod ready, its Service and a connection,
+    ``KubeCluster`` waits for right after this. Drop this once a release has #977.
+    """
+    import asyncio
+    import time
+
+    from dask_kubernetes.operator import KubeCluster
+    from dask_kubernetes.operator._objects import DaskCluster
+
+    class ComponentsKubeCluster(KubeCluster):
+        async def _wait_for_controller(self) -> None:
+            cluster = await DaskCluster.get(self.name, namespace=self.namespace, timeout=30)
+            deadline = time.monotonic() + self._resource_timeout
+            while time.monotonic() < deadline:
+                await cluster.async_refresh()
+                if cluster.raw.get("status", {}).get("phase") in COMPONENTS_CREATED:
+                    return
+                await asyncio.sleep(0.25)
+            raise TimeoutError(f"DaskCluster {self.name} not actioned within {self._resource_timeout} s")
+
+    return ComponentsKubeCluster
