@@ -94,12 +94,10 @@ def run_case(
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of child processes: the repo, plugins/ and include/ importable, no step result.
 
-    Bytecode is cached under the benchmark's own ``PYTHONPYCACHEPREFIX``, as a built image has its
-    ``.pyc`` files: with ``PYTHONDONTWRITEBYTECODE=1`` every import would compile from source.
+    Their libraries' bytecode was compiled when ``make install`` built the environment, as a
+    built image's is.
     """
     env = {key: value for key, value in os.environ.items() if key != "ML_STEP_RESULT"}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache_dir())
     # include/ too: the checkout's own steps and repotools (the example dataset's loader).
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT), str(REPO_ROOT / "plugins"), str(REPO_ROOT / "include")]
@@ -107,11 +105,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONHASHSEED"] = "0"
     env.update(extra or {})
     return env
-
-
-def pycache_dir() -> Path:
-    """Where child processes keep bytecode: ``$BENCH_PYCACHE`` or a directory under the system temp dir."""
-    return Path(os.environ.get("BENCH_PYCACHE") or Path(tempfile.gettempdir()) / "mlsteps-bench-pycache")
 
 
 def median(values: list[float]) -> float:

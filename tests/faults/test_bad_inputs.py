@@ -33,17 +33,15 @@ from mlsteps.steps.generate import generate_events
 DAY = dt.date(2026, 1, 1)
 ONE_DAY = ["--start", "2026-01-01", "--end", "2026-01-02"]
 SOURCE = "raw/transactions"
-PYCACHE = Path(__file__).resolve().parents[2] / ".pytest_cache" / "pycache"
 
 
 def step(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m mlsteps <argv>`` in a fresh interpreter (bytecode cached, so imports stay quick)."""
-    base = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    """``python -m mlsteps <argv>`` in a fresh interpreter."""
     return subprocess.run(
         [sys.executable, "-m", "mlsteps", *argv],
         capture_output=True,
         text=True,
-        env={**base, "PYTHONPYCACHEPREFIX": str(PYCACHE), **(env or {})},
+        env={**os.environ, **(env or {})},
         timeout=300,
         check=False,
     )

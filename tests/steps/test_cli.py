@@ -16,7 +16,6 @@ import pytest
 
 from mlsteps.cli import STEPS, main
 
-PYCACHE = Path(__file__).resolve().parents[2] / ".pytest_cache" / "pycache"
 HEAVY_MODULES = ("pandas", "numpy", "pyarrow", "mlflow", "xgboost", "feast", "evidently", "boto3", "sklearn")
 # A stand-in CLI entry that registers extra step modules from the test's directory first.
 WITH_EXTRA_STEPS = textwrap.dedent(
@@ -30,15 +29,10 @@ WITH_EXTRA_STEPS = textwrap.dedent(
 )
 
 
-def python(*argv: str, env: dict[str, str] | None = None, cached: bool = True) -> subprocess.CompletedProcess:
-    """A fresh interpreter; ``cached`` gives it a bytecode cache so it need not recompile its imports."""
-    base = dict(os.environ)
-    if cached:
-        base.pop("PYTHONDONTWRITEBYTECODE", None)
-        base["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
-    return subprocess.run(
-        [sys.executable, *argv], capture_output=True, text=True, env={**base, **(env or {})}, timeout=120
-    )
+def python(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A fresh interpreter (as cold as a fresh pod: its libraries' bytecode compiled at install)."""
+    merged = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=merged, timeout=120)
 
 
 def probe(code: str) -> tuple[str, list[str]]:
@@ -73,7 +67,7 @@ def existing_steps() -> list[Any]:
 
 def test_help_lists_every_step_quickly() -> None:
     started = time.perf_counter()
-    process = python("-m", "mlsteps", "--help", cached=False)  # as cold as a fresh pod
+    process = python("-m", "mlsteps", "--help")
     elapsed = time.perf_counter() - started
     print(f"python -m mlsteps --help took {elapsed:.3f} s")
 

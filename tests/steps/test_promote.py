@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +208,34 @@ def test_a_held_lock_makes_others_wait_then_give_up(
         assert time.monotonic() - started >= 0.5
     with champion_lock(lake, "m", purpose="second"):  # released: free again
         pass
+
+
+@pytest.mark.parametrize("lake_fixture", ["local_lake", "s3_lake"])
+def test_racing_acquisitions_of_a_free_lock_have_exactly_one_winner(
+    lake_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    lake = Lake(request.getfixturevalue(lake_fixture))
+    rounds, contenders = 20, 8
+    locks = [
+        [LakeLock(lake, f"locks/race/{r}.lock", wait_seconds=0) for _ in range(contenders)]
+        for r in range(rounds)
+    ]
+
+    def winners(attempts: list[LakeLock]) -> int:
+        start = threading.Barrier(len(attempts))
+
+        def attempt(lock: LakeLock) -> bool:
+            start.wait()
+            try:
+                lock.acquire()
+            except StepError:
+                return False
+            return True
+
+        with ThreadPoolExecutor(len(attempts)) as pool:
+            return sum(pool.map(attempt, attempts))
+
+    assert [winners(attempts) for attempts in locks] == [1] * rounds
 
 
 _COUNTER_WORKER = """

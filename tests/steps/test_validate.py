@@ -31,7 +31,6 @@ from tests.steps.report_fixtures import assert_figures, external_references, fig
 DAYS = [dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)]
 ONE_DAY = ["--start", "2026-01-01", "--end", "2026-01-02"]
 SOURCE = "raw/transactions"
-PYCACHE = Path(__file__).resolve().parents[2] / ".pytest_cache" / "pycache"
 FIGURES = ["Rows per day", "Null share per column", "Numeric column distributions"]
 NO_ROWS_READ = {"empty interval", "corrupt parquet"}  # only the (empty) rows per day can be drawn
 
@@ -56,9 +55,8 @@ def land(lake: Path, day: dt.date, frame: pd.DataFrame | None = None, raw: bytes
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """A step subprocess's environment, with a bytecode cache so no child recompiles pandas."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    return {**env, "PYTHONPYCACHEPREFIX": str(PYCACHE), **extra}
+    """A step subprocess's environment: this one's, with ``extra``."""
+    return {**os.environ, **extra}
 
 
 def run_validate(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from repotools import local_airflow
 
+#: The S3 API's server script (moto's, with atomic writes).
+S3_API = Path(__file__).with_name("s3_api.py")
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -58,10 +60,10 @@ def _boto_credentials() -> dict[str, str]:
 
 @contextlib.contextmanager
 def s3_server(host: str = "127.0.0.1") -> Iterator[S3Server]:
-    """moto's S3 API as a separate HTTP server process on ``host`` (loopback by default)."""
+    """moto's S3 API with atomic writes (``s3_api.py``), a separate process on ``host`` (loopback)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+        [sys.executable, str(S3_API), host, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
