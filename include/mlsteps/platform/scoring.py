@@ -303,11 +303,24 @@ def _encoded_batches(
     keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
 
     def read() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel], None, None]:
-        held: list[tuple[int, int, pa.RecordBatch]] = []  # read while the model was not there yet
+        held: list[tuple[int, int, pa.RecordBatch]] = []  # read, not yet encoded
         held_bytes = 0
         loaded: LoadedModel | None = None
         features: list[str] = []
         where = ""
+
+        def release() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel], None, None]:
+            """Encode and yield the held batches, waiting for the model (and checking it) the first time."""
+            nonlocal loaded, features
+            if not held:
+                return
+            if loaded is None:
+                loaded = model.result()
+                features = check_signature(loaded.booster, held[0][2].schema.names, where)
+            for number, part, raw in held:
+                yield number, part, raw, encode_batch(raw, features, config), loaded
+            held.clear()
+
         for unit_number, (relative, group) in enumerate(units):
             with lake.fs.open_input_file(lake.path(relative)) as handle:
                 parquet = pq.ParquetFile(handle, pre_buffer=False)
@@ -315,21 +328,12 @@ def _encoded_batches(
                 batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
                 for batch_number, batch in enumerate(batches):
                     where = where or lake.url(relative)
-                    if loaded is None:
-                        held.append((unit_number, batch_number, batch))
-                        held_bytes += batch.nbytes
-                        if not model.done() and held_bytes < BYTES_BEFORE_MODEL:
-                            continue
-                        loaded = model.result()
-                        features = check_signature(loaded.booster, batch.schema.names, where)
-                    for number, part, raw in held or [(unit_number, batch_number, batch)]:
-                        yield number, part, raw, encode_batch(raw, features, config), loaded
-                    held.clear()
-        if held:  # fewer batches in all than the model took to load
-            loaded = model.result()
-            features = check_signature(loaded.booster, held[0][2].schema.names, where)
-            for number, part, raw in held:
-                yield number, part, raw, encode_batch(raw, features, config), loaded
+                    held.append((unit_number, batch_number, batch))
+                    held_bytes += batch.nbytes
+                    if loaded is None and not model.done() and held_bytes < BYTES_BEFORE_MODEL:
+                        continue  # the model is still loading: read on
+                    yield from release()
+        yield from release()  # fewer batches in all than the model took to load
 
     return _read_ahead(read(), PREFETCH_BATCHES)
 
