@@ -16,17 +16,17 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, child_env, cpu_seconds, current_rss_mb, log, ratio
+from repotools.local_airflow import MLFLOW_SERVER_ENV, free_port, mlflow_server_command, wait_for_http
+
+from bench.common import child_env, cpu_seconds, current_rss_mb, log, ratio
 from bench.workspace import Workspace, config, scoring_day, write_scoring_partitions
 
 HEAVY = ("feast", "evidently", "sklearn", "optuna", "matplotlib", "boto3", "scipy")
@@ -301,27 +301,23 @@ def mlflow_server(workspace: Workspace, timeout: float = 120) -> Iterator[str]:
     a schema check on every run (about 0.3 s, seen in a profile of the step), which a step never
     pays against a server. The server runs for the whole section, started before any clock.
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     backend = workspace.env()["MLFLOW_TRACKING_URI"]
-    artifacts = str(workspace.root / "mlruns")
-    command = [PYTHON, "-m", "bench.mlflow_server", backend, artifacts, str(port)]
+    command = mlflow_server_command(
+        backend, ["--default-artifact-root", str(workspace.root / "mlruns")], port
+    )
     log_file = workspace.root / "mlflow-server.log"
     with log_file.open("ab") as out:
-        server = subprocess.Popen(  # noqa: S603 - our own module and arguments
-            command, env=child_env(), cwd=workspace.root, stdout=out, stderr=subprocess.STDOUT
+        server = subprocess.Popen(  # noqa: S603 - our own arguments
+            command,
+            env={**child_env(), **MLFLOW_SERVER_ENV},
+            cwd=workspace.root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:  # noqa: S310 - loopback
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer at {url}: see {log_file}")
-            time.sleep(0.5)
+        wait_for_http(f"{url}/health", timeout, {f"mlflow server (log: {log_file})": server})
         yield url
     finally:
         server.terminate()

@@ -38,6 +38,19 @@ FINISHED = ("success", "failed")
 MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
+def mlflow_server_command(
+    backend_store_uri: str, artifacts: list[str], port: int, host: str = "127.0.0.1"
+) -> list[str]:
+    """``mlflow server`` as this repository runs one on a machine: one worker on ``host`` (loopback).
+
+    ``artifacts`` names where artifacts go (``--artifacts-destination URI`` to proxy them, or
+    ``--default-artifact-root DIR``). Run it with :data:`MLFLOW_SERVER_ENV` in its environment.
+    """
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow, "server", "--backend-store-uri", backend_store_uri, *artifacts]
+    return [*command, "--host", host, "--port", str(port), "--workers", "1"]
+
+
 def airflow_env(base: Mapping[str, str], airflow_home: Path, port: int) -> dict[str, str]:
     """``base`` plus what the three services need to run together on loopback."""
     url = f"http://127.0.0.1:{port}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repotools import local_airflow
+from repotools.local_airflow import free_port
+
+__all__ = ["MlflowServer", "S3Server", "free_port", "mlflow_server", "s3_server", "wait_for_http"]
 
 #: The S3 API's server script (moto's, with atomic writes).
 S3_API = Path(__file__).with_name("s3_api.py")
@@ -21,12 +23,6 @@ S3_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
@@ -93,23 +89,9 @@ def mlflow_server(
     port = free_port()
     env = {**os.environ, **s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint, **local_airflow.MLFLOW_SERVER_ENV}
     log = open(workdir / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
+    backend, artifacts = f"sqlite:///{workdir / 'mlflow.db'}", ["--artifacts-destination", f"s3://{bucket}/"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination",
-            f"s3://{bucket}/",
-        ],  # fmt: skip
+        local_airflow.mlflow_server_command(backend, artifacts, port, host),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
