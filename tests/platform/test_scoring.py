@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -19,7 +20,7 @@ from mlsteps.platform import scoring
 from mlsteps.platform.datasets import model_input
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.mlflow_registry import LoadedModel
-from mlsteps.platform.scoring import encode_batch, score_units
+from mlsteps.platform.scoring import PredictThreads, encode_batch, score_units
 
 FEATURES = ["amount", "merchant_category", "card_present", "distance_from_home_km"]
 
@@ -139,6 +140,56 @@ def test_batches_read_while_the_model_loads_are_scored_in_order(
     ]
     output = pa.concat_tables([s.table for s in scored]).column("score").to_numpy()
     np.testing.assert_allclose(output, np.concatenate(expected), rtol=1e-6)
+
+
+def _nthread(booster: xgb.Booster) -> str:
+    return str(json.loads(booster.save_config())["learner"]["generic_param"]["nthread"])
+
+
+def test_predicting_starts_on_one_thread() -> None:
+    booster = _booster()
+    PredictThreads().start(booster)
+    assert _nthread(booster) == "1"
+
+
+def test_a_stage_that_waits_for_input_longer_than_it_predicts_stays_on_one_thread() -> None:
+    booster, threads = _booster(), PredictThreads(probe_batches=3)
+    threads.start(booster)
+    for _ in range(3):
+        threads.record(booster, waiting=0.010, predicting=0.002)
+    assert _nthread(booster) == "1"
+    assert not threads.all_cores
+
+
+def test_a_stage_that_predicts_longer_than_it_waits_moves_to_every_core() -> None:
+    booster, threads = _booster(), PredictThreads(probe_batches=3)
+    threads.start(booster)
+    for _ in range(3):
+        threads.record(booster, waiting=0.002, predicting=0.010)
+    assert _nthread(booster) == "0"  # XGBoost's default
+    assert threads.all_cores
+
+
+def test_the_first_wait_for_the_model_is_not_counted_as_waiting_for_input() -> None:
+    booster, threads = _booster(), PredictThreads(probe_batches=3)
+    threads.record(booster, waiting=5.0, predicting=0.010)  # the model's download
+    threads.record(booster, waiting=0.001, predicting=0.010)
+    threads.record(booster, waiting=0.001, predicting=0.010)
+    assert threads.all_cores
+
+
+def test_a_compute_bound_model_is_predicted_on_every_core(tmp_path: Path) -> None:
+    config = load_config()
+    frame = _batch(2000).to_pandas()
+    heavy = xgb.train(
+        {"tree_method": "hist", "max_depth": 8, "max_cat_to_onehot": 1},
+        xgb.DMatrix(model_input(frame, FEATURES, config), frame["amount"] > 80, enable_categorical=True),
+        num_boost_round=400,
+    )
+    units = _write_parts(tmp_path, parts=2, rows=8000)
+    scored = list(score_units(Lake(str(tmp_path)), config, _model(heavy), units, batch_rows=2000))
+    assert sum(s.table.num_rows for s in scored) == 2 * 8000
+    assert _nthread(heavy) == "0"
 
 
 def test_columns_the_model_does_not_use_are_not_in_the_output(tmp_path: Path) -> None:

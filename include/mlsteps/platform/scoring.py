@@ -167,6 +167,8 @@ def shard_units(
             unit += 1
 
 
+#: Batches predicted on one thread before the thread count for the rest is chosen (:class:`PredictThreads`).
+PROBE_BATCHES = 3
 #: Batches read and encoded ahead of the one being predicted (bounds memory: 2 batches in flight).
 PREFETCH_BATCHES = 2
 #: Bytes of batches read while the model is still loading, at most (raw, every column of the file;
@@ -269,16 +271,58 @@ def score_units(
     return _read_ahead(_scored_batches(config, encoded), PREFETCH_BATCHES)
 
 
+@dataclass
+class PredictThreads:
+    """How many threads XGBoost predicts with: one while the predicting stage waits for the reader,
+    XGBoost's default (every core) once predicting is the slower stage.
+
+    With a small model, scoring is I/O-bound: the reader (Parquet decoding, encoding) and the writer
+    need the cores, and XGBoost's extra threads only add scheduling work for a batch that one thread
+    predicts in a few milliseconds (~10% of the step's CPU at 1M rows). A large model is
+    compute-bound and needs every core. The first :data:`PROBE_BATCHES` batches are predicted on one
+    thread while the time spent predicting and the time spent waiting for input are summed; if the
+    stage predicted for longer than it waited, the rest is predicted on every core.
+    """
+
+    probe_batches: int = PROBE_BATCHES
+    predicting: float = 0.0
+    waiting: float = 0.0
+    seen: int = 0
+    all_cores: bool = False
+
+    def start(self, booster: xgb.Booster) -> None:
+        booster.set_param({"nthread": 1})
+
+    def record(self, booster: xgb.Booster, waiting: float, predicting: float) -> None:
+        """Count one batch's times (the first batch's wait, which includes loading the model, is left out)."""
+        self.seen += 1
+        if self.seen > 1:
+            self.waiting += waiting
+        self.predicting += predicting
+        if self.seen == self.probe_batches and self.predicting > self.waiting:
+            self.all_cores = True
+            booster.set_param({"nthread": 0})  # XGBoost's default: every core it may use
+
+
 def _scored_batches(
     config: PipelineConfig, encoded: Iterator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel]]
 ) -> Generator[ScoredBatch, None, None]:
+    import time
+
     import pyarrow as pa
 
     dataset = config.dataset
     keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
     threshold = config.scoring.decision_threshold
+    threads = PredictThreads()
+    asked = time.perf_counter()
     for unit_number, batch_number, batch, matrix, model in encoded:
-        scores = calibrate(model.calibrator, model.booster.inplace_predict(matrix, validate_features=False))
+        ready = time.perf_counter()
+        if threads.seen == 0:
+            threads.start(model.booster)
+        raw = model.booster.inplace_predict(matrix, validate_features=False)
+        threads.record(model.booster, ready - asked, time.perf_counter() - ready)
+        scores = calibrate(model.calibrator, raw)
         table = pa.table(
             {
                 **{key: batch.column(key) for key in keys},
@@ -287,6 +331,7 @@ def _scored_batches(
             }
         )
         yield ScoredBatch(unit_number, batch_number, table)
+        asked = time.perf_counter()
 
 
 def _encoded_batches(
