@@ -152,30 +152,55 @@ def test_predicting_starts_on_one_thread() -> None:
     assert _nthread(booster) == "1"
 
 
-def test_a_stage_that_waits_for_input_longer_than_it_predicts_stays_on_one_thread() -> None:
+def test_a_model_predicted_faster_than_its_input_is_read_stays_on_one_thread() -> None:
     booster, threads = _booster(), PredictThreads(probe_batches=3)
     threads.start(booster)
-    for _ in range(3):
-        threads.record(booster, waiting=0.010, predicting=0.002)
+    for _ in range(4):  # the first batch, then the probe
+        threads.record(booster, reading=0.010, predicting=0.002)
     assert _nthread(booster) == "1"
     assert not threads.all_cores
 
 
-def test_a_stage_that_predicts_longer_than_it_waits_moves_to_every_core() -> None:
+def test_a_model_predicted_slower_than_its_input_is_read_moves_to_every_core() -> None:
     booster, threads = _booster(), PredictThreads(probe_batches=3)
     threads.start(booster)
-    for _ in range(3):
-        threads.record(booster, waiting=0.002, predicting=0.010)
+    for _ in range(4):
+        threads.record(booster, reading=0.002, predicting=0.010)
     assert _nthread(booster) == "0"  # XGBoost's default
     assert threads.all_cores
 
 
-def test_the_first_wait_for_the_model_is_not_counted_as_waiting_for_input() -> None:
+def test_the_first_batch_is_not_part_of_the_probe() -> None:
     booster, threads = _booster(), PredictThreads(probe_batches=3)
-    threads.record(booster, waiting=5.0, predicting=0.010)  # the model's download
-    threads.record(booster, waiting=0.001, predicting=0.010)
-    threads.record(booster, waiting=0.001, predicting=0.010)
-    assert threads.all_cores
+    threads.start(booster)
+    threads.record(booster, reading=0.001, predicting=5.0)  # XGBoost's first-call set-up
+    for _ in range(3):
+        threads.record(booster, reading=0.010, predicting=0.002)
+    assert _nthread(booster) == "1"
+
+
+def test_the_choice_is_made_once_after_the_probe() -> None:
+    booster, threads = _booster(), PredictThreads(probe_batches=2)
+    threads.start(booster)
+    for _ in range(3):
+        threads.record(booster, reading=0.010, predicting=0.002)
+    threads.record(booster, reading=0.001, predicting=1.0)  # after the probe: no second choice
+    assert _nthread(booster) == "1"
+
+
+def test_an_io_bound_model_is_predicted_on_one_thread(tmp_path: Path) -> None:
+    units = _write_parts(tmp_path, parts=2, rows=8000)
+    frame = _batch(500).to_pandas()
+    tiny = xgb.train(
+        {"max_depth": 2},
+        xgb.DMatrix(
+            model_input(frame, FEATURES, load_config()), frame["amount"] > 80, enable_categorical=True
+        ),
+        num_boost_round=2,
+    )
+    scored = list(score_units(Lake(str(tmp_path)), load_config(), _model(tiny), units, batch_rows=2000))
+    assert sum(s.table.num_rows for s in scored) == 2 * 8000
+    assert _nthread(tiny) == "1"
 
 
 def test_a_compute_bound_model_is_predicted_on_every_core(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -271,67 +272,77 @@ def score_units(
     return _read_ahead(_scored_batches(config, encoded), PREFETCH_BATCHES)
 
 
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A batch read and encoded for the model, with what reading and encoding it cost."""
+
+    unit_number: int
+    batch_number: int
+    batch: pa.RecordBatch
+    matrix: np.ndarray
+    model: LoadedModel
+    #: Seconds the reader spent on it: reading its rows, then encoding them.
+    seconds: float
+
+
 @dataclass
 class PredictThreads:
-    """How many threads XGBoost predicts with: one while the predicting stage waits for the reader,
-    XGBoost's default (every core) once predicting is the slower stage.
+    """How many threads XGBoost predicts with: one while predicting a batch costs less than reading
+    and encoding it, XGBoost's default (every core) when predicting is the slower stage.
 
     With a small model, scoring is I/O-bound: the reader (Parquet decoding, encoding) and the writer
-    need the cores, and XGBoost's extra threads only add scheduling work for a batch that one thread
-    predicts in a few milliseconds (~10% of the step's CPU at 1M rows). A large model is
-    compute-bound and needs every core. The first :data:`PROBE_BATCHES` batches are predicted on one
-    thread while the time spent predicting and the time spent waiting for input are summed; if the
-    stage predicted for longer than it waited, the rest is predicted on every core.
+    need the cores, and XGBoost's extra threads only add scheduling work to a batch that one thread
+    predicts in a few milliseconds. A large model is compute-bound and needs every core. The first
+    :data:`PROBE_BATCHES` batches after the first are predicted on one thread, and their predicting
+    and reading times are summed; if predicting took longer, the rest is predicted on every core.
     """
 
     probe_batches: int = PROBE_BATCHES
     predicting: float = 0.0
-    waiting: float = 0.0
+    reading: float = 0.0
     seen: int = 0
     all_cores: bool = False
 
     def start(self, booster: xgb.Booster) -> None:
         booster.set_param({"nthread": 1})
 
-    def record(self, booster: xgb.Booster, waiting: float, predicting: float) -> None:
-        """Count one batch's times (the first batch's wait, which includes loading the model, is left out)."""
+    def record(self, booster: xgb.Booster, reading: float, predicting: float) -> None:
+        """Count one batch's reading (and encoding) and predicting seconds; choose after the probe."""
         self.seen += 1
-        if self.seen > 1:
-            self.waiting += waiting
+        if self.seen == 1:
+            return  # its predicting includes XGBoost's first-call set-up
+        self.reading += reading
         self.predicting += predicting
-        if self.seen == self.probe_batches and self.predicting > self.waiting:
+        if self.seen == self.probe_batches + 1 and self.predicting > self.reading:
             self.all_cores = True
             booster.set_param({"nthread": 0})  # XGBoost's default: every core it may use
 
 
 def _scored_batches(
-    config: PipelineConfig, encoded: Iterator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel]]
+    config: PipelineConfig, encoded: Iterator[EncodedBatch]
 ) -> Generator[ScoredBatch, None, None]:
-    import time
-
     import pyarrow as pa
 
     dataset = config.dataset
     keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
     threshold = config.scoring.decision_threshold
     threads = PredictThreads()
-    asked = time.perf_counter()
-    for unit_number, batch_number, batch, matrix, model in encoded:
-        ready = time.perf_counter()
+    for item in encoded:
+        booster = item.model.booster
         if threads.seen == 0:
-            threads.start(model.booster)
-        raw = model.booster.inplace_predict(matrix, validate_features=False)
-        threads.record(model.booster, ready - asked, time.perf_counter() - ready)
-        scores = calibrate(model.calibrator, raw)
+            threads.start(booster)
+        started = time.perf_counter()
+        raw = booster.inplace_predict(item.matrix, validate_features=False)
+        threads.record(booster, item.seconds, time.perf_counter() - started)
+        scores = calibrate(item.model.calibrator, raw)
         table = pa.table(
             {
-                **{key: batch.column(key) for key in keys},
+                **{key: item.batch.column(key) for key in keys},
                 "score": pa.array(scores, pa.float32()),
                 "decision": pa.array(scores >= threshold),
             }
         )
-        yield ScoredBatch(unit_number, batch_number, table)
-        asked = time.perf_counter()
+        yield ScoredBatch(item.unit_number, item.batch_number, table)
 
 
 def _encoded_batches(
@@ -340,21 +351,21 @@ def _encoded_batches(
     model: Future[LoadedModel],
     units: Iterable[tuple[str, int]],
     batch_rows: int,
-) -> Iterator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel]]:
-    """(unit number, batch number, batch, encoded matrix, model) of every unit, read ahead in a thread."""
+) -> Iterator[EncodedBatch]:
+    """Every unit's batches, read and encoded ahead in a thread."""
     import pyarrow.parquet as pq
 
     dataset = config.dataset
     keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
 
-    def read() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel], None, None]:
-        held: list[tuple[int, int, pa.RecordBatch]] = []  # read, not yet encoded
+    def read() -> Generator[EncodedBatch, None, None]:
+        held: list[tuple[int, int, pa.RecordBatch, float]] = []  # read, not yet encoded
         held_bytes = 0
         loaded: LoadedModel | None = None
         features: list[str] = []
         where = ""
 
-        def release() -> Generator[tuple[int, int, pa.RecordBatch, np.ndarray, LoadedModel], None, None]:
+        def release() -> Generator[EncodedBatch, None, None]:
             """Encode and yield the held batches, waiting for the model (and checking it) the first time."""
             nonlocal loaded, features
             if not held:
@@ -362,8 +373,10 @@ def _encoded_batches(
             if loaded is None:
                 loaded = model.result()
                 features = check_signature(loaded.booster, held[0][2].schema.names, where)
-            for number, part, raw in held:
-                yield number, part, raw, encode_batch(raw, features, config), loaded
+            for number, part, raw, reading in held:
+                started = time.perf_counter()
+                matrix = encode_batch(raw, features, config)
+                yield EncodedBatch(number, part, raw, matrix, loaded, reading + time.perf_counter() - started)
             held.clear()
 
         for unit_number, (relative, group) in enumerate(units):
@@ -371,13 +384,16 @@ def _encoded_batches(
                 parquet = pq.ParquetFile(handle, pre_buffer=False)
                 columns = [*keys, *features] if loaded is not None else None
                 batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
+                asked = time.perf_counter()
                 for batch_number, batch in enumerate(batches):
                     where = where or lake.url(relative)
-                    held.append((unit_number, batch_number, batch))
+                    held.append((unit_number, batch_number, batch, time.perf_counter() - asked))
                     held_bytes += batch.nbytes
                     if loaded is None and not model.done() and held_bytes < BYTES_BEFORE_MODEL:
+                        asked = time.perf_counter()
                         continue  # the model is still loading: read on
                     yield from release()
+                    asked = time.perf_counter()
         yield from release()  # fewer batches in all than the model took to load
 
     return _read_ahead(read(), PREFETCH_BATCHES)
