@@ -389,10 +389,8 @@ def _encoded_batches(
                     where = where or lake.url(relative)
                     held.append((unit_number, batch_number, batch, time.perf_counter() - asked))
                     held_bytes += batch.nbytes
-                    if loaded is None and not model.done() and held_bytes < BYTES_BEFORE_MODEL:
-                        asked = time.perf_counter()
-                        continue  # the model is still loading: read on
-                    yield from release()
+                    if loaded is not None or model.done() or held_bytes >= BYTES_BEFORE_MODEL:
+                        yield from release()  # else the model is still loading: read on
                     asked = time.perf_counter()
         yield from release()  # fewer batches in all than the model took to load
 
