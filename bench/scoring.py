@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from repotools.local_airflow import MLFLOW_SERVER_ENV, free_port, mlflow_server_command, wait_for_http
+from repotools import local_airflow
 
 from bench.common import child_env, cpu_seconds, current_rss_mb, log, ratio
 from bench.workspace import Workspace, config, scoring_day, write_scoring_partitions
@@ -294,37 +293,17 @@ def _score_size(
 
 
 @contextlib.contextmanager
-def mlflow_server(workspace: Workspace, timeout: float = 120) -> Iterator[str]:
+def mlflow_server(workspace: Workspace) -> Iterator[str]:
     """An ``mlflow server`` over the workspace's store, for ``score`` to talk to as deployed (HTTP).
 
     With a database URI, the MLflow client itself opens the store: SQLAlchemy and Alembic imports and
     a schema check on every run (about 0.3 s, seen in a profile of the step), which a step never
     pays against a server. The server runs for the whole section, started before any clock.
     """
-    port = free_port()
     backend = workspace.env()["MLFLOW_TRACKING_URI"]
-    command = mlflow_server_command(
-        backend, ["--default-artifact-root", str(workspace.root / "mlruns")], port
-    )
-    log_file = workspace.root / "mlflow-server.log"
-    with log_file.open("ab") as out:
-        server = subprocess.Popen(  # noqa: S603 - our own arguments
-            command,
-            env={**child_env(), **MLFLOW_SERVER_ENV},
-            cwd=workspace.root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout, {f"mlflow server (log: {log_file})": server})
+    artifacts = ["--default-artifact-root", str(workspace.root / "mlruns")]
+    with local_airflow.mlflow_server(backend, artifacts, child_env(), workspace.root) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 #: The scoring goal: ours at this share or more of the slower of bare predict and bare I/O.

@@ -51,6 +51,47 @@ def mlflow_server_command(
     return [*command, "--host", host, "--port", str(port), "--workers", "1"]
 
 
+@contextmanager
+def mlflow_server(
+    backend_store_uri: str,
+    artifacts: list[str],
+    env: Mapping[str, str],
+    workdir: Path,
+    host: str = "127.0.0.1",
+    timeout: float = 120,
+) -> Iterator[str]:
+    """A running :func:`mlflow_server_command` for a ``with`` block; yields its URL.
+
+    It runs in ``workdir`` with ``env`` plus :data:`MLFLOW_SERVER_ENV`, logs to
+    ``workdir/mlflow-server.log`` and is stopped (then killed, if it must be) on the way out.
+
+    Raises:
+        RuntimeError: The server exited before it answered.
+        TimeoutError: It did not answer within ``timeout`` seconds.
+    """
+    port = free_port()
+    log_file = workdir / "mlflow-server.log"
+    with log_file.open("ab") as log:
+        server = subprocess.Popen(  # noqa: S603 - our own arguments
+            mlflow_server_command(backend_store_uri, artifacts, port, host),
+            env={**env, **MLFLOW_SERVER_ENV},
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://{host}:{port}"
+    try:
+        wait_for_http(f"{url}/health", timeout, {f"mlflow server (log: {log_file})": server})
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def airflow_env(base: Mapping[str, str], airflow_home: Path, port: int) -> dict[str, str]:
     """``base`` plus what the three services need to run together on loopback."""
     url = f"http://127.0.0.1:{port}"

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 from repotools.demo import DEMO_MLFLOW_UI_URL, demo_airflow_env, demo_environment
-from repotools.local_airflow import MLFLOW_SERVER_ENV, airflow_env, mlflow_ui_companion, wait_for_http
+from repotools.local_airflow import (
+    MLFLOW_SERVER_ENV,
+    airflow_env,
+    mlflow_server,
+    mlflow_ui_companion,
+    wait_for_http,
+)
 
 
 def test_demo_ui_runs_mlflow_where_the_demo_links_point(
@@ -82,6 +91,23 @@ def test_waiting_accepts_only_a_ready_answer() -> None:
             wait_for_http(f"http://127.0.0.1:{server.server_port}/", 1.5, ready=lambda body: body == "never")
     finally:
         server.shutdown()
+
+
+def test_an_mlflow_server_answers_in_the_block_and_is_gone_after_it(tmp_path: Path) -> None:
+    backend, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", ["--default-artifact-root", str(tmp_path)]
+    with mlflow_server(backend, artifacts, os.environ, tmp_path) as url:
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+            assert response.status == 200
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(f"{url}/health", timeout=5)
+
+
+def test_an_mlflow_server_that_cannot_start_names_its_log(tmp_path: Path) -> None:
+    with (
+        pytest.raises(RuntimeError, match="mlflow-server.log"),
+        mlflow_server("nosuchdb://x", ["--default-artifact-root", str(tmp_path)], os.environ, tmp_path),
+    ):
+        pass
 
 
 def test_the_demo_scheduler_starts_only_asked_for_runs_and_make_ui_keeps_schedules(tmp_path: Path) -> None:

@@ -86,24 +86,7 @@ def mlflow_server(
 ) -> Iterator[MlflowServer]:
     """``mlflow server`` on ``host`` with a SQLite backend and artifacts proxied to the S3 API."""
     s3.create_bucket(bucket)
-    port = free_port()
-    env = {**os.environ, **s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint, **local_airflow.MLFLOW_SERVER_ENV}
-    log = open(workdir / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, **s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}
     backend, artifacts = f"sqlite:///{workdir / 'mlflow.db'}", ["--artifacts-destination", f"s3://{bucket}/"]
-    process = subprocess.Popen(
-        local_airflow.mlflow_server_command(backend, artifacts, port, host),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
-    try:
-        wait_for_http(f"http://{host}:{port}/health", timeout=timeout, process=process)
-        yield MlflowServer(f"http://{host}:{port}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with local_airflow.mlflow_server(backend, artifacts, env, workdir, host, timeout) as url:
+        yield MlflowServer(url)
