@@ -78,6 +78,7 @@ def ours(ds: str, run_id: str) -> dict[str, Any]:
         "cpu_seconds": round(cpu, 3),
         "import_seconds": round(imported - started, 3),
         "step_seconds": step["seconds"],
+        "model_seconds": step["model_seconds"],
         "baseline_rss_mb": baseline_rss,
         "model_version": step["model_version"],
         "files_written": step.get("files"),
@@ -369,4 +370,5 @@ def _line(entry: dict[str, Any]) -> str:
         for name in ("bare", "bare_io", "ours", "seed")
         if name in entry
     ]
-    return ", ".join(parts) + f"; ours {entry['ours_vs_limit']}x of the slower ({entry['limit']})"
+    waited = f" (model arrived after {entry['ours']['model_seconds']} s)" if "ours" in entry else ""
+    return ", ".join(parts) + f"; ours {entry['ours_vs_limit']}x of the slower ({entry['limit']}){waited}"

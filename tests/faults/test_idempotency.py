@@ -35,8 +35,8 @@ WINDOW = ["--start", FIRST_DAY, "--end", SCORED_DAY]
 #: Keys whose values say when or how fast something ran, which attempt wrote it, or whether this attempt
 #: was the one that did the work (train's ``reused``, promote's ``changed``): they differ by design.
 VOLATILE = {
-    "attempt", "committed_at", "seconds", "training_seconds", "at", "triggered_at", "generated_at",
-    "mlflow_run_id", "mlflow_run_url", "run_url", "reused", "changed", "summary",
+    "attempt", "committed_at", "seconds", "model_seconds", "training_seconds", "at", "triggered_at",
+    "generated_at", "mlflow_run_id", "mlflow_run_url", "run_url", "reused", "changed", "summary",
 }  # fmt: skip
 
 

@@ -127,6 +127,14 @@ def test_partition_is_committed_with_lineage_and_reruns_identically(
     assert len(files) == len(again_manifest["files"]) + 1  # the parts plus _SUCCESS.json: no leftovers
 
 
+def test_the_result_says_how_long_the_model_took_to_arrive(
+    scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, result = score(scoring, monkeypatch, "--shard-count", "2", "--defer-commit")
+    assert code == 0
+    assert 0 < result["model_seconds"] <= result["seconds"]
+
+
 def test_sharded_run_equals_unsharded(scoring: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     assert score(scoring, monkeypatch)[0] == 0
     _, unsharded = predictions(scoring["lake"], scoring["model"], scoring["day"])

@@ -203,6 +203,9 @@ class ScoreResult(StepResult):
     #: This shard's rows; with one shard and no ``--defer-commit``, the committed partition's rows.
     rows: int
     seconds: float
+    #: Of ``seconds``, how long the model took to arrive (registry calls, download, load); the
+    #: first batches are read meanwhile. A fixed cost: it weighs on small days, not large ones.
+    model_seconds: float
     #: Only when the score step committed the partition itself (one shard, no ``--defer-commit``):
     #: the keys of :class:`CommitPredictionsResult`.
     ds: NotRequired[str]

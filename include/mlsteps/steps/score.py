@@ -64,13 +64,14 @@ def run(args: argparse.Namespace) -> ScoreResult:
         )
     batch_rows = args.batch_rows or config.scoring.batch_rows
     source = scoring_input(context.lake, config, args.ds)
-    started = time.perf_counter()
+    started, arrived = time.perf_counter(), list[float]()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsteps-model") as registry:
         # The registry calls and the model's download run while the first batches are read.
         pinning = registry.submit(
             scoring_model, config, args.alias or config.scoring.alias, args.model_version, args.shadow
         )
         loading = registry.submit(lambda: load_model(pinning.result()))
+        loading.add_done_callback(lambda _: arrived.append(time.perf_counter() - started))
         staging = staging_for(context.lake, config, args.ds, context.run_id, shadow=args.shadow)
         rows = positives = 0
         units = shard_units(context.lake, source.files, args.shard_index, args.shard_count)
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> ScoreResult:
         "shard_index": args.shard_index,
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 3),
+        "model_seconds": round(arrived[0], 3),
         "summary": f"shard {args.shard_index + 1}/{args.shard_count}: {rows} rows scored with "
         f"{model.name} v{model.version}",
     }
