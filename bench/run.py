@@ -170,6 +170,11 @@ def main() -> None:
         f"load average {machine['load_average_at_start']} at start, {document['load_average_at_end']} at end"
     )
     print(f"{cpu}, Python {machine['python']}; {load}")
+    idle = machine["idle_memory"]
+    print(
+        f"memory left idle: a heap pass took {idle['warm_ms']} ms back to back and "
+        f"{idle['idle_ms']} ms after {idle['idle_seconds']:g} s asleep ({idle['ratio']}x)"
+    )
     print(table(document["summary"]))
     print(f"\nsaved {target.relative_to(REPO_ROOT)} in {document['total_seconds']:.0f} s")
 
