@@ -121,6 +121,10 @@ def test_task_defers_and_pushes_the_result(cpu_task: Any) -> None:
     assert cpu_task.do_xcom_push is True
 
 
+def test_trigger_checks_a_running_pod_every_five_seconds(cpu_task: Any) -> None:
+    assert cpu_task.poll_interval == 5  # not the provider's 2: see POD_POLL_SECONDS
+
+
 def test_task_deletes_its_pod_when_done(cpu_task: Any) -> None:
     assert cpu_task.on_finish_action.value == "delete_pod"
 
