@@ -370,5 +370,5 @@ def _line(entry: dict[str, Any]) -> str:
         for name in ("bare", "bare_io", "ours", "seed")
         if name in entry
     ]
-    waited = f" (model arrived after {entry['ours']['model_seconds']} s)" if "ours" in entry else ""
-    return ", ".join(parts) + f"; ours {entry['ours_vs_limit']}x of the slower ({entry['limit']}){waited}"
+    limit = f"; ours {entry['ours_vs_limit']}x of the slower ({entry['limit']})"
+    return ", ".join(parts) + limit + f" (model arrived after {entry['ours']['model_seconds']} s)"
