@@ -28,8 +28,17 @@ if TYPE_CHECKING:
 
     from mlsteps.platform.context import StepContext
 
+#: The checkout's feature repo (``include/feature_repo``); an image selects its copy of a file there
+#: with ``$ML_FEAST_STORE_YAML``, as this path does not exist where the package is installed.
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 DEFAULT_STORE_YAML = FEATURE_REPO / "feature_store.yaml"
+#: A private Feast state (:func:`private_store_yaml`): SQLite registry and online store under ML_STATE_DIR.
+PRIVATE_REGISTRY = {
+    "registry_type": "file",
+    "path": "${ML_STATE_DIR}/feast/registry.db",
+    "cache_ttl_seconds": 60,
+}
+PRIVATE_ONLINE_STORE = {"type": "sqlite", "path": "${ML_STATE_DIR}/feast/online_store.db"}
 #: The registry store Feast builds for an S3 registry: ours, which takes the endpoint from the settings.
 S3_REGISTRY_STORE = "mlsteps.platform.feast_registry.EndpointS3RegistryStore"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -66,6 +75,37 @@ class FeastObjects:
 def store_yaml_path(settings: StepSettings | None = None) -> Path:
     """The repo config in use: ``$ML_FEAST_STORE_YAML``, else the local one under ``include/feature_repo``."""
     return Path((settings or StepSettings.from_env()).store_yaml or DEFAULT_STORE_YAML)
+
+
+def private_store_yaml(settings: StepSettings, directory: Path) -> Path:
+    """The repo config in use, written to ``directory`` with its registry and online store replaced
+    by SQLite files under ``${ML_STATE_DIR}``; the offline store (the lake) and the rest unchanged.
+
+    For ``reproduce``: with settings whose state dir is private, the real registry and online store
+    are never opened, and no variable they need (``ML_FEAST_REDIS``, …) has to be set.
+
+    Raises:
+        StepError: The repo config in use is missing or not a YAML mapping.
+    """
+    import yaml
+
+    source = store_yaml_path(settings)
+    document = yaml.safe_load(_read_store_yaml(source))
+    if not isinstance(document, dict):
+        raise StepError(f"Feast repo config {source} must be a YAML mapping; fix the file")
+    document.update(registry=dict(PRIVATE_REGISTRY), online_store=dict(PRIVATE_ONLINE_STORE))
+    target = directory / "feature_store.yaml"
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
+
+
+def _read_store_yaml(file: Path) -> str:
+    try:
+        return file.read_text()
+    except FileNotFoundError:
+        raise StepError(
+            f"Feast repo config {file} does not exist; set {STORE_YAML_ENV_VAR} to a valid file"
+        ) from None
 
 
 def feature_view_name(config: PipelineConfig) -> str:
@@ -122,12 +162,7 @@ def load_repo_config(
 
     settings = settings or StepSettings.from_env()
     file = path or store_yaml_path(settings)
-    try:
-        raw = yaml.safe_load(expand_variables(file.read_text(), file, settings))
-    except FileNotFoundError:
-        raise StepError(
-            f"Feast repo config {file} does not exist; set {STORE_YAML_ENV_VAR} to a valid file"
-        ) from None
+    raw = yaml.safe_load(expand_variables(_read_store_yaml(file), file, settings))
     if not isinstance(raw, dict):
         raise StepError(f"Feast repo config {file} must be a YAML mapping; fix the file")
     raw.setdefault("project", config.name)
@@ -140,7 +175,7 @@ def load_repo_config(
             f"Feast repo config {file} could not be loaded ({reason}); fix the file, "
             "or install the Feast extra its stores need"
         ) from None
-    repo_config.repo_path = FEATURE_REPO
+    repo_config.repo_path = file.parent  # Feast's repo is where its feature_store.yaml is
     return repo_config
 
 
@@ -314,9 +349,8 @@ def feature_store(context: StepContext) -> FeatureStore:
         _fresh_s3_listings(offline_source_path(context.lake, config))
     check_feature_table(context.lake, config)
     logging.getLogger("feast.infra.registry.registry").setLevel(logging.WARNING)  # one line per registry read
-    store = FeatureStore(
-        config=load_repo_config(config, settings=context.settings), repo_path=str(FEATURE_REPO)
-    )
+    repo_config = load_repo_config(config, settings=context.settings)
+    store = FeatureStore(config=repo_config, repo_path=str(repo_config.repo_path))
     store.apply(feast_objects(config, context.lake).all())
     return store
 

@@ -263,12 +263,14 @@ def copy_raw(lake: Lake, scratch: Lake, config: PipelineConfig, start: dt.dateti
 
 @contextmanager
 def private_feast_state(settings: StepSettings) -> Iterator[StepSettings]:
-    """``settings`` with a throw-away local Feast registry and online store, so the real registry is
-    never touched; the directory is removed on exit."""
-    from mlsteps.platform.feature_store import DEFAULT_STORE_YAML
+    """``settings`` with a throw-away local Feast registry and online store beside the store config in
+    use (:func:`~mlsteps.platform.feature_store.private_store_yaml`), so the real registry is never
+    touched; the directory is removed on exit."""
+    from mlsteps.platform.feature_store import private_store_yaml
 
     with tempfile.TemporaryDirectory(prefix="mlsteps-reproduce-") as directory:
-        yield replace(settings, state_dir_path=directory, store_yaml=str(DEFAULT_STORE_YAML))
+        store_yaml = private_store_yaml(settings, Path(directory))
+        yield replace(settings, state_dir_path=directory, store_yaml=str(store_yaml))
 
 
 def run_step(step: str, argv: list[str], settings: StepSettings) -> dict[str, Any]:
