@@ -149,20 +149,11 @@ def _hardening() -> dict[str, Any]:
     )
 
 
-#: Seconds between the trigger's checks of a running pod (the provider's default is 2). A step that
-#: ends within a check or two of deferring races Airflow's scheduler: if the trigger fires before the
-#: scheduler has taken in the executor's "success" for the worker's exit on defer, that stale event
-#: fails the resumed try (apache/airflow#66374, #72716; seen in CI with a 2 s promote step and a
-#: scheduler 5 s behind). Checking less often leaves the scheduler that time, for a few seconds more
-#: per step.
-POD_POLL_SECONDS = 5
-
-
 def _lifecycle(settings: ExecutionSettings) -> dict[str, Any]:
     """Deferrable and durable; the result through the XCom sidecar; pod cleanup and timeouts."""
     return dict(
         deferrable=True,
-        poll_interval=POD_POLL_SECONDS,
+        poll_interval=settings.poll_interval_seconds,
         durable=True,
         do_xcom_push=True,
         get_logs=True,

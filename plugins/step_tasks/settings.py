@@ -108,6 +108,13 @@ class ExecutionSettings:
     startup_timeout_seconds: int = 600
     #: A pod no node can take within this time fails at once, naming what no node has (no retry).
     schedule_timeout_seconds: int = 300
+    #: Seconds between the trigger's checks of a running pod (the provider's default is 2). A step
+    #: that ends within a check or two of deferring races Airflow's scheduler: if the trigger fires
+    #: before the scheduler has taken in the executor's "success" for the worker's exit on defer,
+    #: that stale event fails the resumed try (apache/airflow#66374, #72716; seen in CI with a 2 s
+    #: promote step and a scheduler 5 s behind). Checking less often leaves the scheduler that time,
+    #: for a few seconds more per step.
+    poll_interval_seconds: int = 5
     resources: Mapping[Profile, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     # both modes
     retries: int = 2
@@ -127,6 +134,7 @@ class ExecutionSettings:
         for name, seconds in (
             ("ML_POD_STARTUP_TIMEOUT", self.startup_timeout_seconds),
             ("ML_POD_SCHEDULE_TIMEOUT", self.schedule_timeout_seconds),
+            ("ML_POD_POLL_INTERVAL", self.poll_interval_seconds),
         ):
             if seconds < 1:
                 raise SettingsError(f"{name}={seconds} must be a positive number of seconds")
@@ -185,6 +193,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ExecutionSettings
         keep_failed_pods=_flag(env, "ML_KEEP_FAILED_PODS", defaults.keep_failed_pods),
         startup_timeout_seconds=_int(env, "ML_POD_STARTUP_TIMEOUT", defaults.startup_timeout_seconds),
         schedule_timeout_seconds=_int(env, "ML_POD_SCHEDULE_TIMEOUT", defaults.schedule_timeout_seconds),
+        poll_interval_seconds=_int(env, "ML_POD_POLL_INTERVAL", defaults.poll_interval_seconds),
         resources=_resources(env, "ML_RESOURCE_PROFILES", defaults.resources),
         retries=_int(env, "ML_STEP_RETRIES", defaults.retries),
         step_env={name: env[name] for name in FORWARDED_ENV if env.get(name)},

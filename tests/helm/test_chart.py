@@ -373,6 +373,7 @@ def test_factory_builds_pods_that_fit_the_chart(chart_dir: Path) -> None:
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["ML_LAKE_URI"] == values["execution"]["lakeUri"]
     assert pod_task.schedule_timeout_seconds == values["execution"]["podScheduleTimeoutSeconds"]
+    assert pod_task.poll_interval == values["execution"]["podPollIntervalSeconds"]
     assert env["ML_PIPELINE_CONFIG"] == values["execution"]["pipelineConfigPath"]
 
 

@@ -23,6 +23,7 @@ from tests.support.airflow import RecordingTaskInstance
         ({"ML_GPU_NODE_SELECTOR": "[]"}, "ML_GPU_NODE_SELECTOR must be a JSON dict"),
         ({"ML_KEEP_FAILED_PODS": "maybe"}, "ML_KEEP_FAILED_PODS='maybe' must be true or false"),
         ({"ML_POD_SCHEDULE_TIMEOUT": "0"}, "ML_POD_SCHEDULE_TIMEOUT=0 must be a positive number"),
+        ({"ML_POD_POLL_INTERVAL": "0"}, "ML_POD_POLL_INTERVAL=0 must be a positive number"),
         ({"ML_RESOURCE_PROFILES": '{"tpu": {}}'}, "ML_RESOURCE_PROFILES names unknown profile"),
         (
             {"ML_RESOURCE_PROFILES": '{"cpu": {"requests": {"cpu": 1}}}'},

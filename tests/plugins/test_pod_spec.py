@@ -121,8 +121,8 @@ def test_task_defers_and_pushes_the_result(cpu_task: Any) -> None:
     assert cpu_task.do_xcom_push is True
 
 
-def test_trigger_checks_a_running_pod_every_five_seconds(cpu_task: Any) -> None:
-    assert cpu_task.poll_interval == 5  # not the provider's 2: see POD_POLL_SECONDS
+def test_trigger_checks_a_running_pod_every_five_seconds_by_default(cpu_task: Any) -> None:
+    assert cpu_task.poll_interval == 5  # not the provider's 2: see ExecutionSettings.poll_interval_seconds
 
 
 def test_task_deletes_its_pod_when_done(cpu_task: Any) -> None:
@@ -175,6 +175,11 @@ def test_secret_values_in_the_worker_environment_never_reach_the_pod_spec() -> N
 def test_keep_failed_pods_setting() -> None:
     settings = load_settings({"ML_EXECUTION_MODE": "kubernetes", "ML_KEEP_FAILED_PODS": "true"})
     assert step_task("validate", settings=settings).on_finish_action.value == "delete_succeeded_pod"
+
+
+def test_poll_interval_setting() -> None:
+    settings = load_settings({"ML_EXECUTION_MODE": "kubernetes", "ML_POD_POLL_INTERVAL": "2"})
+    assert step_task("validate", settings=settings).poll_interval == 2
 
 
 def test_pod_waits_for_a_node_only_the_schedule_timeout() -> None:
