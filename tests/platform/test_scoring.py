@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -20,12 +21,13 @@ from mlsteps.platform import scoring
 from mlsteps.platform.datasets import model_input
 from mlsteps.platform.lake import Lake
 from mlsteps.platform.mlflow_registry import LoadedModel
-from mlsteps.platform.scoring import PredictThreads, encode_batch, score_units
+from mlsteps.platform.scoring import PredictThreads, available_cores, encode_batch, score_units
 
 FEATURES = ["amount", "merchant_category", "card_present", "distance_from_home_km"]
 
 
-def _batch(rows: int, seed: int = 0) -> pa.RecordBatch:
+def _batch(rows: int, seed: int = 0, id_width: int = 0) -> pa.RecordBatch:
+    """``rows`` events; ``id_width`` zero-pads the row ids (long ids cost more to read, not to predict)."""
     rng = np.random.default_rng(seed)
     categories = list(load_config().dataset.columns["merchant_category"].categories or ())
     merchant = rng.choice([*categories, "unseen_category"], rows).astype(object)
@@ -33,7 +35,7 @@ def _batch(rows: int, seed: int = 0) -> pa.RecordBatch:
     distance = rng.exponential(30, rows)
     return pa.RecordBatch.from_pydict(
         {
-            "transaction_id": [f"t{i}" for i in range(rows)],
+            "transaction_id": [f"t{i:0{id_width}d}" for i in range(rows)],
             "customer_id": [f"c{i % 50}" for i in range(rows)],
             "event_time": pa.array(pd.date_range("2026-11-05", periods=rows, freq="s", tz="UTC")),
             "amount": rng.gamma(2, 40, rows),
@@ -84,10 +86,10 @@ def test_a_feature_that_is_not_a_number_is_refused_by_name() -> None:
         encode_batch(pa.RecordBatch.from_pandas(batch), FEATURES, load_config())
 
 
-def _write_parts(root: Path, parts: int, rows: int) -> list[tuple[str, int]]:
+def _write_parts(root: Path, parts: int, rows: int, id_width: int = 0) -> list[tuple[str, int]]:
     units = []
     for number in range(parts):
-        table = pa.Table.from_batches([_batch(rows, seed=10 + number)])
+        table = pa.Table.from_batches([_batch(rows, seed=10 + number, id_width=id_width)])
         pq.write_table(table, root / f"part-{number}.parquet", row_group_size=rows // 2)
         units += [(f"part-{number}.parquet", 0), (f"part-{number}.parquet", 1)]
     return units
@@ -146,50 +148,101 @@ def _nthread(booster: xgb.Booster) -> str:
     return str(json.loads(booster.save_config())["learner"]["generic_param"]["nthread"])
 
 
-def test_predicting_starts_on_one_thread() -> None:
+def test_predicting_starts_on_every_core() -> None:
     booster = _booster()
-    PredictThreads().start(booster)
-    assert _nthread(booster) == "1"
-
-
-def test_a_model_predicted_faster_than_its_input_is_read_stays_on_one_thread() -> None:
-    booster, threads = _booster(), PredictThreads(probe_batches=3)
-    threads.start(booster)
-    for _ in range(4):  # the first batch, then the probe
-        threads.record(booster, reading=0.010, predicting=0.002)
-    assert _nthread(booster) == "1"
-    assert not threads.all_cores
-
-
-def test_a_model_predicted_slower_than_its_input_is_read_moves_to_every_core() -> None:
-    booster, threads = _booster(), PredictThreads(probe_batches=3)
-    threads.start(booster)
-    for _ in range(4):
-        threads.record(booster, reading=0.002, predicting=0.010)
+    PredictThreads(cores=2).start(booster)
     assert _nthread(booster) == "0"  # XGBoost's default
-    assert threads.all_cores
+
+
+def _probe(threads: PredictThreads, booster: xgb.Booster, reading: float, predicting: float) -> None:
+    """One probe's batches, each read and predicted in these times."""
+    for _ in range(threads.probe_batches):
+        threads.record(booster, reading=reading, predicting=predicting)
+
+
+def _started(cores: int = 2) -> tuple[xgb.Booster, PredictThreads]:
+    """A booster on every core, its first batch (XGBoost's set-up, not timed) predicted."""
+    booster, threads = _booster(), PredictThreads(cores=cores, probe_batches=3)
+    threads.start(booster)
+    threads.record(booster, reading=0.001, predicting=5.0)
+    return booster, threads
+
+
+def test_a_model_predicted_slower_than_its_input_is_read_stays_on_every_core() -> None:
+    booster, threads = _started()
+    _probe(threads, booster, reading=0.002, predicting=0.010)
+    assert (_nthread(booster), threads.chosen, threads.one_thread) == ("0", True, False)
+
+
+def test_a_model_predicted_faster_than_reading_even_times_the_cores_moves_to_one_thread() -> None:
+    booster, threads = _started(cores=2)
+    _probe(threads, booster, reading=0.010, predicting=0.002)
+    assert (_nthread(booster), threads.chosen, threads.one_thread) == ("1", True, True)
+
+
+def test_in_between_the_next_batches_are_probed_on_one_thread() -> None:
+    booster, threads = _started(cores=4)
+    _probe(threads, booster, reading=0.010, predicting=0.004)  # 4 cores x 0.004 s > 0.010 s
+    assert (_nthread(booster), threads.chosen) == ("1", False)
+
+
+def test_a_model_one_thread_predicts_faster_than_reading_stays_on_one_thread() -> None:
+    booster, threads = _started(cores=4)
+    _probe(threads, booster, reading=0.010, predicting=0.004)
+    _probe(threads, booster, reading=0.010, predicting=0.008)
+    assert (_nthread(booster), threads.chosen, threads.one_thread) == ("1", True, True)
+
+
+def test_a_model_one_thread_predicts_slower_than_reading_goes_back_to_every_core() -> None:
+    booster, threads = _started(cores=4)
+    _probe(threads, booster, reading=0.010, predicting=0.004)
+    _probe(threads, booster, reading=0.010, predicting=0.012)
+    assert (_nthread(booster), threads.chosen, threads.one_thread) == ("0", True, False)
 
 
 def test_the_first_batch_is_not_part_of_the_probe() -> None:
-    booster, threads = _booster(), PredictThreads(probe_batches=3)
-    threads.start(booster)
-    threads.record(booster, reading=0.001, predicting=5.0)  # XGBoost's first-call set-up
-    for _ in range(3):
-        threads.record(booster, reading=0.010, predicting=0.002)
+    booster, threads = _started(cores=2)  # its first batch took 5 s to predict
+    _probe(threads, booster, reading=0.010, predicting=0.002)
     assert _nthread(booster) == "1"
 
 
-def test_the_choice_is_made_once_after_the_probe() -> None:
-    booster, threads = _booster(), PredictThreads(probe_batches=2)
-    threads.start(booster)
-    for _ in range(3):
-        threads.record(booster, reading=0.010, predicting=0.002)
-    threads.record(booster, reading=0.001, predicting=1.0)  # after the probe: no second choice
+def test_the_choice_is_made_once() -> None:
+    booster, threads = _started(cores=2)
+    _probe(threads, booster, reading=0.010, predicting=0.002)
+    _probe(threads, booster, reading=0.001, predicting=1.0)  # after the choice: no second one
     assert _nthread(booster) == "1"
+
+
+def _cgroup(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_a_cgroup_v2_quota_caps_the_cores_rounded_up(tmp_path: Path) -> None:
+    assert available_cores(_cgroup(tmp_path, {"cpu.max": "50000 100000\n"})) == 1
+
+
+def test_a_cgroup_v2_without_a_quota_leaves_the_affinity(tmp_path: Path) -> None:
+    cgroup = _cgroup(tmp_path, {"cpu.max": "max 100000\n"})
+    assert available_cores(cgroup) == len(os.sched_getaffinity(0))
+
+
+def test_a_cgroup_v1_quota_caps_the_cores(tmp_path: Path) -> None:
+    cgroup = _cgroup(tmp_path, {"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"})
+    assert available_cores(cgroup) == 1
+
+
+def test_no_cgroup_files_leave_the_affinity(tmp_path: Path) -> None:
+    assert available_cores(tmp_path) == len(os.sched_getaffinity(0))
 
 
 def test_an_io_bound_model_is_predicted_on_one_thread(tmp_path: Path) -> None:
-    units = _write_parts(tmp_path, parts=2, rows=8000)
+    # Batches large enough that predicting them on every core costs far less than reading them,
+    # even with the threads' start-up: 6 of 20,000 rows (the probe ends before the input does), with
+    # 64-digit row ids, so reading costs several times what two threads take to predict.
+    units = _write_parts(tmp_path, parts=3, rows=40_000, id_width=64)
     frame = _batch(500).to_pandas()
     tiny = xgb.train(
         {"max_depth": 2},
@@ -198,8 +251,8 @@ def test_an_io_bound_model_is_predicted_on_one_thread(tmp_path: Path) -> None:
         ),
         num_boost_round=2,
     )
-    scored = list(score_units(Lake(str(tmp_path)), load_config(), _model(tiny), units, batch_rows=2000))
-    assert sum(s.table.num_rows for s in scored) == 2 * 8000
+    scored = list(score_units(Lake(str(tmp_path)), load_config(), _model(tiny), units, batch_rows=20_000))
+    assert sum(s.table.num_rows for s in scored) == 3 * 40_000
     assert _nthread(tiny) == "1"
 
 

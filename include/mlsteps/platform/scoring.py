@@ -11,12 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsteps.contract.layout import (
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 
     from mlsteps.contract.config import ColumnSpec, PipelineConfig
     from mlsteps.platform.mlflow_registry import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ def shard_units(
             unit += 1
 
 
-#: Batches predicted on one thread before the thread count for the rest is chosen (:class:`PredictThreads`).
+#: Batches timed on every core before the thread count for the rest is chosen (:class:`PredictThreads`).
 PROBE_BATCHES = 3
 #: Batches read and encoded ahead of the one being predicted (bounds memory: 2 batches in flight).
 PREFETCH_BATCHES = 2
@@ -287,35 +292,97 @@ class EncodedBatch:
 
 @dataclass
 class PredictThreads:
-    """How many threads XGBoost predicts with: one while predicting a batch costs less than reading
-    and encoding it, XGBoost's default (every core) when predicting is the slower stage.
+    """How many threads XGBoost predicts with: XGBoost's default (every core) while predicting is the
+    slower stage, one when a single thread predicts a batch faster than it is read and encoded.
 
     With a small model, scoring is I/O-bound: the reader (Parquet decoding, encoding) and the writer
     need the cores, and XGBoost's extra threads only add scheduling work to a batch that one thread
-    predicts in a few milliseconds. A large model is compute-bound and needs every core. The first
-    :data:`PROBE_BATCHES` batches after the first are predicted on one thread, and their predicting
-    and reading times are summed; if predicting took longer, the rest is predicted on every core.
+    predicts in a few milliseconds. A large model is compute-bound and needs every core.
+
+    Predicting starts on every core, and the first :data:`PROBE_BATCHES` batches after the first are
+    timed. If predicting them took at least as long as reading them, the model is compute-bound: it
+    stays on every core. If it took less than reading even times ``cores`` (an upper bound of one
+    thread's time), it moves to one thread. In between, the next :data:`PROBE_BATCHES` batches are
+    predicted on one thread, and it stays there if they were predicted faster than they were read.
+    So a large model never runs at one thread's speed (probed on one thread, it ran at 0.70x of bare
+    predict at 1M rows on 2 cores, 4 of 16 batches at half speed), and a small one, whose time on
+    every core is mostly the threads' start-up, is still measured on one thread before it is kept
+    on every core.
     """
 
+    #: Cores XGBoost's default uses (:func:`available_cores`).
+    cores: int
     probe_batches: int = PROBE_BATCHES
     predicting: float = 0.0
     reading: float = 0.0
     seen: int = 0
-    all_cores: bool = False
+    #: The second probe is running: the current batches are predicted on one thread.
+    probing_one_thread: bool = False
+    chosen: bool = False
+    one_thread: bool = False
 
     def start(self, booster: xgb.Booster) -> None:
-        booster.set_param({"nthread": 1})
+        booster.set_param({"nthread": 0})  # XGBoost's default: every core it may use
 
     def record(self, booster: xgb.Booster, reading: float, predicting: float) -> None:
-        """Count one batch's reading (and encoding) and predicting seconds; choose after the probe."""
+        """Count one batch's reading (and encoding) and predicting seconds; choose after the probes."""
         self.seen += 1
-        if self.seen == 1:
-            return  # its predicting includes XGBoost's first-call set-up
+        if self.seen == 1 or self.chosen:
+            return  # the first batch's predicting includes XGBoost's first-call set-up
         self.reading += reading
         self.predicting += predicting
-        if self.seen == self.probe_batches + 1 and self.predicting > self.reading:
-            self.all_cores = True
-            booster.set_param({"nthread": 0})  # XGBoost's default: every core it may use
+        if (self.seen - 1) % self.probe_batches:
+            return
+        if self.probing_one_thread:
+            self._choose(booster, one_thread=self.predicting < self.reading)
+        elif self.predicting >= self.reading or self.predicting * self.cores < self.reading:
+            self._choose(booster, one_thread=self.predicting < self.reading)
+        else:
+            self._log("probing one thread")
+            self.probing_one_thread = True
+            self.predicting = self.reading = 0.0
+            booster.set_param({"nthread": 1})
+
+    def _choose(self, booster: xgb.Booster, one_thread: bool) -> None:
+        self.chosen, self.one_thread = True, one_thread
+        booster.set_param({"nthread": 1 if one_thread else 0})
+        self._log("predicting on one thread" if one_thread else "predicting on every core")
+
+    def _log(self, what: str) -> None:
+        threads = "one thread" if self.probing_one_thread else f"{self.cores} cores"
+        log.info(
+            "%s: %d batches predicted in %.3f s on %s, read and encoded in %.3f s",
+            what,
+            self.probe_batches,
+            self.predicting,
+            threads,
+            self.reading,
+        )
+
+
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use, as XGBoost counts them for its default thread count: the CPU
+    affinity, capped by a cgroup CPU quota (a pod's CPU limit), rounded up."""
+    import math
+
+    cores = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota(cgroup)
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs the cgroup's CFS quota allows (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``); None: no quota."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # "max 100000" or "200000 100000"
+        return int(quota) / int(period) if quota != "max" else None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 def _scored_batches(
@@ -326,7 +393,7 @@ def _scored_batches(
     dataset = config.dataset
     keys = [dataset.row_id, *dataset.entity_keys, dataset.event_time]
     threshold = config.scoring.decision_threshold
-    threads = PredictThreads()
+    threads = PredictThreads(available_cores())
     for item in encoded:
         booster = item.model.booster
         if threads.seen == 0:
