@@ -333,9 +333,9 @@ class PredictThreads:
         self.predicting += predicting
         if (self.seen - 1) % self.probe_batches:
             return
-        if self.probing_one_thread:
-            self._choose(booster, one_thread=self.predicting < self.reading)
-        elif self.predicting >= self.reading or self.predicting * self.cores < self.reading:
+        # Decided: after the one-thread probe, or when every core's time settles it either way.
+        clear = self.predicting >= self.reading or self.predicting * self.cores < self.reading
+        if self.probing_one_thread or clear:
             self._choose(booster, one_thread=self.predicting < self.reading)
         else:
             self._log("probing one thread")
