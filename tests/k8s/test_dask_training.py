@@ -130,13 +130,6 @@ def test_every_worker_reports_its_peak_memory_under_its_limit(dask_run: DaskRun)
 
 
 def test_the_pod_rebuilt_the_versions_training_data_and_parameters_exactly(dask_run: DaskRun) -> None:
-    """The records suffice in a pod: config, training-set fingerprint and hyperparameters are the same.
-
-    The verdict itself is not asserted: in one of the first two runs here the rebuilt booster
-    differed (max |dp| 0.09 on the holdout, every check before it the same), so xgboost.dask across
-    two operator-made clusters is not bit-reproducible in this setting (see the README); the first
-    difference, if any, must come after these checks.
-    """
     report = dask_run.results["reproduce"]
     assert (report["model_version"], report["training_run"]) == (
         dask_run.result["model_version"],
@@ -148,6 +141,16 @@ def test_the_pod_rebuilt_the_versions_training_data_and_parameters_exactly(dask_
         True,
         True,
     ]
+
+
+def test_the_dask_trained_version_reproduces_in_a_pod(dask_run: DaskRun) -> None:
+    """``equivalent`` is allowed: the README's definition for a distributed fit (same predictions).
+
+    Before the step's clusters ran without work stealing, one CI run here got ``differs`` (max
+    |dp| 0.09): a stolen task had moved partitions to the other worker between placement and fit.
+    """
+    report = dask_run.results["reproduce"]
+    assert report["verdict"] in ("identical", "equivalent"), report["first_difference"]
 
 
 def test_train_and_reproduce_each_ran_a_cluster_of_their_own(dask_run: DaskRun) -> None:

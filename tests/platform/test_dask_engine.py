@@ -1,14 +1,18 @@
-"""The Dask engine's split and data placement: pure functions on in-memory frames, and ``spread`` on a
+"""The Dask engine's split and data placement: pure functions on in-memory frames, ``spread`` on a
 real two-worker cluster (threads in this process: placement, not memory, is under test here; the
-train step's tests run worker processes)."""
+train step's tests run worker processes), and the step's own cluster keeping placed partitions
+where they are when XGBoost takes them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pandas as pd
 import pytest
 
+from mlsteps.contract.config import DaskConfig
+from mlsteps.contract.settings import StepSettings
 from mlsteps.logic.training import split_by_time
 from mlsteps.platform.dask_engine import (
     CALIBRATION,
@@ -16,6 +20,7 @@ from mlsteps.platform.dask_engine import (
     PART,
     ROW,
     VALIDATION,
+    dask_client,
     place,
     spread,
     time_cuts,
@@ -107,3 +112,37 @@ def test_spread_keeps_every_row(client: object) -> None:
     gathered = spread(client, as_dask(rows, 1)).compute()  # type: ignore[arg-type]
 
     assert sorted(gathered[ROW]) == sorted(rows[ROW_ID])
+
+
+def test_the_steps_cluster_leaves_each_partition_on_its_worker_for_xgboost_while_one_is_busy() -> None:
+    """XGBoost trains a partition on the worker said to hold it after its own column selection and
+    packing tasks; with work stealing those tasks moved every partition to the idle worker here."""
+    import dask.dataframe as dd
+    import numpy as np
+    import xgboost as xgb
+    import xgboost.dask  # noqa: F401 - xgb.dask
+
+    rows = keyed_rows(8000).rename(columns={ROW_ID: ROW})
+    rows["x"] = np.arange(len(rows), dtype="float64") % 17
+    rows[LABEL] = rows[LABEL].astype("float32")
+    with dask_client(DaskConfig(workers=2, memory_limit="512MiB"), StepSettings()) as client:
+        futures = place(client, as_dask(rows.rename(columns={ROW: ROW_ID}), 8))  # type: ignore[arg-type]
+        placed = dict(zip([future.key for future in futures], holder_of(client, futures), strict=True))  # type: ignore[attr-defined]
+        frame = dd.from_delayed(futures, meta=rows.iloc[:0], verify_meta=False)
+        busy = client.submit(time.sleep, 3, workers=[placed[futures[0].key]], pure=False)
+        matrix = xgb.dask.DaskQuantileDMatrix(client, frame[["x"]], frame[LABEL])
+        busy.result()
+        trained_on = {
+            matrix.partition_order[part.key]: worker
+            for worker, parts in matrix.worker_map.items()
+            for part in parts
+        }
+
+    assert trained_on == {index: placed[future.key] for index, future in enumerate(futures)}  # type: ignore[attr-defined]
+
+
+def holder_of(client: object, futures: list[object]) -> list[str]:
+    """The one worker holding each placed partition."""
+    where = client.who_has(futures)  # type: ignore[attr-defined]
+    assert {len(where[future.key]) for future in futures} == {1}  # type: ignore[attr-defined]
+    return [where[future.key][0] for future in futures]  # type: ignore[attr-defined]

@@ -117,6 +117,15 @@ def test_the_scheduler_runs_the_dask_cli() -> None:
     assert scheduler["args"][:2] == ["dask", "scheduler"]
 
 
+def test_the_scheduler_reads_the_steps_scheduler_settings_from_its_environment() -> None:
+    import dask
+
+    (scheduler,) = spec()["spec"]["scheduler"]["spec"]["containers"]
+    read = dask.config.collect_env({item["name"]: item["value"] for item in scheduler["env"]})
+
+    assert dask.config.get("distributed.scheduler.work-stealing", config=read) is False
+
+
 def test_the_cluster_carries_the_label_the_network_policy_selects() -> None:
     assert spec()["metadata"]["labels"] == POD_LABELS
 

@@ -47,6 +47,20 @@ FIT, VALIDATION, CALIBRATION = 0, 1, 2
 LABEL, ROW = "_mlsteps_label", "_mlsteps_row"
 #: How long the step waits for every worker to join (pods may first have to be scheduled).
 WORKERS_TIMEOUT_S = 300
+#: The scheduler settings of every cluster the step makes. Work stealing is off: XGBoost trains each
+#: partition on the worker its scheduler reports holding it, so a stolen column selection or packing
+#: task moves that partition's rows to another worker, which changes the fit (another split of the
+#: rows, other quantile sketches) and breaks the per-worker share that bounds memory. With one worker
+#: busy, stealing put every partition on the other worker (tests/platform/test_dask_engine.py).
+SCHEDULER_CONFIG: dict[str, Any] = {"distributed.scheduler.work-stealing": False}
+
+
+def scheduler_env() -> dict[str, str]:
+    """:data:`SCHEDULER_CONFIG` as the environment variables Dask reads (a scheduler pod's settings)."""
+    return {
+        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+        for key, value in SCHEDULER_CONFIG.items()
+    }
 
 
 @contextmanager
@@ -74,16 +88,18 @@ def _cluster(dask: DaskConfig, settings: StepSettings) -> Cluster:
         from mlsteps.platform.dask_kubernetes import kube_cluster
 
         return kube_cluster(dask, settings)
+    import dask as dask_library
     from distributed import LocalCluster
 
-    return LocalCluster(
-        n_workers=dask.workers,
-        threads_per_worker=dask.threads_per_worker,
-        memory_limit=dask.memory_limit,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.WARNING,
-    )
+    with dask_library.config.set(SCHEDULER_CONFIG):  # the scheduler, in this process, reads it now
+        return LocalCluster(
+            n_workers=dask.workers,
+            threads_per_worker=dask.threads_per_worker,
+            memory_limit=dask.memory_limit,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
 
 
 def read_split(lake: Lake, manifest: dict[str, Any], split: str) -> dd.DataFrame:

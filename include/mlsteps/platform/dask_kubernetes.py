@@ -34,6 +34,7 @@ from mlsteps.contract.settings import (
     parse_worker_resources,
 )
 from mlsteps.errors import StepError
+from mlsteps.platform.dask_engine import scheduler_env
 
 if TYPE_CHECKING:
     from dask_kubernetes.operator import KubeCluster
@@ -171,6 +172,7 @@ def cluster_spec(
     scheduler = spec["spec"]["scheduler"]["spec"]
     # The operator's default is the `dask-scheduler` script, which distributed no longer installs.
     scheduler["containers"][0]["args"] = ["dask", "scheduler", "--host", "0.0.0.0"]  # noqa: S104 - in its pod
+    scheduler["containers"][0]["env"] += [{"name": k, "value": v} for k, v in sorted(scheduler_env().items())]
     _harden(worker, placement, worker_resources(dask, placement.worker_resources))
     _harden(scheduler, placement, SCHEDULER_RESOURCES)
     return spec
