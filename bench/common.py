@@ -52,7 +52,12 @@ def run_process(
     with tempfile.TemporaryFile() as output:
         started = time.perf_counter()
         process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
-        status, usage = _wait(process, timeout)
+        try:
+            status, usage = _wait(process, timeout)
+        except BaseException:  # the bench was stopped: the case goes with it
+            process.kill()
+            process.wait()
+            raise
         wall = time.perf_counter() - started
         output.seek(0)
         text = output.read().decode(errors="replace")

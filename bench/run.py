@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from repotools.local_airflow import stop_on_sigterm
+
 from bench import distributed, drift, parse, scoring, startup, training
 from bench.common import REPO_ROOT, env_int, env_sizes, log, machine_info
 from bench.report import summary_rows, table
@@ -142,6 +144,7 @@ def _timed(function: Any, *arguments: Any) -> dict[str, Any]:
 
 
 def main() -> None:
+    stop_on_sigterm()  # a stopped run still stops its mlflow server and removes its workspace
     knobs = settings()
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="mlsteps-bench-"))

@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the services too, not only Ctrl-C
+    stop_on_sigterm()
     base = demo_environment(REPO_ROOT)
     env = airflow_env(base, Path(base["AIRFLOW_HOME"]), args.port)
     logs = Path(base["ML_STATE_DIR"]) / "logs" / "ui"
@@ -387,6 +387,12 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(1)
         except KeyboardInterrupt:
             print("stopping", flush=True)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``timeout``, a CI runner stopping a job) unwind this process as Ctrl-C
+    does, so that every ``with`` block stops the servers it started instead of leaving them running."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _interrupt(signum: int, frame: object) -> None:

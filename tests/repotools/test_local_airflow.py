@@ -102,6 +102,32 @@ def test_an_mlflow_server_answers_in_the_block_and_is_gone_after_it(tmp_path: Pa
         urllib.request.urlopen(f"{url}/health", timeout=5)
 
 
+SERVER_UNTIL_STOPPED = """
+import os, sys, time
+from pathlib import Path
+from repotools.local_airflow import mlflow_server, stop_on_sigterm
+stop_on_sigterm()
+work = Path(sys.argv[1])
+backend, artifacts = f"sqlite:///{work / 'mlflow.db'}", ["--default-artifact-root", str(work)]
+with mlflow_server(backend, artifacts, os.environ, work) as url:
+    print(url, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_process_stopped_with_sigterm_stops_the_mlflow_server_it_started(tmp_path: Path) -> None:
+    """``make bench`` and ``make ui`` stopped with ``kill`` (or ``timeout``) leave no server behind."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVER_UNTIL_STOPPED, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    process.terminate()
+    process.wait(timeout=60)
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(f"{url}/health", timeout=5)
+
+
 def test_an_mlflow_server_that_cannot_start_names_its_log(tmp_path: Path) -> None:
     with (
         pytest.raises(RuntimeError, match="mlflow-server.log"),
