@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes server binaries, kubectl, helm and CoreDNS from the Go module proxy, once per
+# Builds the Kubernetes server binaries, kubectl, helm, CoreDNS and kube-network-policies (the
+# NetworkPolicy enforcer of tests/k8s/network_policies.py) from the Go module proxy, once per
 # version, into a cache outside the repository ($ML_K8S_CACHE, default ~/.cache/mlsteps/k8s).
 # No registry ships Kubernetes' server binaries, and k8s.io/kubernetes' go.mod points its staging
 # modules at local folders, so a small wrapper module requires every one at the matching v0.X.Y.
@@ -9,6 +10,9 @@ set -euo pipefail
 K8S_VERSION=${ML_K8S_VERSION:-v1.35.4}
 HELM_VERSION=${ML_HELM_VERSION:-v3.22.0}
 COREDNS_VERSION=${ML_COREDNS_VERSION:-v1.15.0}
+NETPOL_VERSION=${ML_NETPOL_VERSION:-v0.8.0}
+NETPOL_STAMP="$NETPOL_VERSION+xt-nfqueue"
+HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${ML_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlsteps/k8s}
 BIN="$CACHE/kubernetes-$K8S_VERSION-helm-$HELM_VERSION/bin"
 SERVER=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
@@ -21,6 +25,8 @@ stamped() {  # stamped <name>  (output captured first: grep -q closing the pipe 
     helm) out=$("$BIN/helm" version --short 2>/dev/null) && grep -q "^${HELM_VERSION}" <<<"$out" ;;
     coredns) out=$("$BIN/coredns" -version 2>/dev/null) && grep -qx "CoreDNS-${COREDNS_VERSION#v}" <<<"$out" \
       && out=$("$BIN/coredns" -plugins 2>/dev/null) && grep -qx "bind" <<<"$out" ;;
+    # it prints no version: the build writes the one it built beside it
+    kube-network-policies) [ "$(cat "$BIN/$1.version" 2>/dev/null)" = "$NETPOL_STAMP" ] ;;
     *) out=$("$BIN/$1" --version 2>/dev/null) && grep -qx "Kubernetes $K8S_VERSION" <<<"$out" ;;
   esac
 }
@@ -30,7 +36,7 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.build.lock"
 flock 9
 missing=()
-for name in "${SERVER[@]}" helm coredns; do { [ -x "$BIN/$name" ] && stamped "$name"; } || missing+=("$name"); done
+for name in "${SERVER[@]}" helm coredns kube-network-policies; do { [ -x "$BIN/$name" ] && stamped "$name"; } || missing+=("$name"); done
 if [ ${#missing[@]} -eq 0 ]; then echo "$BIN"; exit 0; fi
 if [ -n "${ML_K8S_NO_BUILD:-}" ]; then
   echo "ERROR: the Kubernetes binaries are not built yet (missing ${missing[*]}): run make test-k8s or $0" >&2
@@ -111,5 +117,29 @@ func main() { coremain.Run() }
 GO
   go mod tidy >/dev/null 2>&1 || true
   (cd "$work/coredns" && go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
+fi
+if printf '%s\n' "${missing[@]}" | grep -qx kube-network-policies; then
+  # Upstream's source with one change: its queue verdict becomes iptables' NFQUEUE target through
+  # nft_compat (kube_network_policies/xt_nfqueue.go), as this machine's kernel has no nft_queue.
+  echo "building kube-network-policies $NETPOL_VERSION" >&2
+  source_dir=$(go mod download -json "sigs.k8s.io/kube-network-policies@$NETPOL_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  cp -r "$source_dir" "$work/netpol" && chmod -R u+w "$work/netpol"
+  cp "$HERE/kube_network_policies/xt_nfqueue.go" "$work/netpol/pkg/networkpolicy/"
+  python3 - "$work/netpol/pkg/networkpolicy/controller.go" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+queue = """	queue := &expr.Queue{Num: uint16(c.config.QueueID)}
+	if c.config.FailOpen {
+		queue.Flag = expr.QueueFlagBypass
+	}
+"""
+if text.count(queue) != 2:
+    sys.exit(f"kube-network-policies changed: {path} no longer builds its two queue verdicts as expected")
+open(path, "w").write(text.replace(queue, "\tqueue := xtNFQueue(uint16(c.config.QueueID), c.config.FailOpen)\n"))
+PY
+  (cd "$work/netpol" && go build -trimpath -ldflags "-s -w" -o "$BIN/kube-network-policies" ./cmd)
+  echo "$NETPOL_STAMP" > "$BIN/kube-network-policies.version"
 fi
 echo "$BIN"

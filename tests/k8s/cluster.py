@@ -88,7 +88,7 @@ KERNEL_SETTINGS = (
 )
 #: Label on an imported image: the Docker image ID it was imported from (to reuse it next run).
 _DOCKER_ID_LABEL = "org.mlsteps.docker-id"
-_DEBIAN_PACKAGES = {"etcd": "etcd-server", "containerd": "containerd", "runc": "runc"}
+_DEBIAN_PACKAGES = {"etcd": "etcd-server", "containerd": "containerd", "runc": "runc", "nft": "nftables"}
 
 
 class ClusterError(RuntimeError):
@@ -125,7 +125,9 @@ def host_reason() -> str | None:
     if os.geteuid() != 0:
         return "the Kubernetes tests need root (kubelet, containerd, bridge networking)"
     missing = [
-        name for name in ("etcd", "containerd", "runc", "ctr", "iptables", "ip") if not shutil.which(name)
+        name
+        for name in ("etcd", "containerd", "runc", "ctr", "iptables", "ip", "nft")
+        if not shutil.which(name)
     ]
     if missing or not (CNI_BIN / "bridge").exists():
         if shutil.which("apt-get") is None:
