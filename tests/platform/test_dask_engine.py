@@ -122,13 +122,14 @@ def test_the_steps_cluster_leaves_each_partition_on_its_worker_for_xgboost_while
     import xgboost as xgb
     import xgboost.dask  # noqa: F401 - xgb.dask
 
-    rows = keyed_rows(8000).rename(columns={ROW_ID: ROW})
+    rows = keyed_rows(8000)
     rows["x"] = np.arange(len(rows), dtype="float64") % 17
     rows[LABEL] = rows[LABEL].astype("float32")
     with dask_client(DaskConfig(workers=2, memory_limit="512MiB"), StepSettings()) as client:
-        futures = place(client, as_dask(rows.rename(columns={ROW: ROW_ID}), 8))  # type: ignore[arg-type]
+        partitions = as_dask(rows, 8)
+        futures = place(client, partitions)  # type: ignore[arg-type]
         placed = dict(zip([future.key for future in futures], holder_of(client, futures), strict=True))  # type: ignore[attr-defined]
-        frame = dd.from_delayed(futures, meta=rows.iloc[:0], verify_meta=False)
+        frame = dd.from_delayed(futures, meta=partitions._meta, verify_meta=False)  # type: ignore[attr-defined]
         busy = client.submit(time.sleep, 3, workers=[placed[futures[0].key]], pure=False)
         matrix = xgb.dask.DaskQuantileDMatrix(client, frame[["x"]], frame[LABEL])
         busy.result()
