@@ -151,7 +151,9 @@ def test_killed_task_deletes_its_running_pod(
     assert ti["state"] == "failed"
     [pod] = _pods(pod_recorder, "k8s_kill")
     assert pod.deleted
-    assert pod.exit_code != 0
+    # Stopped while the step ran: the phase says so. As for the deadline above, the recorded exit
+    # code of the base container is not to be trusted (one clean-clone run saw 0 for this pod).
+    assert pod.phases[-1] == "Failed"
     assert faults.kill_to_deletion is not None
     assert faults.kill_to_deletion < 60
 
