@@ -11,8 +11,12 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, Protocol, cast
 
 from mlsteps.contract.settings import StepSettings
@@ -196,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module = _load(STEPS[args.step][0])
     try:
-        result = _run(args.step, module, args)
+        with _sigterm_stops_the_step():
+            result = _run(args.step, module, args)
+    except Stopped:
+        print(f"ERROR: step {args.step} {Stopped.WHY}", file=sys.stderr, flush=True)
+        return EXIT_CRASH
     except StepError as err:
         print(f"ERROR: {err}", file=sys.stderr, flush=True)
         if err.result:  # what a failed step still has to show (a report); the task's links read it
@@ -218,6 +226,37 @@ def _run(step: str, module: StepModule, args: argparse.Namespace) -> dict[str, A
     from mlsteps.platform.step_cache import run_cached
 
     return dict(run_cached(step, module, args))
+
+
+class Stopped(BaseException):
+    """SIGTERM arrived while the step ran. A ``BaseException``, as ``KeyboardInterrupt`` is, so that no
+    step's ``except Exception`` takes it for an error of its own; its ``finally`` blocks and context
+    managers still run (a Dask cluster is closed, a lock released, temporary files removed)."""
+
+    WHY = "stopped by SIGTERM: its pod was deleted or evicted, or its task was stopped"
+
+
+@contextmanager
+def _sigterm_stops_the_step() -> Iterator[None]:
+    """SIGTERM raises :class:`Stopped` in the step while the block runs.
+
+    Without a handler, a step that is a container's first process (a pod's, ``docker stop``'s)
+    ignores SIGTERM, as the kernel ignores it for any PID 1 without one, and runs on until the
+    grace period ends in SIGKILL, with no clean-up. Off the main thread (where Python allows no
+    handler) the default stays.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> NoReturn:
+        raise Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _crashed(step: str | None, err: Exception) -> int:

@@ -24,6 +24,7 @@ WITH_EXTRA_STEPS = textwrap.dedent(
     from mlsteps import cli
     cli.STEPS["explode"] = ("crashing_step", "Always crashes.")
     cli.STEPS["broken"] = ("broken_step", "Cannot be imported.")
+    cli.STEPS["dawdle"] = ("dawdling_step", "Runs until stopped.")
     sys.exit(cli.main(sys.argv[1:]))
     """
 )
@@ -154,6 +155,26 @@ def _write_extra_steps(directory: Path) -> None:
         )
     )
     (directory / "broken_step.py").write_text('raise ImportError("no module named gpu_magic")\n')
+    (directory / "dawdling_step.py").write_text(
+        textwrap.dedent(
+            """
+            import pathlib, time
+
+            def add_arguments(parser):
+                parser.add_argument("--marks", type=pathlib.Path)
+
+            def run(args):
+                (args.marks / "started").touch()
+                try:
+                    time.sleep(120)
+                except Exception:
+                    (args.marks / "swallowed").touch()
+                finally:
+                    (args.marks / "cleaned-up").touch()
+                return {"summary": "slept"}
+            """
+        )
+    )
 
 
 def test_crash_prints_traceback_then_one_error_line(tmp_path: Path) -> None:
@@ -184,6 +205,34 @@ def test_step_module_that_fails_to_import_is_a_crash_with_one_error_line(tmp_pat
     assert process.stderr.strip().splitlines()[-1] == (
         "ERROR: step broken crashed: ImportError: no module named gpu_magic"
     )
+
+
+def test_sigterm_stops_a_running_step_at_once_as_a_retried_failure_after_its_clean_up(
+    tmp_path: Path,
+) -> None:
+    """A pod deleted or evicted, ``docker stop``, a local task stopped: exit 1 with one ERROR line,
+    the step's ``finally`` run, no result, and not the grace period's SIGKILL much later."""
+    _write_extra_steps(tmp_path)
+    result_path = tmp_path / "result.json"
+    process = subprocess.Popen(
+        [sys.executable, "-c", WITH_EXTRA_STEPS, "dawdle", "--marks", str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "ML_STEP_RESULT": str(result_path)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.terminate()
+    _, stderr = process.communicate(timeout=10)
+
+    assert (process.returncode, stderr.strip().splitlines()[-1]) == (
+        1,
+        "ERROR: step dawdle stopped by SIGTERM: its pod was deleted or evicted, or its task was stopped",
+    )
+    marks = {name: (tmp_path / name).exists() for name in ("started", "swallowed", "cleaned-up")}
+    assert marks == {"started": True, "swallowed": False, "cleaned-up": True}
+    assert not result_path.exists()
 
 
 def test_a_step_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
