@@ -139,7 +139,7 @@ def test_timed_out_task_fails_and_its_pod_is_deleted(
     [pod] = _pods(pod_recorder, "k8s_timeout")
     # Deleted by the task's cleanup, which may finish just after the run is marked failed.
     wait_until(f"the timed-out pod {pod.name} is deleted (phases {pod.phases})", lambda: pod.deleted, 120)
-    # Stopped by its deadline before the 60-day step could finish. The phase says so; the base
+    # Stopped by its deadline before the 120-day step could finish. The phase says so; the base
     # container's recorded exit code does not (the watch saw 0 for a pod failed by its deadline).
     assert pod.phases[-1] == "Failed"
 
