@@ -220,11 +220,11 @@ class _Process:
             return "(no log)"
         return "\n".join(text[-lines:])
 
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+    def stop(self, grace: float = 10.0, signum: int = signal.SIGTERM) -> None:
+        """Send ``signum`` to the process group, SIGKILL it after ``grace`` seconds."""
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
+                os.killpg(self.popen.pid, signum)
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:

@@ -16,12 +16,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.k8s.cluster import Cluster, ClusterError, free_port
+from tests.k8s.cluster import Cluster, ClusterError, _Process, _wait, free_port
 
 BINARY = "kube-network-policies"
 #: Its nftables table (family inet): present from the controller's first sync, removed on SIGINT.
@@ -106,7 +105,7 @@ def enforcing(cluster: Cluster, timeout: float = 60) -> Iterator[Path]:
     log = cluster.logs / f"{BINARY}.log"
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", IN_CLUSTER, "netpol"]
     with log.open("ab") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+        popen = subprocess.Popen(  # noqa: S603 - our own binary and arguments
             [*argv, str(credentials), str(binary), *flags],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -114,26 +113,11 @@ def enforcing(cluster: Cluster, timeout: float = 60) -> Iterator[Path]:
             env=env,
             start_new_session=True,
         )
+    process = _Process(BINARY, popen, log)
     try:
-        deadline = time.monotonic() + timeout
-        while not table_present():
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-                raise ClusterError(f"{BINARY} installed no rules (exit {process.poll()}):\n{tail}")
-            time.sleep(0.5)
+        _wait(f"{BINARY} to install its nftables table", table_present, timeout, process)
         yield log
     finally:
-        _stop(process)
+        process.stop(grace=20, signum=signal.SIGINT)  # its handler removes its table
         if table_present():  # it did not clean up: never leave packets queued to nobody
             subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True, check=False)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGINT, which the controller handles (removing its table); SIGKILL if it has not exited."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
