@@ -37,6 +37,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -55,25 +56,31 @@ SERVICE_SUBNET = "10.78.0.0/24"
 #: Cluster DNS: CoreDNS listens on the node's bridge address.
 CLUSTER_DNS = NODE_IP
 CLUSTER_DOMAIN = "cluster.local"
-#: CoreDNS reads Services and EndpointSlices with an identity of its own, with this ClusterRole.
-_COREDNS_RBAC = """
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: mlsteps-coredns}
-rules:
-  - apiGroups: [""]
-    resources: [services, namespaces]
-    verbs: [list, watch]
-  - apiGroups: [discovery.k8s.io]
-    resources: [endpointslices]
-    verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: mlsteps-coredns}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: mlsteps-coredns}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: mlsteps-coredns}]
-"""
+
+
+def list_watch_rbac(name: str, resources: dict[str, list[str]], subject: dict[str, str]) -> str:
+    """A ClusterRole ``name`` that lists and watches ``resources`` (API group -> resources), bound to
+    ``subject``: what a host component that only watches the API (CoreDNS, a NetworkPolicy enforcer) needs."""
+    group = "rbac.authorization.k8s.io"
+    role = {
+        "apiVersion": f"{group}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": [
+            {"apiGroups": [api_group], "resources": names, "verbs": ["list", "watch"]}
+            for api_group, names in resources.items()
+        ],
+    }
+    binding = {
+        "apiVersion": f"{group}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": group, "kind": "ClusterRole", "name": name},
+        "subjects": [subject],
+    }
+    return yaml.safe_dump_all([role, binding])
+
+
 #: The sandbox image containerd's CRI uses; built locally (tests/k8s/images.py), never pulled.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 CNI_BIN = Path("/usr/lib/cni")
@@ -434,6 +441,30 @@ class Cluster:
     def kubectl_json(self, *args: str, kubeconfig: Path | None = None) -> dict:
         return dict(json.loads(self.kubectl(*args, "-o", "json", kubeconfig=kubeconfig).stdout))
 
+    def wait_for_pod(
+        self,
+        name: str,
+        phases: tuple[str, ...],
+        namespace: str | None = None,
+        kubeconfig: Path | None = None,
+        timeout: float = 180,
+    ) -> dict[str, Any]:
+        """The pod once its phase is one of ``phases`` (and its IP is set, for ``Running``).
+
+        Raises:
+            ClusterError: It did not get there within ``timeout`` seconds.
+        """
+        where = ["-n", namespace] if namespace else []
+        found: dict[str, Any] = {}
+
+        def reached() -> bool:
+            found.update(self.kubectl_json("get", "pod", name, *where, kubeconfig=kubeconfig))
+            phase, address = found.get("status", {}).get("phase"), found.get("status", {}).get("podIP")
+            return phase in phases and (phase != "Running" or bool(address))
+
+        _wait(f"pod {name} to reach {' or '.join(phases)}", reached, timeout)
+        return found
+
     def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``ctr`` against this cluster's containerd, in the CRI's ``k8s.io`` namespace."""
         return _ctr(self.containerd_socket, *args, check=check, timeout=timeout)
@@ -731,7 +762,13 @@ class _Starter:
 
     def coredns(self, cluster: Cluster, certs: dict[str, pki.KeyPair]) -> None:
         """The cluster DNS on CLUSTER_DNS:53, answering CLUSTER_DOMAIN from the API."""
-        cluster.kubectl("apply", "-f", "-", input=_COREDNS_RBAC)
+        # CoreDNS reads Services and EndpointSlices with an identity of its own (its client certificate).
+        rbac = list_watch_rbac(
+            "mlsteps-coredns",
+            {"": ["services", "namespaces"], "discovery.k8s.io": ["endpointslices"]},
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mlsteps-coredns"},
+        )
+        cluster.kubectl("apply", "-f", "-", input=rbac)
         kubeconfig = self.kubeconfig("coredns", cluster.server, certs["ca"].cert, certs["coredns"])
         ready = free_port()
         (self.scratch / "Corefile").write_text(

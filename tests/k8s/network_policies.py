@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.k8s.cluster import Cluster, ClusterError, _Process, _wait, free_port
+from tests.k8s.cluster import Cluster, ClusterError, _Process, _wait, free_port, list_watch_rbac
 
 BINARY = "kube-network-policies"
 #: Its nftables table (family inet): present from the controller's first sync, removed on SIGINT.
@@ -28,28 +28,17 @@ TABLE = "kube-network-policies"
 #: The queue of its install.yaml (its default, 100, is left to anything else on the host).
 QUEUE_ID = 98
 ACCOUNT = "kube-network-policies"
-RBAC = f"""
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {ACCOUNT}, namespace: kube-system}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: {ACCOUNT}}}
-rules:
-  - apiGroups: [""]
-    resources: [pods, namespaces]
-    verbs: [list, watch]
-  - apiGroups: [networking.k8s.io]
-    resources: [networkpolicies]
-    verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: {ACCOUNT}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ACCOUNT}}}
-subjects: [{{kind: ServiceAccount, name: {ACCOUNT}, namespace: kube-system}}]
-"""
+#: Its ServiceAccount, and the rights of its install.yaml's ClusterRole.
+RBAC = "---\n".join(
+    [
+        f"apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {ACCOUNT}, namespace: kube-system}}\n",
+        list_watch_rbac(
+            ACCOUNT,
+            {"": ["pods", "namespaces"], "networking.k8s.io": ["networkpolicies"]},
+            {"kind": "ServiceAccount", "name": ACCOUNT, "namespace": "kube-system"},
+        ),
+    ]
+)
 #: Mounts a private /run (so /var/run) in the new mount namespace, puts the in-cluster credentials
 #: where client-go looks, and becomes the controller. $1 credentials dir, $2 binary, then its flags.
 IN_CLUSTER = """set -eu

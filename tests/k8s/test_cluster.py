@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -76,11 +75,7 @@ def _run_to_end(release: Release, pod: dict[str, Any]) -> tuple[str, str]:
     cluster, kubeconfig, name = release.cluster, release.launcher_kubeconfig, pod["metadata"]["name"]
     cluster.kubectl("create", "-f", "-", kubeconfig=kubeconfig, input=json.dumps(pod))
     try:
-        phase = ""
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and phase not in ("Succeeded", "Failed"):
-            time.sleep(1)
-            phase = cluster.kubectl_json("get", "pod", name, kubeconfig=kubeconfig)["status"].get("phase", "")
+        phase = cluster.wait_for_pod(name, ("Succeeded", "Failed"), kubeconfig=kubeconfig)["status"]["phase"]
         return phase, cluster.kubectl("logs", name, kubeconfig=kubeconfig, check=False).stdout
     finally:
         cluster.kubectl("delete", "pod", name, "--wait=false", kubeconfig=kubeconfig, check=False)

@@ -10,7 +10,6 @@ helm/mlsteps/templates/networkpolicy-dask*.yaml); the others' packets are droppe
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,18 +85,6 @@ def pod(name: str, labels: dict[str, str], command: list[str]) -> dict[str, Any]
     }
 
 
-def wait_for(release: Release, name: str, done: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
-    """The pod once its phase is one of ``done`` (or its IP is set, for ``Running``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = release.cluster.kubectl_json("get", "pod", name, "-n", release.step_namespace)
-        status = found.get("status", {})
-        if status.get("phase") in done and (status.get("phase") != "Running" or status.get("podIP")):
-            return found
-        time.sleep(1)
-    raise AssertionError(f"pod {name} did not reach {done} in {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def connections(mlsteps_release: Release) -> Iterator[dict[str, tuple[str, str]]]:
     """Each client's phase and log, all run while the policies are enforced."""
@@ -110,12 +97,13 @@ def connections(mlsteps_release: Release) -> Iterator[dict[str, tuple[str, str]]
         with enforcing(release.cluster):
             listen = ["python", "-m", "http.server", str(SCHEDULER_PORT), "--bind", "0.0.0.0"]
             create(pod("netpol-scheduler", dict(POD_LABELS), listen))
-            address = wait_for(release, "netpol-scheduler", ("Running",))["status"]["podIP"]
+            scheduler = release.cluster.wait_for_pod("netpol-scheduler", ("Running",), namespace)
+            address = scheduler["status"]["podIP"]
             for client, labels in CLIENTS.items():
                 create(pod(f"netpol-{client}", labels, ["python", "-c", CONNECT, address]))
             results = {}
             for client in CLIENTS:
-                ended = wait_for(release, f"netpol-{client}", ("Succeeded", "Failed"))
+                ended = release.cluster.wait_for_pod(f"netpol-{client}", ("Succeeded", "Failed"), namespace)
                 logs = release.cluster.kubectl("logs", f"netpol-{client}", "-n", namespace, check=False)
                 results[client] = (ended["status"]["phase"], logs.stdout.strip())
         print(f"\nconnections to a Dask scheduler's port under the chart's policies: {results}")
